@@ -1,0 +1,12 @@
+# Third-party dependencies, all from Debian 12 packages (scripts/setup-debian.sh).
+find_package(Threads REQUIRED)
+find_package(absl CONFIG REQUIRED)
+find_package(nlohmann_json CONFIG REQUIRED)
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(SENTENCEPIECE REQUIRED IMPORTED_TARGET sentencepiece)
+if(TESSERA_BUILD_TESTS)
+  find_package(GTest CONFIG REQUIRED)
+endif()
+if(TESSERA_BUILD_BENCH)
+  find_package(benchmark CONFIG REQUIRED)
+endif()

@@ -1,0 +1,36 @@
+#include "kernels/backend.h"
+
+#include <algorithm>
+
+#include "kernels/cpu/cpu_backend.h"
+
+#ifdef TESSERA_CUDA_BACKEND
+#include "kernels/cuda/cuda_backend.h"
+#endif
+
+namespace tessera {
+
+bool CudaBackendAvailable() {
+#ifdef TESSERA_CUDA_BACKEND
+  return CudaDeviceCount() > 0;
+#else
+  return false;
+#endif
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const std::string& device) {
+  if (device == "cpu") return std::unique_ptr<Backend>(new CpuBackend());
+  if (device == "cuda" || device == "auto") {
+#ifdef TESSERA_CUDA_BACKEND
+    if (CudaDeviceCount() > 0) return CreateCudaBackend(0);
+    if (device == "cuda") return absl::FailedPreconditionError("--device cuda: no CUDA device is visible");
+#else
+    if (device == "cuda")
+      return absl::FailedPreconditionError("--device cuda: this build of tessera has no CUDA backend");
+#endif
+    return std::unique_ptr<Backend>(new CpuBackend());
+  }
+  return absl::InvalidArgumentError("unknown device '" + device + "' (expected auto, cpu or cuda)");
+}
+
+}  // namespace tessera

@@ -1,0 +1,224 @@
+// The backend contract: a small table of ops that the Llama forward is written against.
+// kernels/cpu is the reference implementation; kernels/cuda must match its semantics.
+//
+// Conventions
+// - Activations are 2-D row-major [rows, cols] in the backend's activation dtype
+//   (float32 on CPU, bfloat16 on CUDA). Weights may be F32/F16/BF16 (or quantized).
+// - Linear layers follow PyTorch: W is [out_features, in_features], y = x · Wᵀ.
+// - The KV cache of one layer is two arrays [num_blocks, block_size, num_kv_heads,
+//   head_dim]; a token's slot is block_id * block_size + offset.
+// - Per-step index arrays (token ids, positions, slots, block tables) are uploaded once
+//   per step with UploadBatch and shared by every layer (plan once, run per layer).
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "runtime/common/dtype.h"
+
+namespace tessera {
+
+enum class DeviceKind { kCpu, kCuda };
+
+// A non-owning 2-D view of memory that lives on a backend's device.
+struct TensorView {
+  void* data = nullptr;
+  DType dtype = DType::kF32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+
+  int64_t numel() const { return rows * cols; }
+  size_t bytes() const { return static_cast<size_t>(numel()) * DTypeSize(dtype); }
+  // Rows [begin, begin + count) of this view.
+  TensorView RowSlice(int64_t begin, int64_t count) const {
+    TensorView v = *this;
+    v.data = static_cast<char*>(data) + begin * cols * DTypeSize(dtype);
+    v.rows = count;
+    return v;
+  }
+};
+
+// GPTQ/AutoGPTQ-layout int4 (or 2/3/8-bit) weight, already on the device. Rows of
+// `qweight` pack 32/bits input features per int32; `g_idx` maps input feature -> group
+// (contiguous groups after load-time reordering; `perm` then holds the input permutation,
+// or is null when no reordering was needed).
+struct QuantizedWeight {
+  int bits = 4;
+  int group_size = 128;
+  int64_t in_features = 0;
+  int64_t out_features = 0;
+  const int32_t* qweight = nullptr;  // [in_features * bits / 32, out_features]
+  const int32_t* qzeros = nullptr;   // [num_groups, out_features * bits / 32], stored zero
+  const uint16_t* scales = nullptr;  // [num_groups, out_features], fp16
+  const int32_t* perm = nullptr;     // [in_features] or null
+  bool zeros_minus_one = false;      // AutoGPTQ v1 convention: stored zero = zero - 1
+};
+
+// A linear layer's weight: dense, or quantized.
+struct LinearWeight {
+  TensorView dense;              // [out_features, in_features] when not quantized
+  const QuantizedWeight* quant = nullptr;
+  int64_t out_features() const { return quant ? quant->out_features : dense.rows; }
+  int64_t in_features() const { return quant ? quant->in_features : dense.cols; }
+};
+
+// Host-side description of one step's flattened batch: prefill chunks and decodes mixed.
+// Sequences are contiguous runs of tokens: sequence s owns token rows
+// [query_start[s], query_start[s+1]).
+struct BatchLayout {
+  std::vector<int32_t> token_ids;     // [num_tokens]
+  std::vector<int32_t> positions;     // [num_tokens] absolute position in its sequence
+  std::vector<int32_t> slot_mapping;  // [num_tokens] where the token's K/V is stored
+  std::vector<int32_t> query_start;   // [num_seqs + 1]
+  std::vector<int32_t> context_lens;  // [num_seqs] KV length after this step
+  std::vector<int32_t> block_tables;  // [num_seqs * max_blocks_per_seq], row-major
+  int32_t max_blocks_per_seq = 0;
+  int32_t block_size = 16;
+  std::vector<int32_t> logits_rows;   // token rows whose logits are wanted
+
+  int32_t num_tokens() const { return static_cast<int32_t>(token_ids.size()); }
+  int32_t num_seqs() const { return static_cast<int32_t>(context_lens.size()); }
+  int32_t max_query_len() const {
+    int32_t m = 0;
+    for (size_t s = 0; s + 1 < query_start.size(); ++s) m = std::max(m, query_start[s + 1] - query_start[s]);
+    return m;
+  }
+  int32_t max_context_len() const {
+    int32_t m = 0;
+    for (int32_t c : context_lens) m = std::max(m, c);
+    return m;
+  }
+};
+
+// Device-side pointers to a BatchLayout's arrays (valid until the next UploadBatch).
+struct DeviceBatch {
+  const int32_t* token_ids = nullptr;
+  const int32_t* positions = nullptr;
+  const int32_t* slot_mapping = nullptr;
+  const int32_t* query_start = nullptr;
+  const int32_t* context_lens = nullptr;
+  const int32_t* block_tables = nullptr;
+  const int32_t* logits_rows = nullptr;
+  int32_t num_tokens = 0;
+  int32_t num_seqs = 0;
+  int32_t num_logits = 0;
+  int32_t max_blocks_per_seq = 0;
+  int32_t block_size = 16;
+  int32_t max_query_len = 0;
+  int32_t max_context_len = 0;
+};
+
+// One layer's paged KV cache.
+struct KvLayerView {
+  void* k = nullptr;  // [num_blocks, block_size, num_kv_heads, head_dim]
+  void* v = nullptr;
+  DType dtype = DType::kF32;
+  int32_t num_blocks = 0;
+  int32_t block_size = 16;
+  int32_t num_kv_heads = 0;
+  int32_t head_dim = 0;
+};
+
+struct AttentionParams {
+  int32_t num_heads = 0;
+  int32_t num_kv_heads = 0;
+  int32_t head_dim = 0;
+  float scale = 1.0f;  // usually 1/sqrt(head_dim)
+};
+
+// Memory owned by a backend. Movable, frees on destruction.
+class DeviceBuffer {
+ public:
+  using Deleter = void (*)(void*);
+  DeviceBuffer() = default;
+  DeviceBuffer(void* data, size_t bytes, Deleter deleter) : data_(data), bytes_(bytes), deleter_(deleter) {}
+  DeviceBuffer(DeviceBuffer&& o) noexcept { *this = std::move(o); }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    if (this != &o) {
+      Reset();
+      data_ = o.data_;
+      bytes_ = o.bytes_;
+      deleter_ = o.deleter_;
+      o.data_ = nullptr;
+      o.bytes_ = 0;
+    }
+    return *this;
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer() { Reset(); }
+
+  void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+  TensorView View(DType dtype, int64_t rows, int64_t cols) const { return {data_, dtype, rows, cols}; }
+  void Reset() {
+    if (data_ && deleter_) deleter_(data_);
+    data_ = nullptr;
+    bytes_ = 0;
+  }
+
+ private:
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+  Deleter deleter_ = nullptr;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual DeviceKind kind() const = 0;
+  virtual std::string name() const = 0;
+  virtual DType activation_dtype() const = 0;
+
+  // ---- memory -------------------------------------------------------------------
+  virtual absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) = 0;
+  virtual absl::Status CopyToDevice(void* dst, const void* host_src, size_t bytes) = 0;
+  virtual absl::Status CopyToHost(void* host_dst, const void* src, size_t bytes) = 0;
+  virtual absl::Status Synchronize() = 0;
+  // Bytes of device memory still free (CPU: a large number).
+  virtual size_t FreeMemoryBytes() const = 0;
+  // Uploads a per-step index layout; the returned pointers stay valid until the next call.
+  virtual absl::StatusOr<DeviceBatch> UploadBatch(const BatchLayout& layout) = 0;
+
+  // ---- ops (asynchronous on devices that queue work; errors surface at Synchronize) --
+  // out[i] = table[ids[i]]; table [vocab, d] in any float dtype.
+  virtual void Embedding(const TensorView& table, const int32_t* ids, int32_t n, TensorView out) = 0;
+  // out = x / rms(x) * weight, per row.
+  virtual void RmsNorm(const TensorView& x, const TensorView& weight, float eps, TensorView out) = 0;
+  // residual += x; out = RmsNorm(residual).
+  virtual void AddRmsNorm(const TensorView& x, TensorView residual, const TensorView& weight,
+                          float eps, TensorView out) = 0;
+  // out = x · Wᵀ with f32 accumulation. out may be F32 whatever the activation dtype
+  // (the logits head asks for F32).
+  virtual void Matmul(const TensorView& x, const LinearWeight& w, TensorView out) = 0;
+  // Rotary embedding in place (rotate_half / NeoX layout) over q [n, Hq*D] and k [n, Hk*D];
+  // angle of pair i at position p is p * inv_freq[i]; inv_freq is [D/2] f32 on the device.
+  virtual void Rope(TensorView q, TensorView k, const int32_t* positions, const float* inv_freq,
+                    int32_t head_dim) = 0;
+  // gate_up [n, 2F] holds gate then up; out [n, F] = silu(gate) * up.
+  virtual void SiluMul(const TensorView& gate_up, TensorView out) = 0;
+  // out += x (same shape).
+  virtual void Add(const TensorView& x, TensorView out) = 0;
+  // Writes this step's k, v [n, Hk*D] into the cache at batch.slot_mapping.
+  virtual void StoreKv(const TensorView& k, const TensorView& v, const DeviceBatch& batch,
+                       const KvLayerView& cache) = 0;
+  // Causal attention of each query token over its sequence's cached keys at positions
+  // 0..positions[t] (GQA: head h reads kv head h / (Hq/Hk)). q, out: [n, Hq*D].
+  virtual void PagedAttention(const TensorView& q, const DeviceBatch& batch, const KvLayerView& cache,
+                              const AttentionParams& params, TensorView out) = 0;
+  // out[j] = x[rows[j]] for j < count (gathers rows for the logits head).
+  virtual void GatherRows(const TensorView& x, const int32_t* rows, int32_t count, TensorView out) = 0;
+};
+
+// Backend factory: "cpu", "cuda" or "auto" (CUDA when a device is present).
+absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const std::string& device);
+bool CudaBackendAvailable();
+
+}  // namespace tessera

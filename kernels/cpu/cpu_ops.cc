@@ -1,0 +1,121 @@
+// CPU reference ops: embedding, norms, rope, activations, KV writes, gathers.
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "kernels/cpu/cpu_backend.h"
+#include "runtime/common/thread_pool.h"
+
+namespace tessera {
+
+void CpuBackend::Embedding(const TensorView& table, const int32_t* ids, int32_t n, TensorView out) {
+  const int64_t d = table.cols;
+  const size_t es = DTypeSize(table.dtype);
+  float* o = static_cast<float*>(out.data);
+  for (int32_t i = 0; i < n; ++i) {
+    const char* row = static_cast<const char*>(table.data) + static_cast<size_t>(ids[i]) * d * es;
+    ConvertToF32(row, table.dtype, o + i * d, d);
+  }
+}
+
+namespace {
+
+void RmsNormRow(const float* x, const float* w, float eps, int64_t d, float* out) {
+  double ss = 0.0;
+  for (int64_t j = 0; j < d; ++j) ss += static_cast<double>(x[j]) * x[j];
+  float inv = 1.0f / std::sqrt(static_cast<float>(ss / d) + eps);
+  for (int64_t j = 0; j < d; ++j) out[j] = x[j] * inv * w[j];
+}
+
+std::vector<float> WeightToF32(const TensorView& w) {
+  std::vector<float> f(w.numel());
+  ConvertToF32(w.data, w.dtype, f.data(), f.size());
+  return f;
+}
+
+}  // namespace
+
+void CpuBackend::RmsNorm(const TensorView& x, const TensorView& weight, float eps, TensorView out) {
+  std::vector<float> w = WeightToF32(weight);
+  const int64_t d = x.cols;
+  for (int64_t r = 0; r < x.rows; ++r) {
+    RmsNormRow(static_cast<const float*>(x.data) + r * d, w.data(), eps, d,
+               static_cast<float*>(out.data) + r * d);
+  }
+}
+
+void CpuBackend::AddRmsNorm(const TensorView& x, TensorView residual, const TensorView& weight,
+                            float eps, TensorView out) {
+  std::vector<float> w = WeightToF32(weight);
+  const int64_t d = x.cols;
+  for (int64_t r = 0; r < x.rows; ++r) {
+    float* res = static_cast<float*>(residual.data) + r * d;
+    const float* xr = static_cast<const float*>(x.data) + r * d;
+    for (int64_t j = 0; j < d; ++j) res[j] += xr[j];
+    RmsNormRow(res, w.data(), eps, d, static_cast<float*>(out.data) + r * d);
+  }
+}
+
+void CpuBackend::Rope(TensorView q, TensorView k, const int32_t* positions, const float* inv_freq,
+                      int32_t head_dim) {
+  const int32_t half = head_dim / 2;
+  std::vector<float> cos_t(half), sin_t(half);
+  for (int64_t t = 0; t < q.rows; ++t) {
+    for (int32_t i = 0; i < half; ++i) {
+      // Angles in double then rounded, so long positions keep their precision.
+      double a = static_cast<double>(positions[t]) * static_cast<double>(inv_freq[i]);
+      cos_t[i] = static_cast<float>(std::cos(a));
+      sin_t[i] = static_cast<float>(std::sin(a));
+    }
+    for (TensorView* m : {&q, &k}) {
+      float* row = static_cast<float*>(m->data) + t * m->cols;
+      for (int64_t h = 0; h < m->cols / head_dim; ++h) {
+        float* x = row + h * head_dim;
+        for (int32_t i = 0; i < half; ++i) {
+          float x1 = x[i], x2 = x[i + half];
+          x[i] = x1 * cos_t[i] - x2 * sin_t[i];
+          x[i + half] = x2 * cos_t[i] + x1 * sin_t[i];
+        }
+      }
+    }
+  }
+}
+
+void CpuBackend::SiluMul(const TensorView& gate_up, TensorView out) {
+  const int64_t f = out.cols;
+  for (int64_t r = 0; r < out.rows; ++r) {
+    const float* g = static_cast<const float*>(gate_up.data) + r * 2 * f;
+    const float* u = g + f;
+    float* o = static_cast<float*>(out.data) + r * f;
+    for (int64_t j = 0; j < f; ++j) o[j] = g[j] / (1.0f + std::exp(-g[j])) * u[j];
+  }
+}
+
+void CpuBackend::Add(const TensorView& x, TensorView out) {
+  const float* a = static_cast<const float*>(x.data);
+  float* o = static_cast<float*>(out.data);
+  for (int64_t i = 0; i < x.numel(); ++i) o[i] += a[i];
+}
+
+void CpuBackend::StoreKv(const TensorView& k, const TensorView& v, const DeviceBatch& batch,
+                         const KvLayerView& cache) {
+  const int64_t width = static_cast<int64_t>(cache.num_kv_heads) * cache.head_dim;
+  for (int32_t t = 0; t < batch.num_tokens; ++t) {
+    int64_t slot = batch.slot_mapping[t];
+    if (slot < 0) continue;  // padding token: nothing to store
+    float* kd = static_cast<float*>(cache.k) + slot * width;
+    float* vd = static_cast<float*>(cache.v) + slot * width;
+    std::memcpy(kd, static_cast<const float*>(k.data) + t * width, width * sizeof(float));
+    std::memcpy(vd, static_cast<const float*>(v.data) + t * width, width * sizeof(float));
+  }
+}
+
+void CpuBackend::GatherRows(const TensorView& x, const int32_t* rows, int32_t count, TensorView out) {
+  const size_t row_bytes = static_cast<size_t>(x.cols) * DTypeSize(x.dtype);
+  for (int32_t j = 0; j < count; ++j) {
+    std::memcpy(static_cast<char*>(out.data) + j * row_bytes,
+                static_cast<const char*>(x.data) + static_cast<size_t>(rows[j]) * row_bytes, row_bytes);
+  }
+}
+
+}  // namespace tessera
