@@ -1,0 +1,84 @@
+// The Llama forward pass over one flattened batch (prefill chunks and decodes mixed),
+// written against the Backend op table. Knows nothing about requests.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/backend.h"
+#include "runtime/model/config.h"
+#include "runtime/model/weights.h"
+
+namespace tessera {
+
+struct ModelLoadOptions {
+  // auto: CPU keeps the checkpoint's float dtype; CUDA uses bfloat16.
+  std::string dtype = "auto";  // auto | bfloat16 | float16 | float32
+  absl::Status Validate() const;
+};
+
+// Device memory for the paged KV cache of every layer.
+class PagedKvStorage {
+ public:
+  static absl::StatusOr<std::unique_ptr<PagedKvStorage>> Create(Backend& backend, const ModelConfig& config,
+                                                                int32_t num_blocks, int32_t block_size);
+  const KvLayerView& layer(int i) const { return layers_[i]; }
+  int32_t num_blocks() const { return num_blocks_; }
+  int32_t block_size() const { return block_size_; }
+  // Bytes one block takes over all layers (K and V).
+  static size_t BytesPerBlock(const ModelConfig& config, int32_t block_size, DType dtype);
+
+ private:
+  std::vector<DeviceBuffer> buffers_;
+  std::vector<KvLayerView> layers_;
+  int32_t num_blocks_ = 0;
+  int32_t block_size_ = 16;
+};
+
+class LlamaModel {
+ public:
+  // Loads config.json and the safetensors weights of a Hugging Face directory onto `backend`.
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const std::string& dir, Backend* backend,
+                                                          const ModelLoadOptions& options = {});
+  ~LlamaModel();
+
+  const ModelConfig& config() const { return config_; }
+  Backend& backend() { return *backend_; }
+  DType weight_dtype() const { return weight_dtype_; }
+  size_t weight_bytes() const { return weight_bytes_; }
+
+  // Runs the batch, writing this step's K/V into `kv`, and returns float logits
+  // [layout.logits_rows.size(), vocab] on the host.
+  absl::StatusOr<std::vector<float>> Forward(const BatchLayout& layout, PagedKvStorage& kv);
+
+  struct Layer {
+    TensorView input_norm, post_norm;  // F32 [hidden]
+    LinearWeight q, k, v, o, gate_up, down;
+  };
+
+ private:
+  LlamaModel() = default;
+  absl::Status LoadWeights(const WeightStore& store);
+  absl::StatusOr<TensorView> Upload(const TensorInfo& t, DType dtype);
+  absl::StatusOr<TensorView> UploadConcatRows(const TensorInfo& a, const TensorInfo& b, DType dtype);
+  absl::Status EnsureWorkspace(int64_t tokens, int64_t logits);
+
+  ModelConfig config_;
+  Backend* backend_ = nullptr;
+  DType weight_dtype_ = DType::kF32;
+  size_t weight_bytes_ = 0;
+  std::vector<DeviceBuffer> owned_;
+  std::unique_ptr<WeightStore> store_;  // kept alive: CPU weights may point into its mmap
+  TensorView embed_, final_norm_, lm_head_;
+  std::vector<Layer> layers_;
+  DeviceBuffer inv_freq_;
+  int64_t inv_freq_len_ = -1;
+
+  // Activation workspace, grown on demand.
+  int64_t ws_tokens_ = 0, ws_logits_ = 0;
+  DeviceBuffer x_, residual_, h_, q_, k_, v_, attn_, gate_up_, act_, hidden_last_, logits_;
+};
+
+}  // namespace tessera
