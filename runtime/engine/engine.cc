@@ -1,0 +1,356 @@
+#include "runtime/engine/engine.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/common/status_macros.h"
+#include "runtime/engine/stop_checker.h"
+#include "runtime/tokenizer/detokenizer.h"
+
+namespace tessera {
+
+// Per-request state kept on the engine thread.
+struct Engine::Active {
+  GenerationRequest request;
+  OutputCallback callback;
+  std::unique_ptr<SequenceSampler> sampler;
+  std::unique_ptr<IncrementalDetokenizer> detok;
+  std::unique_ptr<StopStringChecker> stops;
+  std::vector<int32_t> stop_ids;  // EOS ids (unless ignore_eos) and the request's stop ids
+  Usage usage;
+  bool admitted = false;
+  bool seen_first_schedule = false;
+};
+
+absl::Status EngineOptions::Validate() const {
+  if (block_size <= 0 || block_size > 256) return absl::InvalidArgumentError("--block-size must be in [1, 256]");
+  if (num_kv_blocks < 0) return absl::InvalidArgumentError("--kv-blocks must not be negative");
+  if (kv_cache_memory_bytes < 0) return absl::InvalidArgumentError("--kv-cache-memory must not be negative");
+  if (!(gpu_memory_utilization > 0.0 && gpu_memory_utilization <= 1.0))
+    return absl::InvalidArgumentError("--gpu-memory-utilization must be in (0, 1]");
+  if (max_num_seqs <= 0) return absl::InvalidArgumentError("--max-num-seqs must be positive");
+  if (max_num_batched_tokens <= 0) return absl::InvalidArgumentError("--max-num-batched-tokens must be positive");
+  if (max_model_len < 0) return absl::InvalidArgumentError("--max-model-len must not be negative");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(LlamaModel* model, const Tokenizer* tokenizer,
+                                                       const EngineOptions& options) {
+  RETURN_IF_ERROR(options.Validate());
+  auto e = std::unique_ptr<Engine>(new Engine());
+  e->model_ = model;
+  e->tokenizer_ = tokenizer;
+  e->options_ = options;
+  const ModelConfig& c = model->config();
+  e->max_model_len_ = options.max_model_len > 0 ? options.max_model_len : static_cast<int32_t>(c.max_position_embeddings);
+  Backend& backend = model->backend();
+  const DType kv_dtype = backend.activation_dtype();
+  int64_t blocks = options.num_kv_blocks;
+  if (blocks == 0) {
+    int64_t budget = options.kv_cache_memory_bytes;
+    if (budget == 0) {
+      const double free_bytes = static_cast<double>(backend.FreeMemoryBytes());
+      budget = backend.kind() == DeviceKind::kCpu
+                   ? static_cast<int64_t>(std::min(512.0 * (1 << 20), free_bytes / 4))
+                   : static_cast<int64_t>(free_bytes * options.gpu_memory_utilization);
+    }
+    ASSIGN_OR_RETURN(int n, NumBlocksForBudget(budget, options.block_size, static_cast<int>(c.num_hidden_layers),
+                                               static_cast<int>(c.num_key_value_heads), static_cast<int>(c.head_dim),
+                                               static_cast<int>(DTypeSize(kv_dtype))));
+    blocks = n;
+  }
+  e->num_kv_blocks_ = static_cast<int32_t>(blocks);
+  SchedulerOptions so;
+  so.max_num_seqs = options.max_num_seqs;
+  so.max_num_batched_tokens = options.max_num_batched_tokens;
+  so.max_model_len = e->max_model_len_;
+  so.kv.num_blocks = e->num_kv_blocks_;
+  so.kv.block_size = options.block_size;
+  so.kv.enable_prefix_caching = options.enable_prefix_caching;
+  ASSIGN_OR_RETURN(e->scheduler_, Scheduler::Create(so));
+  ASSIGN_OR_RETURN(e->kv_, PagedKvStorage::Create(backend, c, e->num_kv_blocks_, options.block_size));
+  e->PublishStats(0.0);
+  e->thread_ = std::thread([raw = e.get()] { raw->Loop(); });
+  return e;
+}
+
+Engine::~Engine() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+absl::StatusOr<uint64_t> Engine::Submit(GenerationRequest request, OutputCallback callback) {
+  RETURN_IF_ERROR(request.sampling.Validate());
+  const ModelConfig& c = model_->config();
+  if (request.prompt_ids.empty()) return absl::InvalidArgumentError("the prompt is empty");
+  for (int32_t id : request.prompt_ids) {
+    if (id < 0 || id >= c.vocab_size)
+      return absl::InvalidArgumentError(absl::StrCat("prompt token id ", id, " is outside the vocabulary of ", c.vocab_size));
+  }
+  if (request.max_tokens < 1) return absl::InvalidArgumentError("max_tokens must be at least 1");
+  const int64_t prompt_len = static_cast<int64_t>(request.prompt_ids.size());
+  if (prompt_len >= max_model_len_)
+    return absl::InvalidArgumentError(absl::StrCat("the prompt has ", prompt_len, " tokens; the context length is ",
+                                                   max_model_len_, " and at least one token must be generated"));
+  const int64_t longest = std::min<int64_t>(prompt_len + request.max_tokens, max_model_len_);
+  const int64_t blocks_needed = (longest + options_.block_size - 1) / options_.block_size;
+  if (blocks_needed > num_kv_blocks_)
+    return absl::ResourceExhaustedError(absl::StrCat("the request needs up to ", blocks_needed,
+                                                     " KV blocks; the whole cache has ", num_kv_blocks_));
+  auto a = std::make_unique<Active>();
+  a->sampler = std::make_unique<SequenceSampler>(request.sampling, request.prompt_ids);
+  if (tokenizer_) a->detok = std::make_unique<IncrementalDetokenizer>(tokenizer_, request.prompt_ids);
+  a->stops = std::make_unique<StopStringChecker>(request.stop_strings);
+  a->usage.prompt_tokens = static_cast<int32_t>(prompt_len);
+  a->request = std::move(request);
+  a->callback = std::move(callback);
+  uint64_t id;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_) return absl::UnavailableError("the engine is shutting down");
+    id = next_id_++;
+    incoming_.emplace_back(id, std::move(a));
+    ++in_flight_;
+    stats_.num_in_flight = in_flight_;
+  }
+  wake_.notify_one();
+  return id;
+}
+
+void Engine::Cancel(uint64_t id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancels_.push_back(id);
+  }
+  wake_.notify_one();
+}
+
+void Engine::Drain() {
+  std::unique_lock<std::mutex> lock(mu_);
+  drained_.wait(lock, [this] { return in_flight_ == 0; });
+}
+
+EngineStats Engine::Stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+void Engine::PublishStats(double step_seconds) {
+  SchedulerStats s = scheduler_->Stats();
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.num_waiting = s.num_waiting + static_cast<int>(incoming_.size());
+  stats_.num_running = s.num_running;
+  stats_.num_preemptions_total = s.num_preemptions_total;
+  stats_.kv = s.kv;
+  stats_.num_in_flight = in_flight_;
+  if (step_seconds > 0) {
+    ++stats_.steps_total;
+    stats_.step_seconds_total += step_seconds;
+  }
+}
+
+void Engine::Emit(Active& a, RequestOutput out) {
+  if (a.callback) a.callback(std::move(out));
+}
+
+void Engine::FinishRequest(uint64_t id, const std::string& reason, absl::Status status) {
+  auto it = active_.find(id);
+  if (it == active_.end()) return;
+  Active& a = *it->second;
+  RequestOutput out;
+  out.id = id;
+  if (reason != "error" && reason != "abort") {
+    if (a.detok) out.text = a.stops->Add(a.detok->Flush()).emit + a.stops->Flush();
+  }
+  out.finished = true;
+  out.finish_reason = reason;
+  out.usage = a.usage;
+  out.status = std::move(status);
+  Emit(a, std::move(out));
+  active_.erase(it);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    --in_flight_;
+    stats_.num_in_flight = in_flight_;
+  }
+  drained_.notify_all();
+}
+
+void Engine::Admit(std::vector<std::pair<uint64_t, std::unique_ptr<Active>>>& incoming) {
+  const ModelConfig& c = model_->config();
+  for (auto& [id, a] : incoming) {
+    SequenceSpec spec;
+    spec.id = id;
+    spec.prompt_token_ids = a->request.prompt_ids;
+    spec.max_new_tokens = a->request.max_tokens;
+    spec.ignore_eos = a->request.ignore_eos;
+    spec.eos_token_id = c.eos_token_ids.empty() ? -1 : c.eos_token_ids[0];
+    spec.stop_token_ids = a->request.stop_token_ids;
+    if (!a->request.ignore_eos) {
+      for (size_t i = 1; i < c.eos_token_ids.size(); ++i) spec.stop_token_ids.push_back(c.eos_token_ids[i]);
+    }
+    // Prefix-cache salt: the adapter's identity (the model is fixed per engine).
+    spec.cache_salt = a->request.adapter_id;
+    a->stop_ids = spec.stop_token_ids;
+    if (!a->request.ignore_eos && spec.eos_token_id >= 0) a->stop_ids.push_back(spec.eos_token_id);
+    absl::Status st = scheduler_->AddRequest(std::move(spec));
+    active_[id] = std::move(a);
+    if (!st.ok()) FinishRequest(id, "error", st);
+  }
+  incoming.clear();
+}
+
+void Engine::Loop() {
+  for (;;) {
+    std::vector<std::pair<uint64_t, std::unique_ptr<Active>>> incoming;
+    std::vector<uint64_t> cancels;
+    bool stopping;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      wake_.wait(lock, [this] {
+        return stop_ || !incoming_.empty() || !cancels_.empty() || scheduler_->HasUnfinished();
+      });
+      incoming.swap(incoming_);
+      cancels.swap(cancels_);
+      stopping = stop_;
+    }
+    Admit(incoming);
+    for (uint64_t id : cancels) {
+      if (scheduler_->Find(id) != nullptr) scheduler_->Abort(id).IgnoreError();
+      FinishRequest(id, "abort");
+    }
+    if (stopping) {
+      std::vector<uint64_t> ids;
+      for (const auto& [id, _] : active_) ids.push_back(id);
+      for (uint64_t id : ids) {
+        if (scheduler_->Find(id) != nullptr) scheduler_->Abort(id).IgnoreError();
+        FinishRequest(id, "abort", absl::UnavailableError("the engine shut down"));
+      }
+      return;
+    }
+    if (scheduler_->HasUnfinished()) Step();
+  }
+}
+
+void Engine::Step() {
+  const auto t0 = std::chrono::steady_clock::now();
+  SchedulerOutput out = scheduler_->Schedule();
+  if (out.empty()) {
+    PublishStats(0.0);
+    return;
+  }
+  const int32_t bs = options_.block_size;
+  BatchLayout layout;
+  layout.block_size = bs;
+  int32_t max_blocks = 1;
+  for (const auto& s : out.sequences) max_blocks = std::max(max_blocks, s.num_blocks);
+  layout.max_blocks_per_seq = max_blocks;
+  layout.query_start.push_back(0);
+  std::vector<uint64_t> sample_ids;
+  for (const ScheduledSequence& s : out.sequences) {
+    auto tokens = out.Tokens(s);
+    auto table = out.BlockTable(s);
+    for (int i = 0; i < s.num_tokens; ++i) {
+      const int32_t pos = s.start_position + i;
+      layout.token_ids.push_back(tokens[i]);
+      layout.positions.push_back(pos);
+      layout.slot_mapping.push_back(table[pos / bs] * bs + pos % bs);
+    }
+    layout.query_start.push_back(layout.query_start.back() + s.num_tokens);
+    layout.context_lens.push_back(s.start_position + s.num_tokens);
+    for (int32_t b = 0; b < max_blocks; ++b) layout.block_tables.push_back(b < s.num_blocks ? table[b] : 0);
+    if (s.sample) {
+      layout.logits_rows.push_back(layout.query_start.back() - 1);
+      sample_ids.push_back(s.id);
+    }
+    auto it = active_.find(s.id);
+    if (it != active_.end() && !it->second->seen_first_schedule) {
+      it->second->seen_first_schedule = true;
+      it->second->usage.cached_prompt_tokens = s.start_position;
+    }
+  }
+  auto logits = model_->Forward(layout, *kv_);
+  if (!logits.ok()) {
+    // A failed step fails the requests in it; the engine keeps serving the rest.
+    for (const ScheduledSequence& s : out.sequences) {
+      scheduler_->Abort(s.id).IgnoreError();
+      FinishRequest(s.id, "error", logits.status());
+    }
+    PublishStats(0.0);
+    return;
+  }
+  const int32_t vocab = static_cast<int32_t>(model_->config().vocab_size);
+  std::vector<SampledToken> sampled;
+  std::vector<SampleResult> results;
+  for (size_t i = 0; i < sample_ids.size(); ++i) {
+    Active& a = *active_.at(sample_ids[i]);
+    SampleResult r = a.sampler->Sample(logits->data() + i * vocab, vocab);
+    sampled.push_back({sample_ids[i], r.token});
+    results.push_back(std::move(r));
+  }
+  auto finished = scheduler_->UpdateFromOutput(sampled);
+  if (!finished.ok()) {
+    for (const ScheduledSequence& s : out.sequences) {
+      scheduler_->Abort(s.id).IgnoreError();
+      FinishRequest(s.id, "error", finished.status());
+    }
+    PublishStats(0.0);
+    return;
+  }
+  std::unordered_map<uint64_t, FinishReason> ended;
+  for (const FinishedSequence& f : *finished) ended[f.id] = f.reason;
+  for (size_t i = 0; i < sampled.size(); ++i) {
+    const uint64_t id = sampled[i].seq_id;
+    auto it = active_.find(id);
+    if (it == active_.end()) continue;
+    Active& a = *it->second;
+    const int32_t token = sampled[i].token_id;
+    a.usage.completion_tokens++;
+    RequestOutput o;
+    o.id = id;
+    o.token_ids.push_back(token);
+    if (a.request.sampling.logprobs >= 0) o.logprobs.push_back(results[i]);
+    bool stopped_by_string = false;
+    const bool is_stop_token = std::find(a.stop_ids.begin(), a.stop_ids.end(), token) != a.stop_ids.end();
+    if (a.detok && !is_stop_token) {
+      auto r = a.stops->Add(a.detok->Append(token));
+      o.text = std::move(r.emit);
+      stopped_by_string = r.stopped;
+    }
+    auto e = ended.find(id);
+    if (stopped_by_string && e == ended.end()) {
+      scheduler_->Finish(id, FinishReason::kStop).IgnoreError();
+      ended[id] = FinishReason::kStop;
+      e = ended.find(id);
+    }
+    if (e != ended.end()) {
+      // Final output: this token plus whatever text was held back.
+      if (!stopped_by_string && a.detok) {
+        o.text += a.stops->Add(a.detok->Flush()).emit;
+        o.text += a.stops->Flush();
+      }
+      o.finished = true;
+      o.finish_reason = std::string(FinishReasonName(e->second));
+      o.usage = a.usage;
+      Emit(a, std::move(o));
+      active_.erase(it);
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        --in_flight_;
+      }
+      drained_.notify_all();
+    } else {
+      Emit(a, std::move(o));
+    }
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  PublishStats(secs);
+  if (step_observer_) step_observer_(secs, out.num_batched_tokens);
+}
+
+}  // namespace tessera

@@ -1,0 +1,109 @@
+// The engine: owns the step loop on its own thread. Requests come in through Submit,
+// each step the scheduler picks the batch, the model runs it, tokens are sampled and
+// detokenized, and outputs stream back through each request's callback.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "runtime/engine/request.h"
+#include "runtime/model/llama_model.h"
+#include "runtime/scheduler/scheduler.h"
+#include "runtime/tokenizer/tokenizer.h"
+
+namespace tessera {
+
+struct EngineOptions {
+  int32_t block_size = 16;
+  // KV pool size: num_kv_blocks if > 0, else kv_cache_memory_bytes if > 0, else on a GPU
+  // gpu_memory_utilization of the memory still free after the weights, and on the CPU
+  // min(512 MiB, a quarter of free memory).
+  int64_t num_kv_blocks = 0;
+  int64_t kv_cache_memory_bytes = 0;
+  double gpu_memory_utilization = 0.9;
+  int32_t max_num_seqs = 256;
+  int32_t max_num_batched_tokens = 2048;
+  int32_t max_model_len = 0;  // 0: the model's max_position_embeddings
+  bool enable_prefix_caching = true;
+
+  absl::Status Validate() const;
+};
+
+struct EngineStats {
+  int num_waiting = 0;
+  int num_running = 0;
+  int num_in_flight = 0;  // submitted and not yet finished
+  int64_t num_preemptions_total = 0;
+  int64_t steps_total = 0;
+  double step_seconds_total = 0.0;
+  KvUsage kv;
+};
+
+class Engine {
+ public:
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(LlamaModel* model, const Tokenizer* tokenizer,
+                                                        const EngineOptions& options);
+  ~Engine();  // aborts what is still running and joins the loop
+
+  // Validates and queues a request. Errors that can be known at once (bad sampling
+  // parameters, a prompt that can never fit) come back here; later ones arrive as a final
+  // output with finish_reason "error". The callback runs on the engine thread.
+  absl::StatusOr<uint64_t> Submit(GenerationRequest request, OutputCallback callback);
+  // Stops the request at the next step boundary; its final output has reason "abort".
+  void Cancel(uint64_t id);
+  // Blocks until every submitted request has finished.
+  void Drain();
+  EngineStats Stats() const;
+
+  const EngineOptions& options() const { return options_; }
+  int32_t max_model_len() const { return max_model_len_; }
+  int32_t num_kv_blocks() const { return num_kv_blocks_; }
+  LlamaModel& model() { return *model_; }
+  const Tokenizer* tokenizer() const { return tokenizer_; }
+
+  // Observes every step (seconds, tokens fed); set before the first Submit.
+  void SetStepObserver(std::function<void(double, int)> observer) { step_observer_ = std::move(observer); }
+
+ private:
+  struct Active;
+  Engine() = default;
+  void Loop();
+  void Step();
+  void Admit(std::vector<std::pair<uint64_t, std::unique_ptr<Active>>>& incoming);
+  void Emit(Active& a, RequestOutput out);
+  void FinishRequest(uint64_t id, const std::string& reason, absl::Status status = absl::OkStatus());
+  void PublishStats(double step_seconds);
+
+  LlamaModel* model_ = nullptr;
+  const Tokenizer* tokenizer_ = nullptr;
+  EngineOptions options_;
+  int32_t max_model_len_ = 0;
+  int32_t num_kv_blocks_ = 0;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<PagedKvStorage> kv_;
+  std::function<void(double, int)> step_observer_;
+
+  // Engine-thread state.
+  std::unordered_map<uint64_t, std::unique_ptr<Active>> active_;
+
+  mutable std::mutex mu_;
+  std::condition_variable wake_;
+  std::condition_variable drained_;
+  std::vector<std::pair<uint64_t, std::unique_ptr<Active>>> incoming_;
+  std::vector<uint64_t> cancels_;
+  uint64_t next_id_ = 1;
+  int in_flight_ = 0;
+  bool stop_ = false;
+  EngineStats stats_;
+  std::thread thread_;
+};
+
+}  // namespace tessera

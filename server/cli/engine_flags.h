@@ -1,0 +1,33 @@
+// Engine and model flags shared by `tessera generate` and `tessera serve` (vLLM's names).
+#pragma once
+
+#include <memory>
+#include <set>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "kernels/backend.h"
+#include "runtime/engine/engine.h"
+#include "runtime/model/llama_model.h"
+#include "runtime/tokenizer/tokenizer.h"
+#include "server/cli/args.h"
+
+namespace tessera::cli {
+
+// Flags taking a value, and switches, that AddEngineFlags registers.
+void AddEngineFlags(std::set<std::string>* value_flags, std::set<std::string>* switches);
+absl::StatusOr<EngineOptions> ParseEngineOptions(const Args& args);
+extern const char kEngineFlagsHelp[];
+
+// A loaded model with its backend and tokenizer, ready for an engine.
+struct LoadedModel {
+  std::string dir;
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<LlamaModel> model;
+  std::unique_ptr<Tokenizer> tokenizer;
+};
+// Uses --model (default: the built-in model), --device, --dtype. Usage problems come back
+// as InvalidArgument, file problems as other codes.
+absl::StatusOr<LoadedModel> LoadModelFromFlags(const Args& args);
+
+}  // namespace tessera::cli

@@ -1,0 +1,204 @@
+// The engine against the single-sequence reference: batching, chunked prefill, preemption
+// and prefix caching change nothing in greedy outputs; cancellation frees everything.
+#include "runtime/engine/engine.h"
+
+#include <future>
+#include <mutex>
+
+#include "gtest/gtest.h"
+#include "runtime/generation/single_sequence.h"
+#include "tests/testing/paths.h"
+
+namespace tessera {
+namespace {
+
+struct Collected {
+  std::vector<int32_t> ids;
+  std::string text;
+  std::string finish_reason;
+  Usage usage;
+  int outputs = 0;
+};
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    backend_ = std::move(*CreateBackend("cpu"));
+    auto m = LlamaModel::Load(testing::DefaultModelDir(), backend_.get());
+    ASSERT_TRUE(m.ok()) << m.status();
+    model_ = std::move(*m);
+    tokenizer_ = std::move(*LoadTokenizer(testing::DefaultModelDir()));
+  }
+
+  std::unique_ptr<Engine> MakeEngine(EngineOptions o) {
+    auto e = Engine::Create(model_.get(), tokenizer_.get(), o);
+    EXPECT_TRUE(e.ok()) << e.status();
+    return std::move(*e);
+  }
+
+  GenerationRequest Greedy(const std::string& prompt, int max_tokens) {
+    GenerationRequest r;
+    r.prompt_ids = tokenizer_->Encode(prompt, true);
+    r.sampling.temperature = 0.0f;
+    r.max_tokens = max_tokens;
+    return r;
+  }
+
+  // Submits all and waits for all to finish.
+  std::vector<Collected> RunAll(Engine& engine, const std::vector<GenerationRequest>& reqs) {
+    std::vector<Collected> results(reqs.size());
+    std::mutex mu;
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      auto id = engine.Submit(reqs[i], [&, i](RequestOutput o) {
+        std::lock_guard<std::mutex> lock(mu);
+        Collected& c = results[i];
+        c.ids.insert(c.ids.end(), o.token_ids.begin(), o.token_ids.end());
+        c.text += o.text;
+        c.outputs++;
+        if (o.finished) {
+          c.finish_reason = o.finish_reason;
+          c.usage = o.usage;
+        }
+      });
+      EXPECT_TRUE(id.ok()) << id.status();
+    }
+    engine.Drain();
+    return results;
+  }
+
+  GenerationResult Alone(const GenerationRequest& r) {
+    SingleSequenceOptions o;
+    o.max_tokens = r.max_tokens;
+    o.sampling = r.sampling;
+    o.stop_token_ids = model_->config().eos_token_ids;
+    return *GenerateSingleSequence(*model_, tokenizer_.get(), r.prompt_ids, o);
+  }
+
+  std::vector<GenerationRequest> MixedRequests() {
+    const char* prompts[] = {"Once upon a time", "Zoo", "", "The little dog", "Lily and Ben went to the park",
+                             "One day, a big fish", "Tim", "Sue had a red ball. She"};
+    std::vector<GenerationRequest> reqs;
+    for (int i = 0; i < 8; ++i) reqs.push_back(Greedy(prompts[i], 20 + 9 * i));
+    return reqs;
+  }
+
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<LlamaModel> model_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+};
+
+TEST_F(EngineTest, ConcurrentGreedyOutputsEqualEachRequestAlone) {
+  EngineOptions o;
+  o.max_num_batched_tokens = 32;  // forces chunked prefill mixed with decodes
+  auto engine = MakeEngine(o);
+  auto reqs = MixedRequests();
+  auto got = RunAll(*engine, reqs);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    GenerationResult ref = Alone(reqs[i]);
+    EXPECT_EQ(got[i].ids, ref.ids) << "request " << i;
+    EXPECT_EQ(got[i].text, ref.text) << "request " << i;
+    EXPECT_EQ(got[i].finish_reason, ref.finish_reason);
+    EXPECT_EQ(got[i].usage.completion_tokens, static_cast<int>(ref.ids.size()));
+    EXPECT_EQ(got[i].usage.prompt_tokens, static_cast<int>(reqs[i].prompt_ids.size()));
+  }
+  EXPECT_EQ(engine->Stats().kv.used_blocks, 0);
+  EXPECT_EQ(engine->Stats().num_in_flight, 0);
+}
+
+TEST_F(EngineTest, PreemptionUnderATinyKvPoolChangesNoOutput) {
+  EngineOptions o;
+  o.num_kv_blocks = 12;  // 192 token slots for 8 requests of up to ~90 tokens each
+  o.max_num_batched_tokens = 64;
+  auto engine = MakeEngine(o);
+  auto reqs = MixedRequests();
+  auto got = RunAll(*engine, reqs);
+  EXPECT_GT(engine->Stats().num_preemptions_total, 0) << "the pool was meant to run out";
+  for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(got[i].ids, Alone(reqs[i]).ids) << "request " << i;
+  EXPECT_EQ(engine->Stats().kv.used_blocks, 0);
+}
+
+TEST_F(EngineTest, SeededSamplingIsBatchInvariant) {
+  auto engine = MakeEngine(EngineOptions());
+  std::vector<GenerationRequest> reqs = MixedRequests();
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    reqs[i].sampling.temperature = 0.9f;
+    reqs[i].sampling.top_p = 0.95f;
+    reqs[i].sampling.seed = 100 + i;
+  }
+  auto together = RunAll(*engine, reqs);
+  for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(together[i].ids, Alone(reqs[i]).ids) << "request " << i;
+}
+
+TEST_F(EngineTest, SharedPrefixReusesCachedBlocksWithIdenticalOutput) {
+  auto engine = MakeEngine(EngineOptions());
+  GenerationRequest a = Greedy("Once upon a time, there was a little girl named Lily. She loved to play outside in the park.", 30);
+  auto first = RunAll(*engine, {a});
+  auto second = RunAll(*engine, {a});
+  EXPECT_EQ(first[0].ids, second[0].ids);
+  EXPECT_EQ(first[0].usage.cached_prompt_tokens, 0);
+  EXPECT_GE(second[0].usage.cached_prompt_tokens, 16);
+  EXPECT_GT(engine->Stats().kv.prefix_hit_tokens, 0);
+}
+
+TEST_F(EngineTest, DifferentAdaptersNeverSharePrefixBlocks) {
+  auto engine = MakeEngine(EngineOptions());
+  GenerationRequest a = Greedy("Once upon a time, there was a little girl named Lily. She loved to play outside.", 5);
+  a.adapter_id = 1;
+  GenerationRequest b = a;
+  b.adapter_id = 2;
+  RunAll(*engine, {a});
+  auto second = RunAll(*engine, {b});
+  EXPECT_EQ(second[0].usage.cached_prompt_tokens, 0);
+  auto third = RunAll(*engine, {a});
+  EXPECT_GT(third[0].usage.cached_prompt_tokens, 0);
+}
+
+TEST_F(EngineTest, CancelStopsARequestAndFreesItsBlocks) {
+  auto engine = MakeEngine(EngineOptions());
+  std::promise<void> first_token;
+  std::promise<std::string> done;
+  bool signalled = false;
+  auto id = engine->Submit(Greedy("Once upon a time", 400), [&](RequestOutput o) {
+    if (!signalled) {
+      signalled = true;
+      first_token.set_value();
+    }
+    if (o.finished) done.set_value(o.finish_reason);
+  });
+  ASSERT_TRUE(id.ok());
+  first_token.get_future().wait();
+  engine->Cancel(*id);
+  EXPECT_EQ(done.get_future().get(), "abort");
+  engine->Drain();
+  EXPECT_EQ(engine->Stats().kv.used_blocks, 0);
+}
+
+TEST_F(EngineTest, StopStringsEndTheTextBeforeTheStopString) {
+  auto engine = MakeEngine(EngineOptions());
+  GenerationRequest r = Greedy("Once upon a time", 60);
+  r.stop_strings = {"park"};
+  auto got = RunAll(*engine, {r});
+  EXPECT_EQ(got[0].finish_reason, "stop");
+  EXPECT_EQ(got[0].text, ", there was a little girl named Lily. She loved to play outside in the ");
+}
+
+TEST_F(EngineTest, RejectsRequestsThatCanNeverRun) {
+  EngineOptions o;
+  o.num_kv_blocks = 4;
+  auto engine = MakeEngine(o);
+  GenerationRequest r = Greedy("Once", 200);
+  EXPECT_EQ(engine->Submit(r, nullptr).status().code(), absl::StatusCode::kResourceExhausted);
+  r.max_tokens = 0;
+  EXPECT_EQ(engine->Submit(r, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+  r.max_tokens = 5;
+  r.prompt_ids = std::vector<int32_t>(600, 5);
+  EXPECT_EQ(engine->Submit(r, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+  r.prompt_ids = {1, 99999};
+  EXPECT_EQ(engine->Submit(r, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+  r.prompt_ids = {1};
+  r.sampling.top_p = 0;
+  EXPECT_EQ(engine->Submit(r, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace tessera
