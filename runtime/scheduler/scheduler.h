@@ -55,6 +55,12 @@ struct SchedulerStats {
 // the next Schedule treats that step as not executed and schedules the same tokens again.
 // Finish/Abort may be called between steps. Not thread-safe: one engine thread calls all.
 //
+// Ownership: the scheduler owns every sequence's tokens and its KV block table (through the
+// KvCacheManager). A running sequence's table only grows, so the blocks a runner saw stay
+// its own; they are released when the sequence shows up in preempted_ids (this step) or
+// finished_ids (ended since the last step), and are not handed to another sequence before
+// the next Schedule.
+//
 // Policy: running sequences go first (decodes, then continuing prefill chunks), then
 // waiting ones in FCFS order, preempted sequences at the front. When blocks run out for a
 // running sequence, the running sequence that arrived last is preempted by recompute
