@@ -132,7 +132,9 @@ void Engine::Cancel(uint64_t id) {
 
 void Engine::Drain() {
   std::unique_lock<std::mutex> lock(mu_);
-  drained_.wait(lock, [this] { return in_flight_ == 0; });
+  // stats_ is republished after each loop iteration, so once it shows nothing in flight
+  // the KV usage it reports is final too.
+  drained_.wait(lock, [this] { return in_flight_ == 0 && stats_.num_in_flight == 0; });
 }
 
 EngineStats Engine::Stats() const {
@@ -152,6 +154,7 @@ void Engine::PublishStats(double step_seconds) {
     ++stats_.steps_total;
     stats_.step_seconds_total += step_seconds;
   }
+  if (in_flight_ == 0) drained_.notify_all();
 }
 
 void Engine::Emit(Active& a, RequestOutput out) {
@@ -173,12 +176,8 @@ void Engine::FinishRequest(uint64_t id, const std::string& reason, absl::Status 
   out.status = std::move(status);
   Emit(a, std::move(out));
   active_.erase(it);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    --in_flight_;
-    stats_.num_in_flight = in_flight_;
-  }
-  drained_.notify_all();
+  std::lock_guard<std::mutex> lock(mu_);
+  --in_flight_;
 }
 
 void Engine::Admit(std::vector<std::pair<uint64_t, std::unique_ptr<Active>>>& incoming) {
@@ -231,9 +230,14 @@ void Engine::Loop() {
         if (scheduler_->Find(id) != nullptr) scheduler_->Abort(id).IgnoreError();
         FinishRequest(id, "abort", absl::UnavailableError("the engine shut down"));
       }
+      PublishStats(0.0);
       return;
     }
-    if (scheduler_->HasUnfinished()) Step();
+    if (scheduler_->HasUnfinished()) {
+      Step();
+    } else {
+      PublishStats(0.0);
+    }
   }
 }
 
@@ -241,6 +245,7 @@ void Engine::Step() {
   const auto t0 = std::chrono::steady_clock::now();
   SchedulerOutput out = scheduler_->Schedule();
   if (out.empty()) {
+    scheduler_->UpdateFromOutput({}).IgnoreError();  // every Schedule is answered
     PublishStats(0.0);
     return;
   }
@@ -339,11 +344,8 @@ void Engine::Step() {
       o.usage = a.usage;
       Emit(a, std::move(o));
       active_.erase(it);
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        --in_flight_;
-      }
-      drained_.notify_all();
+      std::lock_guard<std::mutex> lock(mu_);
+      --in_flight_;
     } else {
       Emit(a, std::move(o));
     }

@@ -90,6 +90,7 @@ class EngineTest : public ::testing::Test {
 TEST_F(EngineTest, ConcurrentGreedyOutputsEqualEachRequestAlone) {
   EngineOptions o;
   o.max_num_batched_tokens = 32;  // forces chunked prefill mixed with decodes
+  o.max_num_seqs = 8;
   auto engine = MakeEngine(o);
   auto reqs = MixedRequests();
   auto got = RunAll(*engine, reqs);
@@ -109,6 +110,7 @@ TEST_F(EngineTest, PreemptionUnderATinyKvPoolChangesNoOutput) {
   EngineOptions o;
   o.num_kv_blocks = 12;  // 192 token slots for 8 requests of up to ~90 tokens each
   o.max_num_batched_tokens = 64;
+  o.max_num_seqs = 8;
   auto engine = MakeEngine(o);
   auto reqs = MixedRequests();
   auto got = RunAll(*engine, reqs);
