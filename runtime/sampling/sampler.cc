@@ -72,8 +72,26 @@ SampleResult SequenceSampler::Sample(const float* raw, int32_t vocab) {
   SampleResult result;
   std::vector<float> logits(raw, raw + vocab);
   ApplyPenalties(logits);
+  const bool truncates = (params_.top_k > 0 && params_.top_k < vocab) || params_.top_p < 1.0f || params_.min_p > 0.0f;
   if (params_.greedy()) {
     result.token = ArgMax(logits.data(), vocab);
+  } else if (!truncates) {
+    // The whole distribution at temperature T: no ordering needed.
+    const float inv_t = 1.0f / params_.temperature;
+    const float mx = logits[ArgMax(logits.data(), vocab)];
+    std::vector<double> probs(vocab);
+    double total = 0.0;
+    for (int32_t i = 0; i < vocab; ++i) total += probs[i] = std::exp(static_cast<double>((logits[i] - mx) * inv_t));
+    std::uniform_real_distribution<double> uniform(0.0, total);
+    double r = uniform(rng_);
+    result.token = vocab - 1;
+    for (int32_t i = 0; i < vocab; ++i) {
+      r -= probs[i];
+      if (r < 0) {
+        result.token = i;
+        break;
+      }
+    }
   } else {
     // Candidates sorted by logit, cut by top-k, then probabilities at temperature T,
     // then top-p and min-p cuts, renormalised.
