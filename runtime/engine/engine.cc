@@ -100,7 +100,7 @@ absl::StatusOr<uint64_t> Engine::Submit(GenerationRequest request, OutputCallbac
   const int64_t longest = std::min<int64_t>(prompt_len + request.max_tokens, max_model_len_);
   const int64_t blocks_needed = (longest + options_.block_size - 1) / options_.block_size;
   if (blocks_needed > num_kv_blocks_)
-    return absl::ResourceExhaustedError(absl::StrCat("the request needs up to ", blocks_needed,
+    return absl::InvalidArgumentError(absl::StrCat("the request needs up to ", blocks_needed,
                                                      " KV blocks; the whole cache has ", num_kv_blocks_));
   auto a = std::make_unique<Active>();
   a->sampler = std::make_unique<SequenceSampler>(request.sampling, request.prompt_ids);

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   const std::string command = argv[1];
   std::vector<std::string> rest(argv + 2, argv + argc);
   if (command == "generate") return tessera::cli::RunGenerate(rest);
+  if (command == "serve") return tessera::cli::RunServe(rest);
   if (command == "--help" || command == "-h" || command == "help") {
     PrintUsage(stdout);
     return 0;

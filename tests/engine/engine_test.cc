@@ -189,7 +189,7 @@ TEST_F(EngineTest, RejectsRequestsThatCanNeverRun) {
   o.num_kv_blocks = 4;
   auto engine = MakeEngine(o);
   GenerationRequest r = Greedy("Once", 200);
-  EXPECT_EQ(engine->Submit(r, nullptr).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(engine->Submit(r, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
   r.max_tokens = 0;
   EXPECT_EQ(engine->Submit(r, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
   r.max_tokens = 5;

@@ -1,0 +1,115 @@
+// `tessera serve`: the daemon. Loads the model, starts the engine and the listeners, and
+// on SIGTERM/SIGINT drains: refuses new requests, lets in-flight ones finish up to
+// --drain-timeout, then exits 0.
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "server/cli/args.h"
+#include "server/cli/commands.h"
+#include "server/cli/engine_flags.h"
+#include "server/core/serving_context.h"
+#include "server/grpc/grpc_server.h"
+#include "server/metrics/metrics.h"
+
+namespace tessera::cli {
+namespace {
+
+constexpr char kServeHelp[] =
+    "usage: tessera serve [--model DIR] [flags]\n"
+    "  --served-model-name NAME   name clients use in 'model' (default: the model directory's name)\n"
+    "  --host 127.0.0.1  --grpc-port 50051 (0 picks a free port)\n"
+    "  --max-waiting N            queued requests beyond which new ones are refused (default 512)\n"
+    "  --drain-timeout S          seconds in-flight requests get after SIGTERM (default 30)\n"
+    "  --chat-template llama2|plain (default: from tokenizer_config.json)\n";
+
+int Fail(int code, const std::string& message) {
+  std::fprintf(stderr, "tessera serve: %s\n", message.c_str());
+  return code;
+}
+
+}  // namespace
+
+int RunServe(const std::vector<std::string>& argv) {
+  // Signals are taken by sigwait in this thread only: block them before any thread starts.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  std::set<std::string> value_flags = {"served-model-name", "host", "grpc-port", "max-waiting", "drain-timeout",
+                                       "chat-template"};
+  std::set<std::string> switches = {"help"};
+  AddEngineFlags(&value_flags, &switches);
+  auto parsed = Args::Parse(argv, value_flags, switches);
+  if (!parsed.ok()) return Fail(2, std::string(parsed.status().message()) + "\n" + kServeHelp + kEngineFlagsHelp);
+  const Args& args = *parsed;
+  if (args.Has("help")) {
+    std::fputs(kServeHelp, stdout);
+    std::fputs(kEngineFlagsHelp, stdout);
+    return 0;
+  }
+  auto engine_opts = ParseEngineOptions(args);
+  if (!engine_opts.ok()) return Fail(2, std::string(engine_opts.status().message()));
+  ServerOptions server_opts;
+  auto max_waiting = args.GetInt("max-waiting", server_opts.max_waiting);
+  auto drain = args.GetDouble("drain-timeout", server_opts.drain_timeout_s);
+  auto grpc_port = args.GetInt("grpc-port", 50051);
+  for (const absl::Status& st : {max_waiting.status(), drain.status(), grpc_port.status()}) {
+    if (!st.ok()) return Fail(2, std::string(st.message()));
+  }
+  server_opts.max_waiting = static_cast<int32_t>(*max_waiting);
+  server_opts.drain_timeout_s = *drain;
+  const std::string host = args.GetOr("host", "127.0.0.1");
+
+  auto loaded = LoadModelFromFlags(args);
+  if (!loaded.ok()) return Fail(loaded.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1,
+                                std::string(loaded.status().message()));
+  std::string name = loaded->dir;
+  while (name.size() > 1 && name.back() == '/') name.pop_back();
+  name = name.substr(name.find_last_of('/') + 1);
+  server_opts.served_model_name = args.GetOr("served-model-name", name);
+  if (absl::Status st = server_opts.Validate(); !st.ok()) return Fail(2, std::string(st.message()));
+  ChatTemplateKind chat = DetectChatTemplate(loaded->dir);
+  if (args.Has("chat-template")) {
+    auto kind = ParseChatTemplateKind(*args.Get("chat-template"));
+    if (!kind.ok()) return Fail(2, std::string(kind.status().message()));
+    chat = *kind;
+  }
+
+  auto engine = Engine::Create(loaded->model.get(), loaded->tokenizer.get(), *engine_opts);
+  if (!engine.ok()) return Fail(1, std::string(engine.status().message()));
+  ServingMetrics metrics(server_opts.served_model_name);
+  (*engine)->SetStepObserver([&metrics](double secs, int) { metrics.RecordStep(secs); });
+  ServingContext ctx(engine->get(), loaded->tokenizer.get(), chat, server_opts, &metrics);
+  if (absl::Status st = ctx.RunReadinessProbe(); !st.ok()) return Fail(1, "readiness probe failed: " + std::string(st.message()));
+
+  auto grpc_server = GrpcServer::Start(&ctx, host, static_cast<int>(*grpc_port));
+  if (!grpc_server.ok()) return Fail(1, std::string(grpc_server.status().message()));
+  std::printf("serving model '%s' on %s (%d KV blocks of %d tokens, max model length %d)\n",
+              server_opts.served_model_name.c_str(), loaded->backend->name().c_str(), (*engine)->num_kv_blocks(),
+              engine_opts->block_size, (*engine)->max_model_len());
+  std::printf("listening grpc %s:%d\n", host.c_str(), (*grpc_server)->port());
+  std::fflush(stdout);
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  std::fprintf(stderr, "tessera serve: signal %d, draining (up to %.0f s)\n", sig, server_opts.drain_timeout_s);
+  ctx.StartDraining();
+  (*grpc_server)->SetServing(false);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(server_opts.drain_timeout_s);
+  while ((*engine)->Stats().num_in_flight > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const int left = (*engine)->Stats().num_in_flight;
+  (*grpc_server)->Shutdown(0.5);
+  engine->reset();  // aborts whatever is left
+  std::fprintf(stderr, "tessera serve: stopped (%d request(s) cut off at the drain deadline)\n", left);
+  return 0;
+}
+
+}  // namespace tessera::cli

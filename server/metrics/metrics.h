@@ -1,0 +1,53 @@
+// Serving metrics in Prometheus form (prometheus-cpp): request outcomes, tokens, latency
+// histograms per (model, adapter), and engine gauges refreshed at scrape time.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace tessera {
+
+struct EngineStats;
+
+class ServingMetrics {
+ public:
+  explicit ServingMetrics(std::string model_name);
+
+  // outcome: "stop" | "length" | "abort" | "error" | "rejected"
+  void RecordRequest(const std::string& adapter, const std::string& outcome);
+  void RecordCompletion(const std::string& adapter, int prompt_tokens, int generated_tokens, double ttft_s,
+                        double tpot_s, double e2e_s);
+  void RecordStep(double seconds);
+  // Copies the engine's gauges (queue, running, KV usage, prefix hits, preemptions).
+  void Refresh(const EngineStats& stats);
+  // The Prometheus text exposition of everything registered here.
+  std::string Serialize();
+  prometheus::Registry& registry() { return *registry_; }
+
+ private:
+  std::string model_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Counter>& prompt_tokens_;
+  prometheus::Family<prometheus::Counter>& generation_tokens_;
+  prometheus::Family<prometheus::Histogram>& ttft_;
+  prometheus::Family<prometheus::Histogram>& tpot_;
+  prometheus::Family<prometheus::Histogram>& e2e_;
+  prometheus::Histogram& step_;
+  prometheus::Gauge& waiting_;
+  prometheus::Gauge& running_;
+  prometheus::Gauge& kv_usage_;
+  prometheus::Gauge& prefix_hit_;
+  prometheus::Counter& preemptions_;
+  std::mutex mu_;
+  int64_t preemptions_seen_ = 0;
+};
+
+}  // namespace tessera
