@@ -17,6 +17,7 @@ constexpr int kThreads = 128;
 constexpr int kTile = 32;  // tokens per pipeline stage; one softmax lane per token
 constexpr int kStages = 3;
 constexpr float kLog2e = 1.4426950408889634f;
+constexpr int kHeadsPerUnit = 4;
 
 template <int D>
 struct DecodeShape {
@@ -25,8 +26,7 @@ struct DecodeShape {
   static constexpr int kTokPerWarp = 32 / kLanes;
   static constexpr int kRowBytes = D * 2 + 16;           // +16: conflict-free 16-byte reads
   static constexpr int kStageBytes = 2 * kTile * kRowBytes;
-  static constexpr int kMaxUnits = kMaxAttentionGroup * kChunks;
-  static constexpr int kMaxU = (kMaxUnits + kThreads - 1) / kThreads;
+  static_assert(((kMaxAttentionGroup + 3) / 4) * kChunks <= kThreads, "one p·V unit per thread at most");
   static size_t SmemBytes(int group) {
     return static_cast<size_t>(kStages) * kStageBytes +
            sizeof(float) * (static_cast<size_t>(group) * D + group * kTile + 3 * group);
@@ -42,6 +42,58 @@ __device__ __forceinline__ float WarpSum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
+}
+
+// q·k of one cached token for NH heads (a compile-time count, so no predicated-off
+// work is issued when the group is small); kLanes lanes share the dot.
+template <int D, int NH>
+__device__ __forceinline__ void QkHeads(const char* krow, const float* q, int qk_lane, float* s_out, bool valid) {
+  using S = DecodeShape<D>;
+  float dot[NH];
+#pragma unroll
+  for (int h = 0; h < NH; ++h) dot[h] = 0.0f;
+#pragma unroll
+  for (int i = 0; i < S::kChunks / S::kLanes; ++i) {
+    const int c = qk_lane + i * S::kLanes;
+    float kf[8];
+    Bf16x8ToFloat(*reinterpret_cast<const uint4*>(krow + c * 16), kf);
+#pragma unroll
+    for (int h = 0; h < NH; ++h) {
+      const float4 q0 = *reinterpret_cast<const float4*>(q + h * D + c * 8);
+      const float4 q1 = *reinterpret_cast<const float4*>(q + h * D + c * 8 + 4);
+      dot[h] += q0.x * kf[0] + q0.y * kf[1] + q0.z * kf[2] + q0.w * kf[3] + q1.x * kf[4] + q1.y * kf[5] +
+                q1.z * kf[6] + q1.w * kf[7];
+    }
+  }
+#pragma unroll
+  for (int h = 0; h < NH; ++h) {
+#pragma unroll
+    for (int o = S::kTokPerWarp; o < 32; o <<= 1) dot[h] += __shfl_xor_sync(0xffffffffu, dot[h], o);
+    if (qk_lane == 0) s_out[h * kTile] = valid ? dot[h] : -INFINITY;
+  }
+}
+
+// acc[h] = acc[h] * alpha[h] + sum over this thread's tokens of p[h][tok] * V[tok][chunk c].
+template <int D, int NH>
+__device__ __forceinline__ void PvHeads(float (&acc)[kHeadsPerUnit][8], const char* vs, const float* p,
+                                        const float* alphas, int tok0, int groups, int c) {
+  using S = DecodeShape<D>;
+#pragma unroll
+  for (int h = 0; h < NH; ++h) {
+    const float alpha = alphas[h];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[h][e] *= alpha;
+  }
+  for (int tok = tok0; tok < kTile; tok += groups) {
+    float vf[8];
+    Bf16x8ToFloat(*reinterpret_cast<const uint4*>(vs + tok * S::kRowBytes + c * 16), vf);
+#pragma unroll
+    for (int h = 0; h < NH; ++h) {
+      const float ph = p[h * kTile + tok];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[h][e] += ph * vf[e];
+    }
+  }
 }
 
 // Partial results of split s for (seq, head): o [D] normalised by its own sum, then
@@ -97,6 +149,8 @@ __global__ void __launch_bounds__(kThreads) DecodeKernel(AttentionArgs a, int pa
   const char* vc = static_cast<const char*>(a.v_cache);
   const int64_t slot_bytes = static_cast<int64_t>(a.num_kv_heads) * D * 2;
   const int bs = a.block_size;
+  const bool bs_pow2 = (bs & (bs - 1)) == 0;
+  const int bs_shift = __ffs(bs) - 1;
   auto load_tile = [&](int tile, int stage) {
     char* kd = kv + stage * S::kStageBytes;
     char* vd = kd + kTile * S::kRowBytes;
@@ -107,7 +161,8 @@ __global__ void __launch_bounds__(kThreads) DecodeKernel(AttentionArgs a, int pa
       const bool valid = j < end;
       int64_t off = 0;
       if (valid) {
-        const int64_t slot = static_cast<int64_t>(table[j / bs]) * bs + j % bs;
+        const int page = bs_pow2 ? j >> bs_shift : j / bs;
+        const int64_t slot = static_cast<int64_t>(table[page]) * bs + (j - page * bs);
         off = slot * slot_bytes + (kvh * D + c * 8) * 2;
       }
       CpAsync16(kd + tok * S::kRowBytes + c * 16, kc + off, valid);
@@ -126,17 +181,20 @@ __global__ void __launch_bounds__(kThreads) DecodeKernel(AttentionArgs a, int pa
   const int qk_tok = warp * S::kTokPerWarp + lane % S::kTokPerWarp;
   const int qk_lane = lane / S::kTokPerWarp;
   const bool qk_active = qk_tok < kTile;  // warp-uniform
-  // p·V: a unit is (head g, 16-byte chunk c); spare threads split the tokens.
-  const int units = G * S::kChunks;
-  const int groups = units >= kThreads ? 1 : kThreads / units;
-  const int pv_group = units >= kThreads ? 0 : tid / units;
+  // p·V: a unit is (4 heads, 16-byte chunk c), so each V chunk read from shared memory
+  // serves 4 heads; spare threads split the tokens into groups (summed at the end,
+  // through the pipeline buffers, hence the cap on groups).
+  const int units = (G + kHeadsPerUnit - 1) / kHeadsPerUnit * S::kChunks;
+  const int groups = min(kThreads / units, (kStages * S::kStageBytes) / (units * kHeadsPerUnit * 8 * 4));
+  const int pv_group = tid / units;
   const bool pv_active = pv_group < groups;
-  float acc[S::kMaxU][8];
+  const int pv_unit = tid % units;
+  const int pv_g0 = pv_unit / S::kChunks * kHeadsPerUnit, pv_c = pv_unit % S::kChunks;
+  float acc[kHeadsPerUnit][8];
 #pragma unroll
-  for (int k = 0; k < S::kMaxU; ++k)
+  for (int i = 0; i < kHeadsPerUnit; ++i)
 #pragma unroll
-    for (int e = 0; e < 8; ++e) acc[k][e] = 0.0f;
-  auto unit_of = [&](int k) { return units >= kThreads ? tid + k * kThreads : (k == 0 ? tid % units : units); };
+    for (int e = 0; e < 8; ++e) acc[i][e] = 0.0f;
   __syncthreads();
 
   for (int i = 0; i < n_tiles; ++i) {
@@ -149,30 +207,15 @@ __global__ void __launch_bounds__(kThreads) DecodeKernel(AttentionArgs a, int pa
     const int tile_start = start + i * kTile;
 
     if (qk_active) {
-      float dot[kMaxAttentionGroup];
-#pragma unroll
-      for (int g = 0; g < kMaxAttentionGroup; ++g) dot[g] = 0.0f;
-#pragma unroll
-      for (int c = qk_lane; c < S::kChunks; c += S::kLanes) {
-        float kf[8];
-        Bf16x8ToFloat(*reinterpret_cast<const uint4*>(ks + qk_tok * S::kRowBytes + c * 16), kf);
-#pragma unroll
-        for (int g = 0; g < kMaxAttentionGroup; ++g) {
-          if (g < G) {
-            const float4 q0 = *reinterpret_cast<const float4*>(qs + g * D + c * 8);
-            const float4 q1 = *reinterpret_cast<const float4*>(qs + g * D + c * 8 + 4);
-            dot[g] += q0.x * kf[0] + q0.y * kf[1] + q0.z * kf[2] + q0.w * kf[3] + q1.x * kf[4] + q1.y * kf[5] +
-                      q1.z * kf[6] + q1.w * kf[7];
-          }
-        }
-      }
       const bool valid = tile_start + qk_tok < end;
-#pragma unroll
-      for (int g = 0; g < kMaxAttentionGroup; ++g) {
-        if (g < G) {
-#pragma unroll
-          for (int o = S::kTokPerWarp; o < 32; o <<= 1) dot[g] += __shfl_xor_sync(0xffffffffu, dot[g], o);
-          if (qk_lane == 0) ss[g * kTile + qk_tok] = valid ? dot[g] : -INFINITY;
+      const char* krow = ks + qk_tok * S::kRowBytes;
+      for (int g0 = 0; g0 < G; g0 += kHeadsPerUnit) {  // G is uniform: no divergence
+        float* s_out = ss + g0 * kTile + qk_tok;
+        switch (min(G - g0, kHeadsPerUnit)) {
+          case 1: QkHeads<D, 1>(krow, qs + g0 * D, qk_lane, s_out, valid); break;
+          case 2: QkHeads<D, 2>(krow, qs + g0 * D, qk_lane, s_out, valid); break;
+          case 3: QkHeads<D, 3>(krow, qs + g0 * D, qk_lane, s_out, valid); break;
+          default: QkHeads<D, 4>(krow, qs + g0 * D, qk_lane, s_out, valid); break;
         }
       }
     }
@@ -181,37 +224,28 @@ __global__ void __launch_bounds__(kThreads) DecodeKernel(AttentionArgs a, int pa
     // Online softmax, one warp per head; every tile holds at least one valid token.
     for (int g = warp; g < G; g += kThreads / 32) {
       const float sv = ss[g * kTile + lane];
-      const float m_old = ms[g];
+      const float m_old = ms[g], l_old = ls[g];
       const float m_new = fmaxf(m_old, WarpMax(sv));
       const float p = exp2f(sv - m_new);
       const float psum = WarpSum(p);
       ss[g * kTile + lane] = p;
+      __syncwarp();  // every lane has read ms/ls before lane 0 updates them
       if (lane == 0) {
         const float alpha = exp2f(m_old - m_new);
         alphas[g] = alpha;
-        ls[g] = ls[g] * alpha + psum;
+        ls[g] = l_old * alpha + psum;
         ms[g] = m_new;
       }
     }
     __syncthreads();
 
     if (pv_active) {
-#pragma unroll
-      for (int k = 0; k < S::kMaxU; ++k) {
-        const int u = unit_of(k);
-        if (u < units) {
-          const int g = u / S::kChunks, c = u % S::kChunks;
-          const float alpha = alphas[g];
-#pragma unroll
-          for (int e = 0; e < 8; ++e) acc[k][e] *= alpha;
-          for (int tok = pv_group; tok < kTile; tok += groups) {
-            const float p = ss[g * kTile + tok];
-            float vf[8];
-            Bf16x8ToFloat(*reinterpret_cast<const uint4*>(vs + tok * S::kRowBytes + c * 16), vf);
-#pragma unroll
-            for (int e = 0; e < 8; ++e) acc[k][e] += p * vf[e];
-          }
-        }
+      const float* p = ss + pv_g0 * kTile;
+      switch (min(G - pv_g0, kHeadsPerUnit)) {
+        case 1: PvHeads<D, 1>(acc, vs, p, alphas + pv_g0, pv_group, groups, pv_c); break;
+        case 2: PvHeads<D, 2>(acc, vs, p, alphas + pv_g0, pv_group, groups, pv_c); break;
+        case 3: PvHeads<D, 3>(acc, vs, p, alphas + pv_g0, pv_group, groups, pv_c); break;
+        default: PvHeads<D, 4>(acc, vs, p, alphas + pv_g0, pv_group, groups, pv_c); break;
       }
     }
     __syncthreads();  // the stage just read is refilled by the next iteration
@@ -220,43 +254,48 @@ __global__ void __launch_bounds__(kThreads) DecodeKernel(AttentionArgs a, int pa
   __syncthreads();
 
   // Sum the token groups' partial accumulators (the pipeline buffers are free now).
+  constexpr int kUnitFloats = kHeadsPerUnit * 8;
   if (groups > 1) {
     float* red = reinterpret_cast<float*>(kv);
     if (pv_active) {
 #pragma unroll
-      for (int e = 0; e < 8; ++e) red[(pv_group * units + tid % units) * 8 + e] = acc[0][e];
+      for (int i = 0; i < kHeadsPerUnit; ++i)
+#pragma unroll
+        for (int e = 0; e < 8; ++e) red[(pv_group * units + pv_unit) * kUnitFloats + i * 8 + e] = acc[i][e];
     }
     __syncthreads();
     if (tid < units) {
 #pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        float s = 0.0f;
-        for (int j = 0; j < groups; ++j) s += red[(j * units + tid) * 8 + e];
-        acc[0][e] = s;
+      for (int i = 0; i < kHeadsPerUnit; ++i) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          float sum = 0.0f;
+          for (int j = 0; j < groups; ++j) sum += red[(j * units + tid) * kUnitFloats + i * 8 + e];
+          acc[i][e] = sum;
+        }
       }
     }
   }
-  if (groups > 1 && tid >= units) return;
+  if (tid >= units) return;  // thread tid < units now holds unit tid's totals
 
 #pragma unroll
-  for (int k = 0; k < S::kMaxU; ++k) {
-    const int u = groups > 1 ? (k == 0 ? tid : units) : unit_of(k);
-    if (u >= units) continue;
-    const int g = u / S::kChunks, c = u % S::kChunks;
+  for (int i = 0; i < kHeadsPerUnit; ++i) {
+    const int g = pv_g0 + i;
+    if (g >= G) continue;
     const int h = kvh * G + g;
     const float inv = 1.0f / ls[g];
     float o[8];
 #pragma unroll
-    for (int e = 0; e < 8; ++e) o[e] = acc[k][e] * inv;
+    for (int e = 0; e < 8; ++e) o[e] = acc[i][e] * inv;
     if (splits == 1) {
       __nv_bfloat16* out = static_cast<__nv_bfloat16*>(a.out) + static_cast<int64_t>(t) * a.out_stride + h * D;
-      *reinterpret_cast<uint4*>(out + c * 8) = FloatToBf16x8(o);
+      *reinterpret_cast<uint4*>(out + pv_c * 8) = FloatToBf16x8(o);
     } else {
       const int64_t row = (static_cast<int64_t>(seq) * a.num_heads + h) * splits + split;
-      float4* dst = reinterpret_cast<float4*>(o_part + row * D + c * 8);
+      float4* dst = reinterpret_cast<float4*>(o_part + row * D + pv_c * 8);
       dst[0] = make_float4(o[0], o[1], o[2], o[3]);
       dst[1] = make_float4(o[4], o[5], o[6], o[7]);
-      if (c == 0) {
+      if (pv_c == 0) {
         ml_part[row * 2] = ms[g];
         ml_part[row * 2 + 1] = ls[g];
       }

@@ -330,8 +330,9 @@ std::vector<std::pair<int, int>> RandomDecodes(int count, int max_ctx, std::mt19
 
 TEST_F(CudaOpsTest, DecodeAttentionMatchesCpuAcrossGqaRatios) {
   struct Heads { int hq, hk, d; };
+  // Group sizes 1/2/4/8/16 and odd ones (3, 5, 7) whose p·V units do not tile the CTA.
   for (Heads h : {Heads{4, 4, 64}, Heads{8, 4, 128}, Heads{16, 4, 64}, Heads{8, 1, 128}, Heads{4, 2, 8},
-                  Heads{16, 1, 32}, Heads{6, 2, 256}}) {
+                  Heads{16, 1, 32}, Heads{6, 2, 256}, Heads{14, 2, 128}, Heads{10, 2, 64}, Heads{12, 4, 16}}) {
     for (int batch : {1, 5, 33}) {
       std::vector<std::pair<int, int>> seqs = RandomDecodes(batch, 1500, rng_);
       seqs[0] = {0, 1};  // a sequence with only its own token
