@@ -1,7 +1,9 @@
 // The concrete CUDA backend: owns one stream, the cuBLASLt plans, the per-step index
 // buffer and the decode-attention workspace. Ops only enqueue work on stream();
 // argument errors and launch failures are kept as a sticky status that Synchronize()
-// returns.
+// returns. The decode split-K workspace and the index buffer grow (with a synchronise)
+// the first time a larger shape is seen: warm up at the largest shape before capturing
+// a CUDA graph.
 #pragma once
 
 #include <cuda_runtime.h>
