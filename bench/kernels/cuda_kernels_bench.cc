@@ -1,0 +1,241 @@
+// CUDA kernel micro-benchmark: paged decode attention bandwidth (K/V bytes read / time)
+// against a device-to-device copy measured in the same run, prefill attention and
+// cuBLASLt GEMM throughput for 7B shapes. Prints a table, writes JSON (argv[1]).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_backend_impl.h"
+#include "nlohmann/json.hpp"
+
+namespace tessera {
+namespace {
+
+#define CHECK_CUDA(expr)                                                              \
+  do {                                                                                \
+    cudaError_t _e = (expr);                                                          \
+    if (_e != cudaSuccess) {                                                          \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(_e)); \
+      std::exit(1);                                                                   \
+    }                                                                                 \
+  } while (0)
+
+template <typename T>
+T Must(absl::StatusOr<T> s) {
+  if (!s.ok()) {
+    std::fprintf(stderr, "%s\n", s.status().ToString().c_str());
+    std::exit(1);
+  }
+  return std::move(s).value();
+}
+
+void MustOk(const absl::Status& s) {
+  if (!s.ok()) {
+    std::fprintf(stderr, "%s\n", s.ToString().c_str());
+    std::exit(1);
+  }
+}
+
+// Median seconds of `reps` timed calls of fn (after `warmup` untimed ones).
+template <typename Fn>
+double MedianSeconds(cudaStream_t stream, int warmup, int reps, Fn fn) {
+  for (int i = 0; i < warmup; ++i) fn();
+  cudaEvent_t a, b;
+  CHECK_CUDA(cudaEventCreate(&a));
+  CHECK_CUDA(cudaEventCreate(&b));
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    CHECK_CUDA(cudaEventRecord(a, stream));
+    fn();
+    CHECK_CUDA(cudaEventRecord(b, stream));
+    CHECK_CUDA(cudaEventSynchronize(b));
+    float ms = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms * 1e-3);
+  }
+  CHECK_CUDA(cudaEventDestroy(a));
+  CHECK_CUDA(cudaEventDestroy(b));
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+// Fills device memory with random bf16 values: one random 64 MiB chunk, tiled by copies.
+void FillRandom(CudaBackend& be, void* dst, size_t bytes, std::mt19937& rng) {
+  static std::vector<uint16_t> chunk;
+  static DeviceBuffer dev_chunk;
+  const size_t chunk_bytes = size_t{64} << 20;
+  if (chunk.empty()) {
+    chunk.resize(chunk_bytes / 2);
+    std::normal_distribution<float> d(0.0f, 1.0f);
+    for (uint16_t& x : chunk) x = F32ToBF16(d(rng));
+    dev_chunk = Must(be.Allocate(chunk_bytes));
+    MustOk(be.CopyToDevice(dev_chunk.data(), chunk.data(), chunk_bytes));
+  }
+  for (size_t off = 0; off < bytes; off += chunk_bytes) {
+    CHECK_CUDA(cudaMemcpyAsync(static_cast<char*>(dst) + off, dev_chunk.data(), std::min(chunk_bytes, bytes - off),
+                               cudaMemcpyDeviceToDevice, be.stream()));
+  }
+  MustOk(be.Synchronize());
+}
+
+double CopyBandwidth(CudaBackend& be) {
+  const size_t bytes = size_t{2} << 30;
+  DeviceBuffer a = Must(be.Allocate(bytes)), b = Must(be.Allocate(bytes));
+  CHECK_CUDA(cudaMemsetAsync(a.data(), 0x3c, bytes, be.stream()));
+  const double s = MedianSeconds(be.stream(), 3, 20, [&] {
+    CHECK_CUDA(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, be.stream()));
+  });
+  return 2.0 * bytes / s / 1e9;  // bytes read + written
+}
+
+struct AttnShape {
+  const char* name;
+  int hq, hk, d;
+};
+
+// Decode (or prefill when qlen > 1) attention over `layers` separate caches so the
+// working set exceeds L2, like a real forward pass going through the layers.
+double TimeAttention(CudaBackend& be, const AttnShape& s, int batch, int ctx, int qlen, std::mt19937& rng,
+                     size_t* kv_bytes_per_layer) {
+  const int bs = 16;
+  const int blocks_per_seq = (ctx + bs - 1) / bs;
+  const int64_t blocks = static_cast<int64_t>(batch) * blocks_per_seq;
+  const size_t layer_bytes = static_cast<size_t>(blocks) * bs * s.hk * s.d * 2;  // one of K or V
+  const int layers = static_cast<int>(std::clamp<size_t>((size_t{1} << 30) / (2 * layer_bytes) + 1, 1, 32));
+  DeviceBuffer kpool = Must(be.Allocate(layer_bytes * layers)), vpool = Must(be.Allocate(layer_bytes * layers));
+  FillRandom(be, kpool.data(), layer_bytes * layers, rng);
+  FillRandom(be, vpool.data(), layer_bytes * layers, rng);
+
+  BatchLayout layout;
+  layout.block_size = bs;
+  layout.max_blocks_per_seq = blocks_per_seq;
+  std::vector<int32_t> perm(blocks);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  layout.query_start.push_back(0);
+  for (int sq = 0; sq < batch; ++sq) {
+    for (int i = 0; i < qlen; ++i) {
+      layout.token_ids.push_back(0);
+      layout.positions.push_back(ctx - qlen + i);
+      layout.slot_mapping.push_back(0);
+    }
+    layout.query_start.push_back(layout.query_start.back() + qlen);
+    layout.context_lens.push_back(ctx);
+    layout.block_tables.insert(layout.block_tables.end(), perm.begin() + sq * blocks_per_seq,
+                               perm.begin() + (sq + 1) * blocks_per_seq);
+  }
+  const int n = layout.num_tokens();
+  DeviceBatch db = Must(be.UploadBatch(layout));
+  DeviceBuffer q = Must(be.Allocate(static_cast<size_t>(n) * s.hq * s.d * 2));
+  DeviceBuffer out = Must(be.Allocate(static_cast<size_t>(n) * s.hq * s.d * 2));
+  FillRandom(be, q.data(), q.bytes(), rng);
+  AttentionParams p{s.hq, s.hk, s.d, 1.0f / std::sqrt(static_cast<float>(s.d))};
+  TensorView qv = q.View(DType::kBF16, n, s.hq * s.d), ov = out.View(DType::kBF16, n, s.hq * s.d);
+  auto pass = [&] {
+    for (int l = 0; l < layers; ++l) {
+      KvLayerView kv{static_cast<char*>(kpool.data()) + l * layer_bytes, static_cast<char*>(vpool.data()) + l * layer_bytes,
+                     DType::kBF16, static_cast<int32_t>(blocks), bs, s.hk, s.d};
+      be.PagedAttention(qv, db, kv, p, ov);
+    }
+  };
+  const double t = MedianSeconds(be.stream(), 2, 7, pass) / layers;
+  MustOk(be.Synchronize());
+  *kv_bytes_per_layer = 2 * static_cast<size_t>(batch) * ctx * s.hk * s.d * 2;
+  return t;
+}
+
+}  // namespace
+}  // namespace tessera
+
+int main(int argc, char** argv) {
+  using namespace tessera;
+  const std::string json_path = argc > 1 ? argv[1] : "bench_kernels.json";
+  if (CudaDeviceCount() == 0) {
+    std::printf("no CUDA device visible; nothing to measure\n");
+    return 0;
+  }
+  std::unique_ptr<CudaBackend> be = Must(CudaBackend::Create(CudaBackendOptions{}));
+  cudaDeviceProp prop{};
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  const std::string device = prop.name;
+  std::mt19937 rng(42);
+  nlohmann::json rows = nlohmann::json::array();
+
+  const double copy_bw = CopyBandwidth(*be);
+  std::printf("device %s, %d SMs; device-to-device copy %.0f GB/s (read + write)\n\n", device.c_str(),
+              prop.multiProcessorCount, copy_bw);
+
+  std::printf("%-34s %6s %7s %10s %10s %8s\n", "paged decode attention", "batch", "ctx", "us/layer", "GB/s", "of copy");
+  const AttnShape shapes[] = {{"llama7b 32q/32kv D128", 32, 32, 128}, {"gqa 32q/8kv D128", 32, 8, 128}};
+  for (const AttnShape& s : shapes) {
+    for (int ctx : {1024, 4096, 16384}) {
+      for (int batch : {1, 4, 16, 64}) {
+        size_t bytes = 0;
+        const double t = TimeAttention(*be, s, batch, ctx, 1, rng, &bytes);
+        const double bw = bytes / t / 1e9;
+        std::printf("%-34s %6d %7d %10.1f %10.0f %7.1f%%\n", s.name, batch, ctx, t * 1e6, bw, 100 * bw / copy_bw);
+        rows.push_back({{"device", device}, {"kernel", "decode_attention"},
+                        {"shape", std::string(s.name) + " ctx " + std::to_string(ctx)}, {"batch", batch},
+                        {"context", ctx}, {"us", t * 1e6}, {"bandwidth_gbs", bw}, {"copy_bandwidth_gbs", copy_bw},
+                        {"fraction", bw / copy_bw}});
+      }
+    }
+  }
+
+  std::printf("\n%-34s %6s %7s %10s %10s\n", "prefill attention (causal)", "seqs", "tokens", "us/layer", "TFLOP/s");
+  for (const AttnShape& s : shapes) {
+    for (int qlen : {512, 2048}) {
+      size_t bytes = 0;
+      const int batch = 4;
+      const double t = TimeAttention(*be, s, batch, qlen, qlen, rng, &bytes);
+      // q·k and p·v over the causal triangle: 4 * D flops per (query, visible key, head).
+      const double flops = 4.0 * s.hq * s.d * batch * (static_cast<double>(qlen) * (qlen + 1) / 2);
+      std::printf("%-34s %6d %7d %10.1f %10.1f\n", s.name, batch, qlen, t * 1e6, flops / t / 1e12);
+      rows.push_back({{"device", device}, {"kernel", "prefill_attention"},
+                      {"shape", std::string(s.name) + " qlen " + std::to_string(qlen)}, {"batch", batch},
+                      {"us", t * 1e6}, {"tflops", flops / t / 1e12}, {"bandwidth_gbs", bytes / t / 1e9},
+                      {"copy_bandwidth_gbs", copy_bw}, {"fraction", bytes / t / 1e9 / copy_bw}});
+    }
+  }
+
+  std::printf("\n%-34s %6s %10s %10s %10s %8s\n", "gemm bf16 (y = x W^T)", "n", "us", "TFLOP/s", "GB/s", "of copy");
+  struct Gemm { const char* name; int64_t k, m; };
+  for (Gemm g : {Gemm{"7B qkv 4096->12288", 4096, 12288}, Gemm{"7B o 4096->4096", 4096, 4096},
+                 Gemm{"7B gate_up 4096->22016", 4096, 22016}, Gemm{"7B down 11008->4096", 11008, 4096},
+                 Gemm{"square 8192", 8192, 8192}}) {
+    for (int64_t n : {1, 16, 64, 256, 8192}) {
+      if ((n == 8192) != (g.k == 8192)) continue;
+      const size_t wbytes = static_cast<size_t>(g.k) * g.m * 2;
+      const int copies = static_cast<int>(std::clamp<size_t>((size_t{256} << 20) / wbytes + 1, 1, 8));
+      DeviceBuffer w = Must(be->Allocate(wbytes * copies));
+      DeviceBuffer x = Must(be->Allocate(static_cast<size_t>(n) * g.k * 2));
+      DeviceBuffer y = Must(be->Allocate(static_cast<size_t>(n) * g.m * 2));
+      FillRandom(*be, w.data(), wbytes * copies, rng);
+      FillRandom(*be, x.data(), x.bytes(), rng);
+      int next = 0;
+      const double t = MedianSeconds(be->stream(), 3, 21, [&] {
+        LinearWeight lw{TensorView{static_cast<char*>(w.data()) + (next++ % copies) * wbytes, DType::kBF16, g.m, g.k}};
+        be->Matmul(x.View(DType::kBF16, n, g.k), lw, y.View(DType::kBF16, n, g.m));
+      });
+      MustOk(be->Synchronize());
+      const double tflops = 2.0 * n * g.k * g.m / t / 1e12;
+      const double bw = (wbytes + x.bytes() + y.bytes()) / t / 1e9;
+      std::printf("%-34s %6ld %10.1f %10.1f %10.0f %7.1f%%\n", g.name, static_cast<long>(n), t * 1e6, tflops, bw,
+                  100 * bw / copy_bw);
+      rows.push_back({{"device", device}, {"kernel", "gemm"}, {"shape", g.name}, {"batch", n}, {"us", t * 1e6},
+                      {"tflops", tflops}, {"bandwidth_gbs", bw}, {"copy_bandwidth_gbs", copy_bw},
+                      {"fraction", bw / copy_bw}});
+    }
+  }
+  std::ofstream(json_path) << rows.dump(1) << "\n";
+  std::printf("\nwrote %s\n", json_path.c_str());
+  return 0;
+}

@@ -1,0 +1,361 @@
+// CudaBackend: memory, per-step index upload, argument checks and dispatch of every op
+// to the kernels in the .cu files and to cuBLASLt.
+#include "kernels/cuda/cuda_backend.h"
+
+#include <cstring>
+#include <string>
+
+#include "kernels/cuda/cuda_backend_impl.h"
+#include "kernels/cuda/cuda_launch.h"
+#include "runtime/common/status_macros.h"
+
+namespace tessera {
+namespace {
+
+absl::Status CudaError(const char* what, cudaError_t e) {
+  return absl::InternalError(std::string("cuda: ") + what + ": " + cudaGetErrorString(e));
+}
+
+#define CUDA_RETURN_IF_ERROR(what, expr)           \
+  do {                                             \
+    cudaError_t _e = (expr);                       \
+    if (_e != cudaSuccess) return CudaError(what, _e); \
+  } while (0)
+
+bool IsFloat(DType t) { return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16; }
+bool IsActivation(DType t) { return t == DType::kF32 || t == DType::kBF16; }
+bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+void FreeDevice(void* p) { cudaFree(p); }
+size_t Pad16(size_t bytes) { return (bytes + 15) / 16 * 16; }
+
+}  // namespace
+
+int CudaDeviceCount() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // no driver or no device: clear the error, report none
+    return 0;
+  }
+  return n;
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(int device_index) {
+  CudaBackendOptions options;
+  options.device_index = device_index;
+  ASSIGN_OR_RETURN(std::unique_ptr<CudaBackend> backend, CudaBackend::Create(options));
+  return std::unique_ptr<Backend>(std::move(backend));
+}
+
+absl::Status CudaBackendOptions::Validate() const {
+  const int count = CudaDeviceCount();
+  if (device_index < 0 || device_index >= count) {
+    return absl::InvalidArgumentError("cuda device " + std::to_string(device_index) + " does not exist (" +
+                                      std::to_string(count) + " visible)");
+  }
+  if (gemm_workspace_bytes < (size_t{1} << 20)) {
+    return absl::InvalidArgumentError("cuda gemm workspace must be at least 1 MiB");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const CudaBackendOptions& options) {
+  RETURN_IF_ERROR(options.Validate());
+  std::unique_ptr<CudaBackend> b(new CudaBackend());
+  b->options_ = options;
+  CUDA_RETURN_IF_ERROR("set device", cudaSetDevice(options.device_index));
+  CUDA_RETURN_IF_ERROR("stream", cudaStreamCreateWithFlags(&b->stream_, cudaStreamNonBlocking));
+  CUDA_RETURN_IF_ERROR("sm count",
+                       cudaDeviceGetAttribute(&b->num_sms_, cudaDevAttrMultiProcessorCount, options.device_index));
+  for (cudaEvent_t& e : b->staging_done_) {
+    CUDA_RETURN_IF_ERROR("event", cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  }
+  ASSIGN_OR_RETURN(b->gemm_workspace_, b->Allocate(options.gemm_workspace_bytes));
+  ASSIGN_OR_RETURN(b->gemm_, cuda::CublasLtMatmul::Create(b->gemm_workspace_.data(), options.gemm_workspace_bytes));
+  return b;
+}
+
+CudaBackend::~CudaBackend() {
+  if (stream_) cudaStreamSynchronize(stream_);
+  gemm_.reset();
+  for (int i = 0; i < 2; ++i) {
+    if (staging_[i]) cudaFreeHost(staging_[i]);
+    if (staging_done_[i]) cudaEventDestroy(staging_done_[i]);
+  }
+  attention_workspace_.Reset();
+  batch_buffer_.Reset();
+  gemm_workspace_.Reset();
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+void CudaBackend::Fail(absl::Status status) {
+  if (sticky_.ok()) sticky_ = std::move(status);
+}
+
+bool CudaBackend::Check(bool ok, const char* op, const char* what) {
+  if (!ok) Fail(absl::InvalidArgumentError(std::string("cuda ") + op + ": " + what));
+  return ok;
+}
+
+void CudaBackend::CheckLaunch(const char* op) {
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) Fail(CudaError(op, e));
+}
+
+// ---- memory -------------------------------------------------------------------------
+
+absl::StatusOr<DeviceBuffer> CudaBackend::Allocate(size_t bytes) {
+  void* p = nullptr;
+  cudaError_t e = cudaMalloc(&p, std::max<size_t>(bytes, 256));
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return absl::ResourceExhaustedError("cuda: cannot allocate " + std::to_string(bytes) +
+                                        " bytes: " + cudaGetErrorString(e));
+  }
+  return DeviceBuffer(p, bytes, &FreeDevice);
+}
+
+absl::Status CudaBackend::CopyToDevice(void* dst, const void* host_src, size_t bytes) {
+  if (bytes == 0) return absl::OkStatus();
+  CUDA_RETURN_IF_ERROR("copy to device", cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
+  CUDA_RETURN_IF_ERROR("copy to device", cudaStreamSynchronize(stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::CopyToHost(void* host_dst, const void* src, size_t bytes) {
+  if (bytes == 0) return absl::OkStatus();
+  CUDA_RETURN_IF_ERROR("copy to host", cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
+  CUDA_RETURN_IF_ERROR("copy to host", cudaStreamSynchronize(stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Synchronize() {
+  cudaError_t e = cudaStreamSynchronize(stream_);
+  if (e != cudaSuccess) Fail(CudaError("synchronize", e));
+  CheckLaunch("asynchronous error");
+  absl::Status st = std::move(sticky_);
+  sticky_ = absl::OkStatus();
+  return st;
+}
+
+size_t CudaBackend::FreeMemoryBytes() const {
+  size_t free_bytes = 0, total = 0;
+  if (cudaMemGetInfo(&free_bytes, &total) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return free_bytes;
+}
+
+absl::Status CudaBackend::EnsureDevice(DeviceBuffer& buf, size_t bytes) {
+  if (buf.data() != nullptr && buf.bytes() >= bytes) return absl::OkStatus();
+  // Work already queued may still read the old buffer.
+  CUDA_RETURN_IF_ERROR("synchronize", cudaStreamSynchronize(stream_));
+  buf.Reset();
+  ASSIGN_OR_RETURN(buf, Allocate(bytes + bytes / 2));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<DeviceBatch> CudaBackend::UploadBatch(const BatchLayout& layout) {
+  const std::vector<int32_t>* arrays[] = {&layout.token_ids,    &layout.positions,    &layout.slot_mapping,
+                                          &layout.query_start,  &layout.context_lens, &layout.block_tables,
+                                          &layout.logits_rows};
+  size_t offsets[7];
+  size_t total = 0;
+  for (int i = 0; i < 7; ++i) {
+    offsets[i] = total;
+    total += Pad16(arrays[i]->size() * sizeof(int32_t));
+  }
+  total = std::max<size_t>(total, 16);
+
+  // The staging buffer written now was last copied from two uploads ago.
+  const int s = staging_next_;
+  staging_next_ ^= 1;
+  CUDA_RETURN_IF_ERROR("staging wait", cudaEventSynchronize(staging_done_[s]));
+  if (staging_bytes_[s] < total) {
+    if (staging_[s]) cudaFreeHost(staging_[s]);
+    staging_[s] = nullptr;
+    staging_bytes_[s] = 0;
+    CUDA_RETURN_IF_ERROR("pinned staging", cudaMallocHost(&staging_[s], total * 2));
+    staging_bytes_[s] = total * 2;
+  }
+  char* host = static_cast<char*>(staging_[s]);
+  for (int i = 0; i < 7; ++i) {
+    if (!arrays[i]->empty()) std::memcpy(host + offsets[i], arrays[i]->data(), arrays[i]->size() * sizeof(int32_t));
+  }
+  RETURN_IF_ERROR(EnsureDevice(batch_buffer_, total));
+  char* dev = static_cast<char*>(batch_buffer_.data());
+  CUDA_RETURN_IF_ERROR("batch upload", cudaMemcpyAsync(dev, host, total, cudaMemcpyHostToDevice, stream_));
+  CUDA_RETURN_IF_ERROR("batch upload", cudaEventRecord(staging_done_[s], stream_));
+
+  auto at = [&](int i) { return reinterpret_cast<const int32_t*>(dev + offsets[i]); };
+  DeviceBatch b;
+  b.token_ids = at(0);
+  b.positions = at(1);
+  b.slot_mapping = at(2);
+  b.query_start = at(3);
+  b.context_lens = at(4);
+  b.block_tables = at(5);
+  b.logits_rows = at(6);
+  b.num_tokens = layout.num_tokens();
+  b.num_seqs = layout.num_seqs();
+  b.num_logits = static_cast<int32_t>(layout.logits_rows.size());
+  b.max_blocks_per_seq = layout.max_blocks_per_seq;
+  b.block_size = layout.block_size;
+  b.max_query_len = layout.max_query_len();
+  b.max_context_len = layout.max_context_len();
+  return b;
+}
+
+// ---- ops ----------------------------------------------------------------------------
+
+void CudaBackend::Embedding(const TensorView& table, const int32_t* ids, int32_t n, TensorView out) {
+  if (!Check(IsFloat(table.dtype) && IsActivation(out.dtype), "embedding", "unsupported dtype") ||
+      !Check(out.cols == table.cols && out.rows >= n, "embedding", "shape mismatch")) {
+    return;
+  }
+  cuda::LaunchEmbedding(table.data, table.dtype, table.cols, ids, n, out.data, out.dtype, stream_);
+  CheckLaunch("embedding");
+}
+
+void CudaBackend::RmsNorm(const TensorView& x, const TensorView& weight, float eps, TensorView out) {
+  if (!Check(IsActivation(x.dtype) && IsActivation(out.dtype) && IsFloat(weight.dtype), "rmsnorm", "unsupported dtype") ||
+      !Check(out.cols == x.cols && out.rows == x.rows && weight.numel() == x.cols, "rmsnorm", "shape mismatch")) {
+    return;
+  }
+  cuda::LaunchRmsNorm(x.data, x.dtype, nullptr, x.dtype, weight.data, weight.dtype, eps, x.rows, x.cols, out.data,
+                      out.dtype, stream_);
+  CheckLaunch("rmsnorm");
+}
+
+void CudaBackend::AddRmsNorm(const TensorView& x, TensorView residual, const TensorView& weight, float eps,
+                             TensorView out) {
+  if (!Check(IsActivation(x.dtype) && IsActivation(residual.dtype) && IsActivation(out.dtype) && IsFloat(weight.dtype),
+             "add_rmsnorm", "unsupported dtype") ||
+      !Check(residual.numel() == x.numel() && out.numel() == x.numel() && weight.numel() == x.cols, "add_rmsnorm",
+             "shape mismatch")) {
+    return;
+  }
+  cuda::LaunchRmsNorm(x.data, x.dtype, residual.data, residual.dtype, weight.data, weight.dtype, eps, x.rows, x.cols,
+                      out.data, out.dtype, stream_);
+  CheckLaunch("add_rmsnorm");
+}
+
+void CudaBackend::Matmul(const TensorView& x, const LinearWeight& w, TensorView out) {
+  if (w.quant != nullptr) {
+    Fail(absl::UnimplementedError("cuda matmul: quantized weights have no CUDA kernel in this backend"));
+    return;
+  }
+  if (!Check(x.dtype == DType::kBF16 && w.dense.dtype == DType::kBF16, "matmul",
+             "x and W must be bf16 (upload weights converted to bf16)") ||
+      !Check(out.dtype == DType::kBF16 || out.dtype == DType::kF32, "matmul", "output must be bf16 or f32") ||
+      !Check(w.dense.cols == x.cols && out.rows == x.rows && out.cols == w.dense.rows, "matmul", "shape mismatch")) {
+    return;
+  }
+  if (x.rows == 0) return;
+  absl::Status st = gemm_->Run(x.data, w.dense.data, out.data, out.dtype, x.rows, x.cols, w.dense.rows, stream_);
+  if (!st.ok()) Fail(std::move(st));
+}
+
+void CudaBackend::Rope(TensorView q, TensorView k, const int32_t* positions, const float* inv_freq,
+                       int32_t head_dim) {
+  if (!Check(head_dim > 0 && head_dim % 2 == 0 && q.cols % head_dim == 0 && k.cols % head_dim == 0, "rope",
+             "head_dim must be even and divide the row") ||
+      !Check(q.dtype == k.dtype && IsActivation(q.dtype), "rope", "unsupported dtype") ||
+      !Check(q.rows == k.rows, "rope", "q and k rows differ")) {
+    return;
+  }
+  cuda::LaunchRope(q.data, q.cols, k.data, k.cols, q.dtype, q.rows, positions, inv_freq, head_dim, stream_);
+  CheckLaunch("rope");
+}
+
+void CudaBackend::SiluMul(const TensorView& gate_up, TensorView out) {
+  if (!Check(IsActivation(gate_up.dtype) && IsActivation(out.dtype), "silu_mul", "unsupported dtype") ||
+      !Check(gate_up.cols == 2 * out.cols && gate_up.rows == out.rows, "silu_mul", "shape mismatch")) {
+    return;
+  }
+  cuda::LaunchSiluMul(gate_up.data, gate_up.dtype, out.data, out.dtype, out.rows, out.cols, stream_);
+  CheckLaunch("silu_mul");
+}
+
+void CudaBackend::Add(const TensorView& x, TensorView out) {
+  if (!Check(IsActivation(x.dtype) && IsActivation(out.dtype), "add", "unsupported dtype") ||
+      !Check(x.numel() == out.numel(), "add", "shape mismatch")) {
+    return;
+  }
+  cuda::LaunchAdd(x.data, x.dtype, out.data, out.dtype, out.numel(), stream_);
+  CheckLaunch("add");
+}
+
+void CudaBackend::StoreKv(const TensorView& k, const TensorView& v, const DeviceBatch& batch,
+                          const KvLayerView& cache) {
+  const int64_t width = static_cast<int64_t>(cache.num_kv_heads) * cache.head_dim;
+  if (!Check(k.dtype == v.dtype && IsActivation(k.dtype) && IsActivation(cache.dtype), "store_kv",
+             "unsupported dtype") ||
+      !Check(k.cols == width && v.cols == width && k.rows >= batch.num_tokens && v.rows >= batch.num_tokens,
+             "store_kv", "shape mismatch")) {
+    return;
+  }
+  cuda::LaunchStoreKv(k.data, v.data, k.dtype, batch.slot_mapping, batch.num_tokens, cache.k, cache.v, cache.dtype,
+                      width, stream_);
+  CheckLaunch("store_kv");
+}
+
+void CudaBackend::PagedAttention(const TensorView& q, const DeviceBatch& batch, const KvLayerView& cache,
+                                 const AttentionParams& p, TensorView out) {
+  if (!Check(q.dtype == DType::kBF16 && out.dtype == DType::kBF16 && cache.dtype == DType::kBF16, "attention",
+             "q, out and the KV cache must be bf16") ||
+      !Check(cuda::AttentionHeadDimSupported(p.head_dim), "attention", "head_dim must be 8, 16, 32, 64, 128 or 256") ||
+      !Check(p.num_kv_heads > 0 && p.num_heads % p.num_kv_heads == 0 &&
+                 p.num_heads / p.num_kv_heads <= cuda::kMaxAttentionGroup,
+             "attention", "num_heads / num_kv_heads must be an integer of at most 16") ||
+      !Check(p.num_kv_heads == cache.num_kv_heads && p.head_dim == cache.head_dim, "attention",
+             "cache shape differs from the attention params") ||
+      !Check(q.cols >= static_cast<int64_t>(p.num_heads) * p.head_dim && out.cols >= static_cast<int64_t>(p.num_heads) * p.head_dim &&
+                 q.cols % 8 == 0 && out.cols % 8 == 0 && Aligned16(q.data) && Aligned16(out.data) &&
+                 Aligned16(cache.k) && Aligned16(cache.v),
+             "attention", "q/out rows must hold all heads and be 16-byte aligned")) {
+    return;
+  }
+  if (batch.num_tokens == 0) return;
+  cuda::AttentionArgs a;
+  a.q = q.data;
+  a.out = out.data;
+  a.k_cache = cache.k;
+  a.v_cache = cache.v;
+  a.positions = batch.positions;
+  a.query_start = batch.query_start;
+  a.block_tables = batch.block_tables;
+  a.num_tokens = batch.num_tokens;
+  a.num_seqs = batch.num_seqs;
+  a.max_blocks_per_seq = batch.max_blocks_per_seq;
+  a.block_size = batch.block_size;
+  a.max_query_len = batch.max_query_len;
+  a.max_context_len = batch.max_context_len;
+  a.num_heads = p.num_heads;
+  a.num_kv_heads = p.num_kv_heads;
+  a.head_dim = p.head_dim;
+  a.q_stride = q.cols;
+  a.out_stride = out.cols;
+  a.scale = p.scale;
+  if (batch.max_query_len <= 1) {
+    const cuda::DecodePlan plan = cuda::PlanDecodeAttention(a, num_sms_);
+    if (plan.workspace_bytes > 0) {
+      absl::Status st = EnsureDevice(attention_workspace_, plan.workspace_bytes);
+      if (!st.ok()) return Fail(std::move(st));
+    }
+    cuda::LaunchDecodeAttention(a, plan, static_cast<float*>(attention_workspace_.data()), stream_);
+  } else {
+    cuda::LaunchPrefillAttention(a, stream_);
+  }
+  CheckLaunch("attention");
+}
+
+void CudaBackend::GatherRows(const TensorView& x, const int32_t* rows, int32_t count, TensorView out) {
+  if (!Check(x.dtype == out.dtype && x.cols == out.cols && out.rows >= count, "gather_rows", "shape mismatch")) {
+    return;
+  }
+  cuda::LaunchGatherRows(x.data, static_cast<size_t>(x.cols) * DTypeSize(x.dtype), rows, count, out.data, stream_);
+  CheckLaunch("gather_rows");
+}
+
+}  // namespace tessera

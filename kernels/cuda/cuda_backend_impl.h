@@ -1,0 +1,81 @@
+// The concrete CUDA backend: owns one stream, the cuBLASLt plans, the per-step index
+// buffer and the decode-attention workspace. Ops only enqueue work on stream();
+// argument errors and launch failures are kept as a sticky status that Synchronize()
+// returns. The decode split-K workspace and the index buffer grow (with a synchronise)
+// the first time a larger shape is seen: warm up at the largest shape before capturing
+// a CUDA graph.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <memory>
+
+#include "kernels/backend.h"
+#include "kernels/cuda/cuda_matmul.h"
+
+namespace tessera {
+
+struct CudaBackendOptions {
+  int device_index = 0;
+  size_t gemm_workspace_bytes = size_t{32} << 20;
+  absl::Status Validate() const;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(const CudaBackendOptions& options);
+  ~CudaBackend() override;
+
+  DeviceKind kind() const override { return DeviceKind::kCuda; }
+  std::string name() const override { return "cuda"; }
+  DType activation_dtype() const override { return DType::kBF16; }
+  cudaStream_t stream() const { return stream_; }
+  int num_sms() const { return num_sms_; }
+
+  absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) override;
+  absl::Status CopyToDevice(void* dst, const void* host_src, size_t bytes) override;
+  absl::Status CopyToHost(void* host_dst, const void* src, size_t bytes) override;
+  absl::Status Synchronize() override;
+  size_t FreeMemoryBytes() const override;
+  absl::StatusOr<DeviceBatch> UploadBatch(const BatchLayout& layout) override;
+
+  void Embedding(const TensorView& table, const int32_t* ids, int32_t n, TensorView out) override;
+  void RmsNorm(const TensorView& x, const TensorView& weight, float eps, TensorView out) override;
+  void AddRmsNorm(const TensorView& x, TensorView residual, const TensorView& weight, float eps,
+                  TensorView out) override;
+  void Matmul(const TensorView& x, const LinearWeight& w, TensorView out) override;
+  void Rope(TensorView q, TensorView k, const int32_t* positions, const float* inv_freq,
+            int32_t head_dim) override;
+  void SiluMul(const TensorView& gate_up, TensorView out) override;
+  void Add(const TensorView& x, TensorView out) override;
+  void StoreKv(const TensorView& k, const TensorView& v, const DeviceBatch& batch,
+               const KvLayerView& cache) override;
+  void PagedAttention(const TensorView& q, const DeviceBatch& batch, const KvLayerView& cache,
+                      const AttentionParams& params, TensorView out) override;
+  void GatherRows(const TensorView& x, const int32_t* rows, int32_t count, TensorView out) override;
+
+ private:
+  CudaBackend() = default;
+  // Records the first error; later ones are dropped (the first is the cause).
+  void Fail(absl::Status status);
+  bool Check(bool ok, const char* op, const char* what);
+  void CheckLaunch(const char* op);
+  // Grows a device buffer that only ever grows; synchronises when it must reallocate.
+  absl::Status EnsureDevice(DeviceBuffer& buf, size_t bytes);
+
+  CudaBackendOptions options_;
+  cudaStream_t stream_ = nullptr;
+  int num_sms_ = 0;
+  DeviceBuffer gemm_workspace_;
+  std::unique_ptr<cuda::CublasLtMatmul> gemm_;
+  // UploadBatch: two pinned staging buffers (one may still be copying) and one device buffer.
+  void* staging_[2] = {nullptr, nullptr};
+  size_t staging_bytes_[2] = {0, 0};
+  cudaEvent_t staging_done_[2] = {nullptr, nullptr};
+  int staging_next_ = 0;
+  DeviceBuffer batch_buffer_;
+  DeviceBuffer attention_workspace_;
+  absl::Status sticky_;
+};
+
+}  // namespace tessera

@@ -1,0 +1,202 @@
+// Memory-bound CUDA ops: embedding, (fused add +) RMSNorm, rotary embedding, SiluMul,
+// Add, KV-cache writes and row gathers. All accumulate in f32; loads and stores go
+// through the element dtype so f32 and bf16 activations both work.
+#include <cuda_bf16.h>
+
+#include <algorithm>
+
+#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/cuda_launch.h"
+
+namespace tessera::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+int GridFor(int64_t work) {
+  int64_t blocks = (work + kThreads - 1) / kThreads;
+  return static_cast<int>(std::clamp<int64_t>(blocks, 1, 65535 * 8));
+}
+
+__global__ void EmbeddingKernel(const void* table, DType tdt, int64_t d, const int32_t* ids, void* out,
+                                DType odt) {
+  const int64_t row = blockIdx.x;
+  const int64_t src = static_cast<int64_t>(ids[row]) * d;
+  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
+    StoreFromFloat(out, odt, row * d + j, LoadAsFloat(table, tdt, src + j));
+  }
+}
+
+__device__ float BlockSum(float v, float* scratch) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float total = 0.0f;
+  for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) total += scratch[w];
+  return total;
+}
+
+__global__ void RmsNormKernel(const void* x, DType xdt, void* residual, DType rdt, const void* w, DType wdt,
+                              float eps, int64_t d, void* out, DType odt) {
+  __shared__ float scratch[32];
+  const int64_t base = static_cast<int64_t>(blockIdx.x) * d;
+  float ss = 0.0f;
+  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
+    float v = LoadAsFloat(x, xdt, base + j);
+    if (residual != nullptr) {
+      StoreFromFloat(residual, rdt, base + j, LoadAsFloat(residual, rdt, base + j) + v);
+      v = LoadAsFloat(residual, rdt, base + j);  // the rounded value, as later layers read it
+    }
+    ss += v * v;
+  }
+  const float inv = rsqrtf(BlockSum(ss, scratch) / static_cast<float>(d) + eps);
+  // Same thread-to-element mapping as above, so each thread rereads only its own writes.
+  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
+    float v = residual != nullptr ? LoadAsFloat(residual, rdt, base + j) : LoadAsFloat(x, xdt, base + j);
+    StoreFromFloat(out, odt, base + j, v * inv * LoadAsFloat(w, wdt, j));
+  }
+}
+
+__global__ void RopeKernel(void* q, int64_t q_cols, void* k, int64_t k_cols, DType dt, int64_t n,
+                           const int32_t* positions, const float* inv_freq, int32_t head_dim) {
+  const int32_t half = head_dim / 2;
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= n * half) return;
+  const int64_t t = idx / half;
+  const int32_t i = static_cast<int32_t>(idx % half);
+  // The angle in double: position * inv_freq reaches 1e5 rad, where f32 keeps ~1e-2.
+  double s, c;
+  sincos(static_cast<double>(positions[t]) * static_cast<double>(inv_freq[i]), &s, &c);
+  const float sn = static_cast<float>(s), cs = static_cast<float>(c);
+  auto rotate = [&](void* m, int64_t cols) {
+    for (int64_t h = 0; h < cols / head_dim; ++h) {
+      const int64_t a = t * cols + h * head_dim + i;
+      const float x1 = LoadAsFloat(m, dt, a), x2 = LoadAsFloat(m, dt, a + half);
+      StoreFromFloat(m, dt, a, x1 * cs - x2 * sn);
+      StoreFromFloat(m, dt, a + half, x2 * cs + x1 * sn);
+    }
+  };
+  rotate(q, q_cols);
+  rotate(k, k_cols);
+}
+
+__global__ void SiluMulKernel(const void* gu, DType idt, void* out, DType odt, int64_t rows, int64_t f) {
+  for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < rows * f;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = idx / f, j = idx % f;
+    const float g = LoadAsFloat(gu, idt, r * 2 * f + j);
+    const float u = LoadAsFloat(gu, idt, r * 2 * f + f + j);
+    StoreFromFloat(out, odt, idx, g / (1.0f + expf(-g)) * u);
+  }
+}
+
+__global__ void AddKernel(const void* x, DType xdt, void* out, DType odt, int64_t n) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    StoreFromFloat(out, odt, i, LoadAsFloat(out, odt, i) + LoadAsFloat(x, xdt, i));
+  }
+}
+
+// bf16 -> bf16 with rows of a multiple of 8 elements: one 16-byte move per thread.
+__global__ void StoreKvVecKernel(const uint4* k, const uint4* v, const int32_t* slots, int32_t n, uint4* kc,
+                                 uint4* vc, int64_t chunks) {
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= n * chunks) return;
+  const int64_t t = idx / chunks, c = idx % chunks;
+  const int64_t slot = slots[t];
+  if (slot < 0) return;  // padding token
+  kc[slot * chunks + c] = k[t * chunks + c];
+  vc[slot * chunks + c] = v[t * chunks + c];
+}
+
+__global__ void StoreKvKernel(const void* k, const void* v, DType sdt, const int32_t* slots, int32_t n, void* kc,
+                              void* vc, DType cdt, int64_t width) {
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= n * width) return;
+  const int64_t t = idx / width, j = idx % width;
+  const int64_t slot = slots[t];
+  if (slot < 0) return;
+  StoreFromFloat(kc, cdt, slot * width + j, LoadAsFloat(k, sdt, idx));
+  StoreFromFloat(vc, cdt, slot * width + j, LoadAsFloat(v, sdt, idx));
+}
+
+template <typename Word>
+__global__ void GatherRowsKernel(const Word* x, int64_t words, const int32_t* rows, Word* out) {
+  const int64_t j = blockIdx.x;
+  const Word* src = x + static_cast<int64_t>(rows[j]) * words;
+  for (int64_t i = threadIdx.x; i < words; i += blockDim.x) out[j * words + i] = src[i];
+}
+
+bool Aligned(const void* p, size_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; }
+
+}  // namespace
+
+void LaunchEmbedding(const void* table, DType table_dtype, int64_t d, const int32_t* ids, int32_t n, void* out,
+                     DType out_dtype, cudaStream_t stream) {
+  if (n <= 0) return;
+  EmbeddingKernel<<<n, kThreads, 0, stream>>>(table, table_dtype, d, ids, out, out_dtype);
+}
+
+void LaunchRmsNorm(const void* x, DType x_dtype, void* residual, DType residual_dtype, const void* w,
+                   DType w_dtype, float eps, int64_t rows, int64_t d, void* out, DType out_dtype,
+                   cudaStream_t stream) {
+  if (rows <= 0) return;
+  const int threads = d >= 2048 ? 1024 : 256;
+  RmsNormKernel<<<static_cast<unsigned>(rows), threads, 0, stream>>>(x, x_dtype, residual, residual_dtype, w,
+                                                                      w_dtype, eps, d, out, out_dtype);
+}
+
+void LaunchRope(void* q, int64_t q_cols, void* k, int64_t k_cols, DType dtype, int64_t n, const int32_t* positions,
+                const float* inv_freq, int32_t head_dim, cudaStream_t stream) {
+  const int64_t work = n * (head_dim / 2);
+  if (work <= 0) return;
+  RopeKernel<<<static_cast<unsigned>((work + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+      q, q_cols, k, k_cols, dtype, n, positions, inv_freq, head_dim);
+}
+
+void LaunchSiluMul(const void* gate_up, DType in_dtype, void* out, DType out_dtype, int64_t rows, int64_t f,
+                   cudaStream_t stream) {
+  if (rows * f <= 0) return;
+  SiluMulKernel<<<GridFor(rows * f), kThreads, 0, stream>>>(gate_up, in_dtype, out, out_dtype, rows, f);
+}
+
+void LaunchAdd(const void* x, DType x_dtype, void* out, DType out_dtype, int64_t n, cudaStream_t stream) {
+  if (n <= 0) return;
+  AddKernel<<<GridFor(n), kThreads, 0, stream>>>(x, x_dtype, out, out_dtype, n);
+}
+
+void LaunchStoreKv(const void* k, const void* v, DType src_dtype, const int32_t* slots, int32_t n, void* k_cache,
+                   void* v_cache, DType cache_dtype, int64_t width, cudaStream_t stream) {
+  if (n <= 0 || width <= 0) return;
+  const bool vec = src_dtype == DType::kBF16 && cache_dtype == DType::kBF16 && width % 8 == 0 &&
+                   Aligned(k, 16) && Aligned(v, 16) && Aligned(k_cache, 16) && Aligned(v_cache, 16);
+  if (vec) {
+    const int64_t chunks = width / 8;
+    StoreKvVecKernel<<<static_cast<unsigned>((n * chunks + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+        static_cast<const uint4*>(k), static_cast<const uint4*>(v), slots, n, static_cast<uint4*>(k_cache),
+        static_cast<uint4*>(v_cache), chunks);
+  } else {
+    StoreKvKernel<<<static_cast<unsigned>((n * width + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+        k, v, src_dtype, slots, n, k_cache, v_cache, cache_dtype, width);
+  }
+}
+
+void LaunchGatherRows(const void* x, size_t row_bytes, const int32_t* rows, int32_t count, void* out,
+                      cudaStream_t stream) {
+  if (count <= 0 || row_bytes == 0) return;
+  const int64_t rb = static_cast<int64_t>(row_bytes);
+  if (rb % 16 == 0 && Aligned(x, 16) && Aligned(out, 16)) {
+    GatherRowsKernel<uint4><<<count, kThreads, 0, stream>>>(static_cast<const uint4*>(x), rb / 16, rows,
+                                                            static_cast<uint4*>(out));
+  } else if (rb % 4 == 0 && Aligned(x, 4) && Aligned(out, 4)) {
+    GatherRowsKernel<uint32_t><<<count, kThreads, 0, stream>>>(static_cast<const uint32_t*>(x), rb / 4, rows,
+                                                               static_cast<uint32_t*>(out));
+  } else {
+    GatherRowsKernel<uint8_t><<<count, kThreads, 0, stream>>>(static_cast<const uint8_t*>(x), rb, rows,
+                                                              static_cast<uint8_t*>(out));
+  }
+}
+
+}  // namespace tessera::cuda

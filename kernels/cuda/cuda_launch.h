@@ -1,0 +1,72 @@
+// Host-side launchers of the CUDA kernels (defined in the .cu files). They only
+// enqueue work on the given stream: no allocation, no synchronisation, so every op
+// stays capturable in a CUDA graph. Shape checks live in CudaBackend.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "runtime/common/dtype.h"
+
+namespace tessera::cuda {
+
+void LaunchEmbedding(const void* table, DType table_dtype, int64_t d, const int32_t* ids, int32_t n,
+                     void* out, DType out_dtype, cudaStream_t stream);
+// out = RmsNorm(x) * w per row; with `residual` set, residual += x first and the
+// (rounded) residual is normalised, as a later read of it would see.
+void LaunchRmsNorm(const void* x, DType x_dtype, void* residual, DType residual_dtype, const void* w,
+                   DType w_dtype, float eps, int64_t rows, int64_t d, void* out, DType out_dtype,
+                   cudaStream_t stream);
+void LaunchRope(void* q, int64_t q_cols, void* k, int64_t k_cols, DType dtype, int64_t n,
+                const int32_t* positions, const float* inv_freq, int32_t head_dim, cudaStream_t stream);
+void LaunchSiluMul(const void* gate_up, DType in_dtype, void* out, DType out_dtype, int64_t rows, int64_t f,
+                   cudaStream_t stream);
+void LaunchAdd(const void* x, DType x_dtype, void* out, DType out_dtype, int64_t n, cudaStream_t stream);
+void LaunchStoreKv(const void* k, const void* v, DType src_dtype, const int32_t* slots, int32_t n, void* k_cache,
+                   void* v_cache, DType cache_dtype, int64_t width, cudaStream_t stream);
+void LaunchGatherRows(const void* x, size_t row_bytes, const int32_t* rows, int32_t count, void* out,
+                      cudaStream_t stream);
+
+// Everything the attention kernels need; q, out and the caches are bf16.
+struct AttentionArgs {
+  const void* q = nullptr;  // [num_tokens, q_stride]
+  void* out = nullptr;      // [num_tokens, out_stride]
+  const void* k_cache = nullptr;
+  const void* v_cache = nullptr;
+  const int32_t* positions = nullptr;
+  const int32_t* query_start = nullptr;
+  const int32_t* block_tables = nullptr;
+  int32_t num_tokens = 0;
+  int32_t num_seqs = 0;
+  int32_t max_blocks_per_seq = 0;
+  int32_t block_size = 16;
+  int32_t max_query_len = 0;
+  int32_t max_context_len = 0;
+  int32_t num_heads = 0;
+  int32_t num_kv_heads = 0;
+  int32_t head_dim = 0;
+  int64_t q_stride = 0;
+  int64_t out_stride = 0;
+  float scale = 1.0f;
+};
+
+// Head dims and GQA group sizes the attention kernels are built for.
+bool AttentionHeadDimSupported(int32_t head_dim);
+constexpr int32_t kMaxAttentionGroup = 16;
+
+// Split-K decode plan: the context is cut into `splits` partitions of
+// `partition_tokens` so that small batches still fill every multiprocessor.
+struct DecodePlan {
+  int32_t splits = 1;
+  int32_t partition_tokens = 0;
+  size_t workspace_bytes = 0;  // partial outputs + (max, sum) per split; 0 when splits == 1
+};
+DecodePlan PlanDecodeAttention(const AttentionArgs& a, int num_sms);
+// Every sequence has at most one query token.
+void LaunchDecodeAttention(const AttentionArgs& a, const DecodePlan& plan, float* workspace, cudaStream_t stream);
+// Any mix of prefill chunks and decodes.
+void LaunchPrefillAttention(const AttentionArgs& a, cudaStream_t stream);
+
+}  // namespace tessera::cuda

@@ -1,0 +1,364 @@
+// Runs every backend op on the CUDA backend and on the CPU reference over the same
+// random inputs (already rounded to bf16, so the difference is kernel error) and
+// compares by relative L2 error. Skipped when no CUDA device is visible.
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/backend.h"
+#include "kernels/cpu/cpu_backend.h"
+
+namespace tessera {
+namespace {
+
+template <typename T>
+T Must(absl::StatusOr<T> s) {
+  if (!s.ok()) {
+    ADD_FAILURE() << s.status();
+    std::abort();
+  }
+  return std::move(s).value();
+}
+
+// Normal values scaled by `scale`, rounded to bf16 so both backends see the same inputs.
+std::vector<float> RandomBf16(size_t n, std::mt19937& rng, float scale = 1.0f) {
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = BF16ToF32(F32ToBF16(dist(rng)));
+  return v;
+}
+
+double RelError(const std::vector<float>& out, const std::vector<float>& ref) {
+  if (out.size() != ref.size()) return std::numeric_limits<double>::infinity();
+  double num = 0.0, den = 0.0;
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (!std::isfinite(out[i])) return std::numeric_limits<double>::infinity();  // unwritten (poisoned) or NaN
+    num += (static_cast<double>(out[i]) - ref[i]) * (static_cast<double>(out[i]) - ref[i]);
+    den += static_cast<double>(ref[i]) * ref[i];
+  }
+  return den == 0.0 ? std::sqrt(num) : std::sqrt(num / den);
+}
+
+struct Tensor {
+  DeviceBuffer buf;
+  TensorView view;
+};
+
+Tensor Put(Backend& b, const std::vector<float>& host, int64_t rows, int64_t cols, DType dt) {
+  std::vector<uint8_t> raw(host.size() * DTypeSize(dt));
+  ConvertFromF32(host.data(), dt, raw.data(), host.size());
+  Tensor t;
+  t.buf = Must(b.Allocate(raw.size()));
+  EXPECT_TRUE(b.CopyToDevice(t.buf.data(), raw.data(), raw.size()).ok());
+  t.view = t.buf.View(dt, rows, cols);
+  return t;
+}
+
+// An output whose every element is NaN until an op writes it.
+Tensor Poisoned(Backend& b, int64_t rows, int64_t cols, DType dt) {
+  return Put(b, std::vector<float>(rows * cols, std::numeric_limits<float>::quiet_NaN()), rows, cols, dt);
+}
+
+std::vector<float> Get(Backend& b, const TensorView& v) {
+  absl::Status st = b.Synchronize();
+  EXPECT_TRUE(st.ok()) << st;
+  std::vector<uint8_t> raw(v.bytes());
+  EXPECT_TRUE(b.CopyToHost(raw.data(), v.data, raw.size()).ok());
+  std::vector<float> out(v.numel());
+  ConvertToF32(raw.data(), v.dtype, out.data(), out.size());
+  return out;
+}
+
+class CudaOpsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!CudaBackendAvailable()) GTEST_SKIP() << "no CUDA device visible";
+    gpu_ = Must(CreateBackend("cuda"));
+    ASSERT_EQ(gpu_->kind(), DeviceKind::kCuda);
+    ASSERT_EQ(gpu_->activation_dtype(), DType::kBF16);
+  }
+
+  std::unique_ptr<Backend> gpu_;
+  CpuBackend cpu_;
+  std::mt19937 rng_{1234};
+};
+
+constexpr double kBf16Tol = 1e-2;
+
+TEST_F(CudaOpsTest, EmbeddingMatchesCpu) {
+  for (int64_t d : {8, 96, 4096}) {
+    const int64_t vocab = 1000;
+    std::vector<float> table = RandomBf16(vocab * d, rng_);
+    std::vector<int32_t> ids(37);
+    for (int32_t& id : ids) id = static_cast<int32_t>(rng_() % vocab);
+    Tensor ct = Put(cpu_, table, vocab, d, DType::kBF16), gt = Put(*gpu_, table, vocab, d, DType::kBF16);
+    DeviceBuffer gid = Must(gpu_->Allocate(ids.size() * 4));
+    ASSERT_TRUE(gpu_->CopyToDevice(gid.data(), ids.data(), ids.size() * 4).ok());
+    Tensor co = Poisoned(cpu_, 37, d, DType::kF32), go = Poisoned(*gpu_, 37, d, DType::kBF16);
+    cpu_.Embedding(ct.view, ids.data(), 37, co.view);
+    gpu_->Embedding(gt.view, static_cast<const int32_t*>(gid.data()), 37, go.view);
+    EXPECT_EQ(RelError(Get(*gpu_, go.view), Get(cpu_, co.view)), 0.0) << "d=" << d;
+  }
+}
+
+TEST_F(CudaOpsTest, RmsNormMatchesCpu) {
+  for (int64_t rows : {1, 5, 64}) {
+    for (int64_t d : {8, 100, 4096, 5120}) {
+      std::vector<float> x = RandomBf16(rows * d, rng_, 3.0f), w = RandomBf16(d, rng_);
+      Tensor cx = Put(cpu_, x, rows, d, DType::kF32), gx = Put(*gpu_, x, rows, d, DType::kBF16);
+      Tensor cw = Put(cpu_, w, 1, d, DType::kBF16), gw = Put(*gpu_, w, 1, d, DType::kBF16);
+      Tensor co = Poisoned(cpu_, rows, d, DType::kF32), go = Poisoned(*gpu_, rows, d, DType::kBF16);
+      cpu_.RmsNorm(cx.view, cw.view, 1e-5f, co.view);
+      gpu_->RmsNorm(gx.view, gw.view, 1e-5f, go.view);
+      EXPECT_LT(RelError(Get(*gpu_, go.view), Get(cpu_, co.view)), kBf16Tol) << rows << "x" << d;
+    }
+  }
+}
+
+TEST_F(CudaOpsTest, AddRmsNormMatchesCpuAndUpdatesResidual) {
+  for (int64_t d : {8, 100, 4096}) {
+    const int64_t rows = 7;
+    std::vector<float> x = RandomBf16(rows * d, rng_), r = RandomBf16(rows * d, rng_), w = RandomBf16(d, rng_);
+    Tensor cx = Put(cpu_, x, rows, d, DType::kF32), gx = Put(*gpu_, x, rows, d, DType::kBF16);
+    Tensor cr = Put(cpu_, r, rows, d, DType::kF32), gr = Put(*gpu_, r, rows, d, DType::kBF16);
+    Tensor cw = Put(cpu_, w, 1, d, DType::kF32), gw = Put(*gpu_, w, 1, d, DType::kF32);
+    Tensor co = Poisoned(cpu_, rows, d, DType::kF32), go = Poisoned(*gpu_, rows, d, DType::kBF16);
+    cpu_.AddRmsNorm(cx.view, cr.view, cw.view, 1e-6f, co.view);
+    gpu_->AddRmsNorm(gx.view, gr.view, gw.view, 1e-6f, go.view);
+    EXPECT_LT(RelError(Get(*gpu_, go.view), Get(cpu_, co.view)), kBf16Tol) << "d=" << d;
+    EXPECT_LT(RelError(Get(*gpu_, gr.view), Get(cpu_, cr.view)), kBf16Tol) << "residual d=" << d;
+  }
+}
+
+TEST_F(CudaOpsTest, MatmulMatchesCpuForBf16AndF32Outputs) {
+  struct Shape { int64_t n, k, m; };
+  for (Shape s : {Shape{1, 64, 96}, Shape{7, 4096, 4096}, Shape{33, 72, 1000}, Shape{128, 512, 1024},
+                  Shape{3, 100, 50}, Shape{5, 33, 17}}) {
+    std::vector<float> x = RandomBf16(s.n * s.k, rng_), w = RandomBf16(s.m * s.k, rng_, 0.05f);
+    Tensor cx = Put(cpu_, x, s.n, s.k, DType::kF32), gx = Put(*gpu_, x, s.n, s.k, DType::kBF16);
+    Tensor cw = Put(cpu_, w, s.m, s.k, DType::kBF16), gw = Put(*gpu_, w, s.m, s.k, DType::kBF16);
+    Tensor co = Poisoned(cpu_, s.n, s.m, DType::kF32);
+    cpu_.Matmul(cx.view, LinearWeight{cw.view}, co.view);
+    const std::vector<float> ref = Get(cpu_, co.view);
+    for (DType out_dt : {DType::kBF16, DType::kF32}) {
+      Tensor go = Poisoned(*gpu_, s.n, s.m, out_dt);
+      gpu_->Matmul(gx.view, LinearWeight{gw.view}, go.view);
+      // f32 output keeps only accumulation-order differences.
+      const double tol = out_dt == DType::kF32 ? 1e-4 : kBf16Tol;
+      EXPECT_LT(RelError(Get(*gpu_, go.view), ref), tol)
+          << s.n << "x" << s.k << "x" << s.m << " out " << DTypeName(out_dt);
+    }
+  }
+}
+
+TEST_F(CudaOpsTest, QuantizedMatmulReportsErrorAtSynchronize) {
+  QuantizedWeight q;
+  q.in_features = 64;
+  q.out_features = 64;
+  Tensor x = Put(*gpu_, RandomBf16(64, rng_), 1, 64, DType::kBF16), out = Poisoned(*gpu_, 1, 64, DType::kBF16);
+  LinearWeight w;
+  w.quant = &q;
+  gpu_->Matmul(x.view, w, out.view);
+  absl::Status st = gpu_->Synchronize();
+  EXPECT_EQ(st.code(), absl::StatusCode::kUnimplemented) << st;
+  EXPECT_TRUE(gpu_->Synchronize().ok());  // reported once, then the backend is usable again
+}
+
+TEST_F(CudaOpsTest, RopeMatchesCpuAtLongPositions) {
+  struct Cfg { int hq, hk, d; float theta; };
+  for (Cfg c : {Cfg{4, 2, 8, 10000.0f}, Cfg{8, 8, 64, 10000.0f}, Cfg{32, 8, 128, 500000.0f}}) {
+    const int64_t n = 19;
+    std::vector<float> inv(c.d / 2);
+    for (int i = 0; i < c.d / 2; ++i) inv[i] = 1.0f / std::pow(c.theta, 2.0f * i / c.d);
+    std::vector<int32_t> pos(n);
+    for (int64_t i = 0; i < n; ++i) pos[i] = i < 5 ? static_cast<int32_t>(i) : static_cast<int32_t>(rng_() % 131072);
+    std::vector<float> q = RandomBf16(n * c.hq * c.d, rng_), k = RandomBf16(n * c.hk * c.d, rng_);
+    Tensor cq = Put(cpu_, q, n, c.hq * c.d, DType::kF32), gq = Put(*gpu_, q, n, c.hq * c.d, DType::kBF16);
+    Tensor ck = Put(cpu_, k, n, c.hk * c.d, DType::kF32), gk = Put(*gpu_, k, n, c.hk * c.d, DType::kBF16);
+    DeviceBuffer gpos = Must(gpu_->Allocate(n * 4)), ginv = Must(gpu_->Allocate(inv.size() * 4));
+    ASSERT_TRUE(gpu_->CopyToDevice(gpos.data(), pos.data(), n * 4).ok());
+    ASSERT_TRUE(gpu_->CopyToDevice(ginv.data(), inv.data(), inv.size() * 4).ok());
+    cpu_.Rope(cq.view, ck.view, pos.data(), inv.data(), c.d);
+    gpu_->Rope(gq.view, gk.view, static_cast<const int32_t*>(gpos.data()), static_cast<const float*>(ginv.data()), c.d);
+    EXPECT_LT(RelError(Get(*gpu_, gq.view), Get(cpu_, cq.view)), kBf16Tol) << "q d=" << c.d;
+    EXPECT_LT(RelError(Get(*gpu_, gk.view), Get(cpu_, ck.view)), kBf16Tol) << "k d=" << c.d;
+  }
+}
+
+TEST_F(CudaOpsTest, SiluMulAndAddMatchCpu) {
+  for (int64_t f : {11, 4096, 11008}) {
+    const int64_t rows = 9;
+    std::vector<float> gu = RandomBf16(rows * 2 * f, rng_, 2.0f), base = RandomBf16(rows * f, rng_);
+    Tensor cg = Put(cpu_, gu, rows, 2 * f, DType::kF32), gg = Put(*gpu_, gu, rows, 2 * f, DType::kBF16);
+    Tensor co = Poisoned(cpu_, rows, f, DType::kF32), go = Poisoned(*gpu_, rows, f, DType::kBF16);
+    cpu_.SiluMul(cg.view, co.view);
+    gpu_->SiluMul(gg.view, go.view);
+    EXPECT_LT(RelError(Get(*gpu_, go.view), Get(cpu_, co.view)), kBf16Tol) << "silu f=" << f;
+    Tensor cb = Put(cpu_, base, rows, f, DType::kF32), gb = Put(*gpu_, base, rows, f, DType::kBF16);
+    cpu_.Add(co.view, cb.view);
+    gpu_->Add(go.view, gb.view);
+    EXPECT_LT(RelError(Get(*gpu_, gb.view), Get(cpu_, cb.view)), kBf16Tol) << "add f=" << f;
+  }
+}
+
+TEST_F(CudaOpsTest, GatherRowsCopiesExactly) {
+  for (DType dt : {DType::kBF16, DType::kF32}) {
+    for (int64_t cols : {3, 8, 4096}) {
+      const int64_t rows = 50;
+      std::vector<float> x = RandomBf16(rows * cols, rng_);
+      std::vector<int32_t> idx = {49, 0, 7, 7, 23};
+      Tensor gx = Put(*gpu_, x, rows, cols, dt);
+      DeviceBuffer gi = Must(gpu_->Allocate(idx.size() * 4));
+      ASSERT_TRUE(gpu_->CopyToDevice(gi.data(), idx.data(), idx.size() * 4).ok());
+      Tensor go = Poisoned(*gpu_, idx.size(), cols, dt);
+      gpu_->GatherRows(gx.view, static_cast<const int32_t*>(gi.data()), idx.size(), go.view);
+      std::vector<float> ref;
+      for (int32_t r : idx) ref.insert(ref.end(), x.begin() + r * cols, x.begin() + (r + 1) * cols);
+      EXPECT_EQ(RelError(Get(*gpu_, go.view), ref), 0.0) << DTypeName(dt) << " cols=" << cols;
+    }
+  }
+}
+
+TEST_F(CudaOpsTest, StoreKvWritesSlotsAndSkipsPadding) {
+  for (int d : {8, 128}) {
+    const int hk = 4, block_size = 16, num_blocks = 9, n = 21;
+    const int64_t width = hk * d, slots = num_blocks * block_size;
+    std::vector<int32_t> perm(slots);
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng_);
+    BatchLayout layout;
+    layout.slot_mapping.assign(perm.begin(), perm.begin() + n);
+    layout.slot_mapping[3] = -1;  // padding tokens write nothing
+    layout.slot_mapping[17] = -1;
+    layout.token_ids.assign(n, 0);
+    layout.positions.assign(n, 0);
+    layout.query_start = {0, n};
+    layout.context_lens = {n};
+    DeviceBatch cb = Must(cpu_.UploadBatch(layout)), gb = Must(gpu_->UploadBatch(layout));
+    std::vector<float> k = RandomBf16(n * width, rng_), v = RandomBf16(n * width, rng_);
+    std::vector<float> kc0 = RandomBf16(slots * width, rng_), vc0 = RandomBf16(slots * width, rng_);
+    Tensor ck = Put(cpu_, k, n, width, DType::kF32), gk = Put(*gpu_, k, n, width, DType::kBF16);
+    Tensor cv = Put(cpu_, v, n, width, DType::kF32), gv = Put(*gpu_, v, n, width, DType::kBF16);
+    Tensor ckc = Put(cpu_, kc0, slots, width, DType::kF32), gkc = Put(*gpu_, kc0, slots, width, DType::kBF16);
+    Tensor cvc = Put(cpu_, vc0, slots, width, DType::kF32), gvc = Put(*gpu_, vc0, slots, width, DType::kBF16);
+    KvLayerView cc{ckc.buf.data(), cvc.buf.data(), DType::kF32, num_blocks, block_size, hk, d};
+    KvLayerView gc{gkc.buf.data(), gvc.buf.data(), DType::kBF16, num_blocks, block_size, hk, d};
+    cpu_.StoreKv(ck.view, cv.view, cb, cc);
+    gpu_->StoreKv(gk.view, gv.view, gb, gc);
+    EXPECT_EQ(RelError(Get(*gpu_, gkc.view), Get(cpu_, ckc.view)), 0.0) << "k d=" << d;
+    EXPECT_EQ(RelError(Get(*gpu_, gvc.view), Get(cpu_, cvc.view)), 0.0) << "v d=" << d;
+  }
+}
+
+// ---- paged attention ----------------------------------------------------------------
+
+struct AttentionCase {
+  int hq, hk, d;
+  std::vector<std::pair<int, int>> seqs;  // (cached prefix length, query length)
+};
+
+// Builds a batch over random, non-contiguous blocks, fills the whole cache with random
+// K/V and compares the two backends' attention outputs.
+void RunAttentionCase(Backend& gpu, CpuBackend& cpu, const AttentionCase& c, std::mt19937& rng) {
+  const int block_size = 16;
+  BatchLayout layout;
+  layout.block_size = block_size;
+  int max_blocks = 0, total_blocks = 0;
+  for (auto [prefix, qlen] : c.seqs) {
+    const int blocks = (prefix + qlen + block_size - 1) / block_size;
+    max_blocks = std::max(max_blocks, blocks);
+    total_blocks += blocks;
+  }
+  const int num_blocks = total_blocks + 7;
+  std::vector<int32_t> perm(num_blocks);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  layout.max_blocks_per_seq = max_blocks;
+  layout.query_start.push_back(0);
+  int next = 0;
+  for (auto [prefix, qlen] : c.seqs) {
+    const int ctx = prefix + qlen, blocks = (ctx + block_size - 1) / block_size;
+    std::vector<int32_t> table(max_blocks, -1);
+    for (int b = 0; b < blocks; ++b) table[b] = perm[next++];
+    for (int i = 0; i < qlen; ++i) {
+      const int p = prefix + i;
+      layout.token_ids.push_back(0);
+      layout.positions.push_back(p);
+      layout.slot_mapping.push_back(table[p / block_size] * block_size + p % block_size);
+    }
+    layout.query_start.push_back(layout.query_start.back() + qlen);
+    layout.context_lens.push_back(ctx);
+    layout.block_tables.insert(layout.block_tables.end(), table.begin(), table.end());
+  }
+  const int n = layout.num_tokens();
+  const int64_t kv_rows = static_cast<int64_t>(num_blocks) * block_size;
+  const int64_t kv_width = static_cast<int64_t>(c.hk) * c.d, q_width = static_cast<int64_t>(c.hq) * c.d;
+  std::vector<float> q = RandomBf16(n * q_width, rng), k = RandomBf16(kv_rows * kv_width, rng),
+                     v = RandomBf16(kv_rows * kv_width, rng);
+  Tensor cq = Put(cpu, q, n, q_width, DType::kF32), gq = Put(gpu, q, n, q_width, DType::kBF16);
+  Tensor ck = Put(cpu, k, kv_rows, kv_width, DType::kF32), gk = Put(gpu, k, kv_rows, kv_width, DType::kBF16);
+  Tensor cv = Put(cpu, v, kv_rows, kv_width, DType::kF32), gv = Put(gpu, v, kv_rows, kv_width, DType::kBF16);
+  Tensor co = Poisoned(cpu, n, q_width, DType::kF32), go = Poisoned(gpu, n, q_width, DType::kBF16);
+  KvLayerView cc{ck.buf.data(), cv.buf.data(), DType::kF32, num_blocks, block_size, c.hk, c.d};
+  KvLayerView gc{gk.buf.data(), gv.buf.data(), DType::kBF16, num_blocks, block_size, c.hk, c.d};
+  AttentionParams params{c.hq, c.hk, c.d, 1.0f / std::sqrt(static_cast<float>(c.d))};
+  DeviceBatch cb = Must(cpu.UploadBatch(layout)), gb = Must(gpu.UploadBatch(layout));
+  cpu.PagedAttention(cq.view, cb, cc, params, co.view);
+  gpu.PagedAttention(gq.view, gb, gc, params, go.view);
+  const std::vector<float> out = Get(gpu, go.view), ref = Get(cpu, co.view);
+  EXPECT_LT(RelError(out, ref), kBf16Tol) << "hq=" << c.hq << " hk=" << c.hk << " d=" << c.d
+                                          << " seqs=" << c.seqs.size() << " max_ctx=" << layout.max_context_len();
+  // Per token too, so one wrong short sequence is not hidden by long ones.
+  for (int t = 0; t < n; ++t) {
+    std::vector<float> o(out.begin() + t * q_width, out.begin() + (t + 1) * q_width);
+    std::vector<float> r(ref.begin() + t * q_width, ref.begin() + (t + 1) * q_width);
+    ASSERT_LT(RelError(o, r), 2 * kBf16Tol) << "token " << t << " position " << layout.positions[t];
+  }
+}
+
+std::vector<std::pair<int, int>> RandomDecodes(int count, int max_ctx, std::mt19937& rng) {
+  std::vector<std::pair<int, int>> seqs;
+  for (int i = 0; i < count; ++i) seqs.push_back({static_cast<int>(rng() % max_ctx), 1});
+  return seqs;
+}
+
+TEST_F(CudaOpsTest, DecodeAttentionMatchesCpuAcrossGqaRatios) {
+  struct Heads { int hq, hk, d; };
+  // Group sizes 1/2/4/8/16 and odd ones (3, 5, 7) whose p·V units do not tile the CTA.
+  for (Heads h : {Heads{4, 4, 64}, Heads{8, 4, 128}, Heads{16, 4, 64}, Heads{8, 1, 128}, Heads{4, 2, 8},
+                  Heads{16, 1, 32}, Heads{6, 2, 256}, Heads{14, 2, 128}, Heads{10, 2, 64}, Heads{12, 4, 16}}) {
+    for (int batch : {1, 5, 33}) {
+      std::vector<std::pair<int, int>> seqs = RandomDecodes(batch, 1500, rng_);
+      seqs[0] = {0, 1};  // a sequence with only its own token
+      RunAttentionCase(*gpu_, cpu_, {h.hq, h.hk, h.d, seqs}, rng_);
+    }
+  }
+}
+
+TEST_F(CudaOpsTest, DecodeAttentionMatchesCpuAtLongContextLong) {
+  RunAttentionCase(*gpu_, cpu_, {8, 2, 128, {{16383, 1}, {9000, 1}, {31, 1}}}, rng_);
+  RunAttentionCase(*gpu_, cpu_, {32, 8, 128, {{4095, 1}, {4096, 1}}}, rng_);
+  RunAttentionCase(*gpu_, cpu_, {8, 8, 64, RandomDecodes(64, 8192, rng_)}, rng_);
+}
+
+TEST_F(CudaOpsTest, PrefillAttentionMatchesCpuWithMixedDecodes) {
+  struct Heads { int hq, hk, d; };
+  for (Heads h : {Heads{4, 4, 64}, Heads{8, 4, 128}, Heads{16, 4, 64}, Heads{8, 1, 128}, Heads{4, 2, 8},
+                  Heads{6, 3, 32}, Heads{4, 2, 256}}) {
+    RunAttentionCase(*gpu_, cpu_, {h.hq, h.hk, h.d, {{0, 17}, {5, 64}, {37, 1}, {100, 130}, {0, 1}, {15, 2}}},
+                     rng_);
+  }
+}
+
+TEST_F(CudaOpsTest, PrefillAttentionMatchesCpuWithLongPrefixLong) {
+  RunAttentionCase(*gpu_, cpu_, {32, 8, 128, {{2000, 70}, {0, 513}, {4000, 1}}}, rng_);
+}
+
+}  // namespace
+}  // namespace tessera
