@@ -22,6 +22,17 @@ D_TOL = 1e-9
 P_REL_TOL = 1e-6
 
 
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def make_cases(rng):
     """(kind, x, y) triples covering every p-value path scipy takes."""
     cases = []
@@ -133,7 +144,7 @@ def main():
         "numpy_version": np.__version__,
         "python": platform.python_version(),
         "machine": {"node": platform.node(), "system": platform.platform(),
-                    "processor": platform.processor() or platform.machine()},
+                    "cpu": cpu_model(), "cpus": os.cpu_count()},
         "seed": args.seed,
         "ks_cases": len(ks),
         "kl_cases": len(kl),

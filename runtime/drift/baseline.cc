@@ -9,20 +9,19 @@
 
 namespace tessera::drift {
 
-absl::StatusOr<std::shared_ptr<const Baseline>> Baseline::Create(BaselineData data,
-                                                                int num_bins) {
+absl::StatusOr<std::shared_ptr<const Baseline>> Baseline::Create(BaselineData data, int num_bins) {
   if (data.count <= 0) return absl::InvalidArgumentError("a baseline needs at least one request");
   if (num_bins < 2) return absl::InvalidArgumentError("a baseline needs at least two bins");
   for (int f = 0; f < kNumNumericFeatures; ++f) {
     std::vector<double>& v = data.values[f];
     if (static_cast<int64_t>(v.size()) != data.count) {
-      return absl::InvalidArgumentError(absl::StrCat("baseline feature ", std::string(NumericFeatureName(f)),
-                                                     " has ", v.size(), " values for ",
-                                                     data.count, " requests"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("baseline feature ", std::string(NumericFeatureName(f)), " has ", v.size(),
+                       " values for ", data.count, " requests"));
     }
     if (std::any_of(v.begin(), v.end(), [](double x) { return !std::isfinite(x); })) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("baseline feature ", std::string(NumericFeatureName(f)), " has a non-finite value"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "baseline feature ", std::string(NumericFeatureName(f)), " has a non-finite value"));
     }
     std::sort(v.begin(), v.end());
   }

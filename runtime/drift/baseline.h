@@ -20,7 +20,7 @@ struct BaselineData {
   std::string model;
   std::string adapter;
   absl::Time created = absl::UnixEpoch();
-  int64_t count = 0;  // requests in the window
+  int64_t count = 0;                                            // requests in the window
   std::array<std::vector<double>, kNumNumericFeatures> values;  // one per request each
   CategoryCounts finish_reasons;
   std::array<int64_t, kNumTokenBuckets> token_buckets{};

@@ -40,7 +40,8 @@ std::string EncodeName(std::string_view name) {
 }
 
 absl::Status ErrnoError(std::string_view what, const std::string& path) {
-  return absl::InternalError(absl::StrCat(std::string(what), " ", path, ": ", std::strerror(errno)));
+  return absl::InternalError(
+      absl::StrCat(std::string(what), " ", path, ": ", std::strerror(errno)));
 }
 
 absl::Status WriteAll(int fd, std::string_view data, const std::string& path) {
@@ -80,7 +81,8 @@ absl::StatusOr<BaselineData> BaselineFromJson(std::string_view text) {
   json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded() || !doc.is_object()) return absl::DataLossError("baseline is not JSON");
   if (doc.value("format", "") != kFormat || doc.value("version", 0) != kVersion) {
-    return absl::DataLossError(absl::StrCat("not a ", std::string(kFormat), " v", kVersion, " document"));
+    return absl::DataLossError(
+        absl::StrCat("not a ", std::string(kFormat), " v", kVersion, " document"));
   }
   try {
     BaselineData data;
@@ -108,7 +110,8 @@ absl::StatusOr<BaselineData> BaselineFromJson(std::string_view text) {
 }
 
 std::string BaselineStore::PathFor(std::string_view model, std::string_view adapter) const {
-  return (fs::path(dir_) / absl::StrCat(EncodeName(model), ".", EncodeName(adapter), std::string(kSuffix)))
+  return (fs::path(dir_) /
+          absl::StrCat(EncodeName(model), ".", EncodeName(adapter), std::string(kSuffix)))
       .string();
 }
 
@@ -131,7 +134,8 @@ absl::Status BaselineStore::Save(const BaselineData& data) const {
   // The data must be on disk before the rename makes it the baseline.
   if (st.ok() && ::fsync(fd) != 0) st = ErrnoError("cannot sync", tmp);
   if (::close(fd) != 0 && st.ok()) st = ErrnoError("cannot close", tmp);
-  if (st.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) st = ErrnoError("cannot rename to", path);
+  if (st.ok() && ::rename(tmp.c_str(), path.c_str()) != 0)
+    st = ErrnoError("cannot rename to", path);
   if (!st.ok()) ::unlink(tmp.c_str());
   return st;
 }

@@ -54,8 +54,8 @@ absl::Status DriftMonitor::LoadBaselines() {
     absl::StatusOr<std::shared_ptr<const Baseline>> b =
         Baseline::Create(std::move(data), options_.num_bins);
     if (!b.ok()) {
-      return absl::DataLossError(absl::StrCat(store_.PathFor(key.first, key.second), ": ",
-                                              b.status().message()));
+      return absl::DataLossError(
+          absl::StrCat(store_.PathFor(key.first, key.second), ": ", b.status().message()));
     }
     auto tracker = std::make_unique<ModelTracker>(key.first, key.second, tracker_options_);
     tracker->Install(*std::move(b));
@@ -157,12 +157,23 @@ absl::Status DriftMonitor::CaptureBaseline(std::string_view model, std::string_v
     return absl::OkStatus();
   }
   if (it == trackers_.end()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("no live requests for model '", std::string(model), "' adapter '",
-                     std::string(adapter), "'"));
+    return absl::FailedPreconditionError(absl::StrCat("no live requests for model '",
+                                                      std::string(model), "' adapter '",
+                                                      std::string(adapter), "'"));
   }
   ASSIGN_OR_RETURN(std::shared_ptr<const Baseline> b, it->second->PromoteLive(Now()));
   return store_.Save(b->data());
+}
+
+absl::Status DriftMonitor::InstallBaseline(BaselineData data) {
+  ASSIGN_OR_RETURN(std::shared_ptr<const Baseline> b,
+                   Baseline::Create(std::move(data), options_.num_bins));
+  absl::MutexLock lock(&mu_);
+  const BaselineData& d = b->data();
+  std::unique_ptr<ModelTracker>& tracker = trackers_[Key{d.model, d.adapter}];
+  if (!tracker) tracker = std::make_unique<ModelTracker>(d.model, d.adapter, tracker_options_);
+  tracker->Install(b);
+  return store_.Save(d);
 }
 
 absl::Status DriftMonitor::Reset(std::string_view model, std::string_view adapter) {

@@ -28,14 +28,14 @@
 namespace tessera::drift {
 
 struct DriftMonitorOptions {
-  int64_t reference_size = 1000;  // requests per reference window
-  int64_t live_size = 1000;       // the live window holds at most this many requests...
-  double live_seconds = 0;        // ...and, when > 0, only those of the last live_seconds
-  int num_bins = 10;              // reference-quantile bins per numeric feature
-  size_t queue_capacity = 4096;   // rounded up to a power of two
-  std::string drift_dir;          // empty: baselines live in memory only
-  double psi_epsilon = 1e-4;      // floor for empty-bin proportions in PSI
-  double kl_alpha = 0.5;          // additive smoothing for KL (0.5: Krichevsky-Trofimov)
+  int64_t reference_size = 1000;      // requests per reference window
+  int64_t live_size = 1000;           // the live window holds at most this many requests...
+  double live_seconds = 0;            // ...and, when > 0, only those of the last live_seconds
+  int num_bins = 10;                  // reference-quantile bins per numeric feature
+  size_t queue_capacity = 4096;       // rounded up to a power of two
+  std::string drift_dir;              // empty: baselines live in memory only
+  double psi_epsilon = 1e-4;          // floor for empty-bin proportions in PSI
+  double kl_alpha = 0.5;              // additive smoothing for KL (0.5: Krichevsky-Trofimov)
   std::function<absl::Time()> clock;  // defaults to absl::Now; tests inject a fake one
   // false leaves the queue undrained until Start(), e.g. to fill it deterministically.
   bool start_worker = true;
@@ -50,11 +50,11 @@ enum class CaptureMode {
 };
 
 struct DriftSnapshot {
-  int64_t observed = 0;        // Observe() calls
-  int64_t dropped = 0;         // refused because the queue was full
-  int64_t rejected = 0;        // non-finite features, not counted in any window
-  int64_t processed = 0;       // taken off the queue
-  int64_t persist_errors = 0;  // baselines that could not be written
+  int64_t observed = 0;            // Observe() calls
+  int64_t dropped = 0;             // refused because the queue was full
+  int64_t rejected = 0;            // non-finite features, not counted in any window
+  int64_t processed = 0;           // taken off the queue
+  int64_t persist_errors = 0;      // baselines that could not be written
   std::vector<ModelDrift> models;  // ordered by (model, adapter)
 };
 
@@ -75,6 +75,9 @@ class DriftMonitor {
   absl::Status WaitIdle();
 
   absl::Status CaptureBaseline(std::string_view model, std::string_view adapter, CaptureMode mode);
+  // Adopts a baseline given as data, e.g. a file in BaselineToJson's format uploaded through
+  // the admin API, and persists it; any capture in progress for its model ends.
+  absl::Status InstallBaseline(BaselineData data);
   // Forgets the baseline (also on disk) and the live window; the next reference_size
   // requests become the new reference.
   absl::Status Reset(std::string_view model, std::string_view adapter);

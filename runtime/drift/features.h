@@ -18,9 +18,9 @@ inline constexpr int kNumTokenBuckets = 16;
 enum NumericFeature : int {
   kPromptLength = 0,
   kOutputLength,
-  kMeanLogprob,    // mean log-probability of the generated tokens
-  kMeanEntropy,    // mean entropy of the next-token distribution (nats)
-  kMeanTop1Prob,   // mean probability of the most likely next token
+  kMeanLogprob,   // mean log-probability of the generated tokens
+  kMeanEntropy,   // mean entropy of the next-token distribution (nats)
+  kMeanTop1Prob,  // mean probability of the most likely next token
   kNumNumericFeatures
 };
 std::string_view NumericFeatureName(int feature);

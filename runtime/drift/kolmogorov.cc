@@ -25,10 +25,10 @@ double Clip01(double p) { return std::clamp(p, 0.0, 1.0); }
 
 // log(n! / n^n) by Stirling's series with n*log(n) removed up front.
 double LogFactorialOverPower(double n) {
-  static constexpr double kStirling[] = {
-      -2.955065359477124183e-2, 6.4102564102564102564e-3, -1.9175269175269175269e-3,
-      8.4175084175084175084e-4, -5.952380952380952381e-4, 7.9365079365079365079e-4,
-      -2.7777777777777777778e-3, 8.3333333333333333333e-2};
+  static constexpr double kStirling[] = {-2.955065359477124183e-2,  6.4102564102564102564e-3,
+                                         -1.9175269175269175269e-3, 8.4175084175084175084e-4,
+                                         -5.952380952380952381e-4,  7.9365079365079365079e-4,
+                                         -2.7777777777777777778e-3, 8.3333333333333333333e-2};
   const double rn = 1.0 / n;
   const double z = rn / n;
   double poly = 0.0;
@@ -53,7 +53,8 @@ double KolmogorovCdfDurbin(int64_t n, double d) {
       for (int l = 0; l < m; ++l) {
         const double ail = a[static_cast<size_t>(i) * m + l];
         if (ail == 0.0) continue;
-        for (int j = 0; j < m; ++j) c[static_cast<size_t>(i) * m + j] += ail * b[static_cast<size_t>(l) * m + j];
+        for (int j = 0; j < m; ++j)
+          c[static_cast<size_t>(i) * m + j] += ail * b[static_cast<size_t>(l) * m + j];
       }
     }
     return c;

@@ -20,9 +20,11 @@ void LiveWindow::Account(const Sample& s, int sign) {
   if (has_edges_) {
     for (int f = 0; f < kNumNumericFeatures; ++f) bins_[f][BinOf(edges_[f], s.numeric[f])] += sign;
   }
-  if (s.finish_reason >= static_cast<int32_t>(finish_.size())) finish_.resize(s.finish_reason + 1, 0);
+  if (s.finish_reason >= static_cast<int32_t>(finish_.size()))
+    finish_.resize(s.finish_reason + 1, 0);
   finish_[s.finish_reason] += sign;
-  for (int b = 0; b < kNumTokenBuckets; ++b) buckets_[b] += sign * static_cast<int64_t>(s.token_buckets[b]);
+  for (int b = 0; b < kNumTokenBuckets; ++b)
+    buckets_[b] += sign * static_cast<int64_t>(s.token_buckets[b]);
 }
 
 void LiveWindow::PopFront() {

@@ -47,7 +47,7 @@ class LiveWindow {
   const std::array<int64_t, kNumTokenBuckets>& token_bucket_counts() const { return buckets_; }
 
   std::vector<double> Values(int feature) const;  // arrival order
-  std::vector<Sample> Samples() const;             // arrival order
+  std::vector<Sample> Samples() const;            // arrival order
   // The histogram of `feature` counted from scratch; equals bin_counts() by construction.
   std::vector<int64_t> RecountBins(int feature) const;
 

@@ -144,7 +144,8 @@ ModelDrift ComputeDrift(const TrackerView& view, double psi_epsilon, double kl_a
   finish.reference_count = m.reference_count;
   finish.live_count = m.live_count;
   if (ready) {
-    AlignedCounts a = AlignCategories(view.baseline->data().finish_reasons, view.live_finish_reasons);
+    AlignedCounts a =
+        AlignCategories(view.baseline->data().finish_reasons, view.live_finish_reasons);
     FillHistogramStats(a.reference, a.live, psi_epsilon, kl_alpha, &finish);
   }
   m.features.push_back(std::move(finish));

@@ -29,11 +29,11 @@ inline constexpr double kNoValue = std::numeric_limits<double>::quiet_NaN();
 
 struct FeatureDrift {
   std::string feature;
-  bool numeric = false;     // KS is defined for numeric features only
-  double ks = kNoValue;     // NaN where not defined or not yet computable
+  bool numeric = false;  // KS is defined for numeric features only
+  double ks = kNoValue;  // NaN where not defined or not yet computable
   double ks_pvalue = kNoValue;
   double psi = kNoValue;
-  double kl = kNoValue;     // KL(live || reference)
+  double kl = kNoValue;         // KL(live || reference)
   int64_t reference_count = 0;  // requests
   int64_t live_count = 0;
 };

@@ -19,9 +19,8 @@ bool HasNaN(std::span<const double> v) {
 
 absl::Status CheckCounts(std::span<const int64_t> a, std::span<const int64_t> b) {
   if (a.size() != b.size() || a.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("histograms must have the same, non-zero number of bins: ", a.size(),
-                     " vs ", b.size()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "histograms must have the same, non-zero number of bins: ", a.size(), " vs ", b.size()));
   }
   for (auto counts : {a, b}) {
     if (std::any_of(counts.begin(), counts.end(), [](int64_t c) { return c < 0; })) {
@@ -31,7 +30,9 @@ absl::Status CheckCounts(std::span<const int64_t> a, std::span<const int64_t> b)
   return absl::OkStatus();
 }
 
-int64_t Total(std::span<const int64_t> c) { return std::accumulate(c.begin(), c.end(), int64_t{0}); }
+int64_t Total(std::span<const int64_t> c) {
+  return std::accumulate(c.begin(), c.end(), int64_t{0});
+}
 
 }  // namespace
 
@@ -96,8 +97,7 @@ std::vector<double> QuantileEdges(std::span<const double> sorted_reference, int 
     const size_t lo = static_cast<size_t>(std::floor(pos));
     const size_t hi = std::min(lo + 1, n - 1);
     const double frac = pos - static_cast<double>(lo);
-    const double edge =
-        sorted_reference[lo] + frac * (sorted_reference[hi] - sorted_reference[lo]);
+    const double edge = sorted_reference[lo] + frac * (sorted_reference[hi] - sorted_reference[lo]);
     if (edges.empty() || edge > edges.back()) edges.push_back(edge);
   }
   return edges;
@@ -118,7 +118,8 @@ absl::StatusOr<double> Psi(std::span<const int64_t> reference_counts,
   if (absl::Status s = CheckCounts(reference_counts, live_counts); !s.ok()) return s;
   if (!(epsilon > 0)) return absl::InvalidArgumentError("PSI epsilon must be positive");
   const int64_t ref_total = Total(reference_counts), live_total = Total(live_counts);
-  if (ref_total == 0 || live_total == 0) return absl::InvalidArgumentError("PSI of an empty histogram");
+  if (ref_total == 0 || live_total == 0)
+    return absl::InvalidArgumentError("PSI of an empty histogram");
   double psi = 0;
   for (size_t i = 0; i < reference_counts.size(); ++i) {
     const double e = std::max(static_cast<double>(reference_counts[i]) / ref_total, epsilon);

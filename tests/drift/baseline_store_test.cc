@@ -15,7 +15,8 @@ class BaselineStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = fs::path(::testing::TempDir()) /
-           ("drift_store_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+           ("drift_store_" +
+            std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
     fs::remove_all(dir_);
   }
   void TearDown() override { fs::remove_all(dir_); }
@@ -26,7 +27,8 @@ class BaselineStoreTest : public ::testing::Test {
     d.adapter = std::move(adapter);
     d.created = absl::FromUnixMillis(1700000000123);
     d.count = 3;
-    for (int f = 0; f < kNumNumericFeatures; ++f) d.values[f] = {0.1 * (f + 1), -1.2345678901234567, 1e-300};
+    for (int f = 0; f < kNumNumericFeatures; ++f)
+      d.values[f] = {0.1 * (f + 1), -1.2345678901234567, 1e-300};
     d.finish_reasons = {{"stop", 2}, {"length", 1}};
     d.token_buckets[0] = 5;
     d.token_buckets[15] = 7;

@@ -202,7 +202,8 @@ TEST_F(DriftMonitorTest, BaselinesSurviveARestartAndResetRemovesThem) {
   {
     auto m = Make(o);
     ObserveAll(*m, {10, 20, 30, 40});
-    for (double p : {10.0, 20.0, 30.0, 40.0}) ASSERT_TRUE(m->Observe(Request(p, "stop", "m", "lora-a")));
+    for (double p : {10.0, 20.0, 30.0, 40.0})
+      ASSERT_TRUE(m->Observe(Request(p, "stop", "m", "lora-a")));
     ASSERT_TRUE(m->WaitIdle().ok());
   }
   {
@@ -228,6 +229,39 @@ TEST_F(DriftMonitorTest, BaselinesSurviveARestartAndResetRemovesThem) {
   DriftSnapshot s = m->Snapshot();
   ASSERT_EQ(s.models.size(), 1u);
   EXPECT_EQ(s.models[0].adapter, "lora-a");
+}
+
+TEST_F(DriftMonitorTest, InstalledBaselineFromJsonIsUsedAndPersisted) {
+  DriftMonitorOptions o = Options();
+  o.drift_dir = dir_.string();
+  auto m = Make(o);
+  // Reference prompts {1, 2, 3}; live {2, 3, 4}: F_ref - F_live at 1..4 = 1/3, 1/3, 1/3, 0,
+  // so D = 1/3 and, n = m = 3, h = 1, p = 1 (every ordering has D >= 1/3).
+  BaselineData data;
+  data.model = "m";
+  data.adapter = "a";
+  data.count = 3;
+  data.values[kPromptLength] = {1, 2, 3};
+  for (int f = 1; f < kNumNumericFeatures; ++f) data.values[f] = {0, 0, 0};
+  data.finish_reasons = {{"stop", 3}};
+  auto parsed = BaselineFromJson(BaselineToJson(data));
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  ASSERT_TRUE(m->InstallBaseline(*parsed).ok());
+  EXPECT_TRUE(fs::exists(BaselineStore(o.drift_dir).PathFor("m", "a")));
+  for (double p : {2.0, 3.0, 4.0}) {
+    RequestFeatures f = Request(p, "stop", "m", "a");
+    f.mean_logprob = f.mean_entropy = f.mean_top1_prob = f.output_tokens = 0;
+    ASSERT_TRUE(m->Observe(f));
+  }
+  ASSERT_TRUE(m->WaitIdle().ok());
+  const ModelDrift md = m->Snapshot().models[0];
+  EXPECT_FALSE(md.capturing);
+  EXPECT_NEAR(Feature(md, "prompt_length").ks, 1.0 / 3, 1e-15);
+  EXPECT_EQ(Feature(md, "prompt_length").ks_pvalue, 1.0);
+  EXPECT_EQ(Feature(md, "output_length").ks, 0.0);
+  EXPECT_EQ(Feature(md, "finish_reason").kl, 0.0);
+  BaselineData empty;
+  EXPECT_FALSE(m->InstallBaseline(empty).ok());
 }
 
 TEST_F(DriftMonitorTest, CorruptBaselineFailsCreate) {
