@@ -11,10 +11,7 @@ void Exchange::MarkClosed() {
   {
     absl::MutexLock lock(&mu_);
     closed_ = true;
-    if (phase_ != Phase::kDone && !callback_fired_ && on_close_) {
-      callback_fired_ = true;
-      callback = std::move(on_close_);
-    }
+    if (phase_ != Phase::kDone) callback = std::move(on_close_);
     on_close_ = nullptr;
   }
   if (callback) callback();
@@ -129,12 +126,11 @@ bool ConnectionResponseWriter::closed() const {
 void ConnectionResponseWriter::OnClose(std::function<void()> callback) {
   {
     absl::MutexLock lock(&exchange_->mu_);
-    if (exchange_->callback_fired_ || exchange_->phase_ == Exchange::Phase::kDone) return;
+    if (exchange_->phase_ == Exchange::Phase::kDone) return;
     if (!exchange_->closed_) {
       exchange_->on_close_ = std::move(callback);
       return;
     }
-    exchange_->callback_fired_ = true;
   }
   if (callback) callback();
 }

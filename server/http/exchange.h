@@ -36,7 +36,6 @@ class Exchange {
   mutable absl::Mutex mu_;
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kIdle;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
-  bool callback_fired_ ABSL_GUARDED_BY(mu_) = false;
   std::function<void()> on_close_ ABSL_GUARDED_BY(mu_);
   // Bytes handed to the connection and not yet written to the socket.
   std::atomic<size_t> queued_bytes_{0};

@@ -37,6 +37,7 @@ class ResponseWriter {
   // `callback` runs once if the connection goes away before the response is complete,
   // so the producer can cancel its work. It runs immediately (on the caller's thread) if
   // that already happened, otherwise on an io thread: keep it short and non-blocking.
+  // A later call replaces a callback that has not run yet.
   virtual void OnClose(std::function<void()> callback) = 0;
 
   virtual const std::string& request_id() const = 0;
