@@ -109,6 +109,12 @@ absl::Status HttpServer::Start() {
   const HttpServerOptions& options = impl_->context->options;
   if (absl::Status status = options.Validate(); !status.ok()) return status;
 
+  {
+    // Left over from a failed Start(): they must go before the io context they use.
+    absl::MutexLock acceptor_lock(&impl_->acceptor_mu);
+    impl_->retry_timer.reset();
+    impl_->acceptor.reset();
+  }
   impl_->io = std::make_unique<asio::io_context>(options.num_threads);
   error_code ec;
   tcp::resolver resolver(*impl_->io);
