@@ -8,11 +8,10 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/numbers.h"
 #include "absl/synchronization/mutex.h"
@@ -113,14 +112,18 @@ int main(int argc, char** argv) {
   for (const char* path : {"/v1/completions", "/v1/chat/completions"}) {
     const bool chat = std::string(path).find("chat") != std::string::npos;
     absl::Status status = server.Handle(
-        "POST", path, [&engine, chat](const HttpRequest& request, std::shared_ptr<ResponseWriter> writer) {
+        "POST", path,
+        [&engine, chat](const HttpRequest& request, std::shared_ptr<ResponseWriter> writer) {
           nlohmann::json body = nlohmann::json::parse(request.body, nullptr, false);
-          if (body.is_discarded() || !body.contains("max_tokens") || !body["max_tokens"].is_number_integer()) {
-            tessera::http::WriteJsonError(writer, 400, "expected JSON with max_tokens", "invalid_request_error");
+          if (body.is_discarded() || !body.contains("max_tokens") ||
+              !body["max_tokens"].is_number_integer()) {
+            tessera::http::WriteJsonError(writer, 400, "expected JSON with max_tokens",
+                                          "invalid_request_error");
             return;
           }
           writer->StartStream();
-          engine.Add(Stream{std::move(writer), std::max(1, body["max_tokens"].get<int>()), 0, chat});
+          engine.Add(
+              Stream{std::move(writer), std::max(1, body["max_tokens"].get<int>()), 0, chat});
         });
     if (!status.ok()) return Usage(std::string(status.message()).c_str());
   }

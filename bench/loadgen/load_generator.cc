@@ -3,13 +3,6 @@
 #include "bench/loadgen/load_generator.h"
 
 #include <algorithm>
-#include <chrono>
-#include <cmath>
-#include <memory>
-#include <optional>
-#include <random>
-#include <vector>
-
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -22,7 +15,13 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <chrono>
+#include <cmath>
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <random>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -57,10 +56,10 @@ struct RequestResult {
 };
 
 const char* const kWords[] = {
-    "the", "model", "serves", "tokens", "quickly", "while", "a", "batch", "of", "requests",
-    "shares", "one", "cache", "and", "every", "stream", "gets", "its", "answer", "in",
-    "order", "with", "low", "latency", "under", "load", "from", "many", "clients", "at",
-    "once", "today"};
+    "the",   "model",    "serves", "tokens", "quickly", "while", "a",     "batch",
+    "of",    "requests", "shares", "one",    "cache",   "and",   "every", "stream",
+    "gets",  "its",      "answer", "in",     "order",   "with",  "low",   "latency",
+    "under", "load",     "from",   "many",   "clients", "at",    "once",  "today"};
 
 int DrawLength(int mean, double ratio, std::mt19937_64& rng) {
   const int low = std::max(1, static_cast<int>(std::floor(mean * (1 - ratio))));
@@ -70,8 +69,8 @@ int DrawLength(int mean, double ratio, std::mt19937_64& rng) {
 
 std::vector<PlannedRequest> Plan(const LoadGenOptions& options) {
   std::mt19937_64 rng(options.seed);
-  std::exponential_distribution<double> gap(std::isinf(options.request_rate) ? 1.0
-                                                                             : options.request_rate);
+  std::exponential_distribution<double> gap(
+      std::isinf(options.request_rate) ? 1.0 : options.request_rate);
   std::uniform_int_distribution<size_t> word(0, std::size(kWords) - 1);
   const bool chat = options.endpoint.find("chat/completions") != std::string::npos;
   std::vector<PlannedRequest> plan(options.num_prompts);
@@ -86,12 +85,9 @@ std::vector<PlannedRequest> Plan(const LoadGenOptions& options) {
       if (i > 0) prompt.push_back(' ');
       prompt += kWords[word(rng)];
     }
-    nlohmann::json body = {{"model", options.model},
-                           {"max_tokens", max_tokens},
-                           {"stream", true},
-                           {"ignore_eos", true},
-                           {"temperature", 0},
-                           {"stream_options", {{"include_usage", true}}}};
+    nlohmann::json body = {{"model", options.model}, {"max_tokens", max_tokens},
+                           {"stream", true},         {"ignore_eos", true},
+                           {"temperature", 0},       {"stream_options", {{"include_usage", true}}}};
     if (chat) {
       body["messages"] = {{{"role", "user"}, {"content", prompt}}};
     } else {
@@ -198,7 +194,7 @@ awaitable<RequestResult> RunOne(const Target& target, const PlannedRequest& plan
   const Clock::time_point end = Clock::now();
   if (ec) {
     fail(ec == asio::error::operation_aborted || ec == asio::error::bad_descriptor ? "timeout"
-                                                                                  : "read",
+                                                                                   : "read",
          ec);
     co_return result;
   }
@@ -332,7 +328,8 @@ absl::StatusOr<LoadReport> RunLoad(const LoadGenOptions& options) {
   auto endpoints = resolver.resolve(options.host, std::to_string(options.port),
                                     tcp::resolver::numeric_service, ec);
   if (ec || endpoints.empty()) {
-    return absl::UnavailableError(absl::StrCat("cannot resolve ", options.host, ": ", ec.message()));
+    return absl::UnavailableError(
+        absl::StrCat("cannot resolve ", options.host, ": ", ec.message()));
   }
   Run run;
   run.target.endpoint = endpoints.begin()->endpoint();
@@ -389,12 +386,14 @@ std::string LoadReport::ToText() const {
   absl::StrAppendFormat(&out, "%-40s%d\n", "Total generated tokens:", total_output_tokens);
   absl::StrAppendFormat(&out, "%-40s%.2f\n", "Request throughput (req/s):", request_throughput);
   absl::StrAppendFormat(&out, "%-40s%.2f\n", "Output token throughput (tok/s):", output_throughput);
-  absl::StrAppendFormat(&out, "%-40s%.2f\n", "Total token throughput (tok/s):", total_token_throughput);
+  absl::StrAppendFormat(&out, "%-40s%.2f\n",
+                        "Total token throughput (tok/s):", total_token_throughput);
   AppendSummary(out, "---------------Time to First Token----------------", "TTFT", ttft_ms);
   AppendSummary(out, "-----Time per Output Token (excl. 1st token)------", "TPOT", tpot_ms);
   AppendSummary(out, "---------------Inter-token Latency----------------", "ITL", itl_ms);
   AppendSummary(out, "----------------End-to-end Latency----------------", "E2EL", e2el_ms);
-  for (const auto& [error, count] : errors) absl::StrAppendFormat(&out, "error x%d: %s\n", count, error);
+  for (const auto& [error, count] : errors)
+    absl::StrAppendFormat(&out, "error x%d: %s\n", count, error);
   out += "==================================================\n";
   return out;
 }

@@ -23,7 +23,7 @@ struct LoadGenOptions {
   std::string model = "tessera";
   int num_prompts = 100;
   double request_rate = std::numeric_limits<double>::infinity();  // req/s, Poisson
-  int max_concurrency = 0;  // 0: no cap
+  int max_concurrency = 0;                                        // 0: no cap
   // Synthetic lengths: each request draws uniformly from len * [1 - ratio, 1 + ratio].
   int input_len = 128;   // prompt words (about one token each)
   int output_len = 128;  // max_tokens, with ignore_eos so the server produces them all

@@ -48,22 +48,39 @@ int main(int argc, char** argv) {
   double timeout_s = absl::ToDoubleSeconds(options.request_timeout);
   using Setter = std::function<bool(const std::string&)>;
   const std::map<std::string, Setter> flags = {
-      {"host", [&](const std::string& v) { options.host = v; return true; }},
+      {"host",
+       [&](const std::string& v) {
+         options.host = v;
+         return true;
+       }},
       {"port", [&](const std::string& v) { return ParseNumber(v, &port); }},
-      {"endpoint", [&](const std::string& v) { options.endpoint = v; return true; }},
-      {"model", [&](const std::string& v) { options.model = v; return true; }},
+      {"endpoint",
+       [&](const std::string& v) {
+         options.endpoint = v;
+         return true;
+       }},
+      {"model",
+       [&](const std::string& v) {
+         options.model = v;
+         return true;
+       }},
       {"num-prompts", [&](const std::string& v) { return ParseNumber(v, &options.num_prompts); }},
       {"request-rate", [&](const std::string& v) { return ParseNumber(v, &options.request_rate); }},
       {"max-concurrency",
        [&](const std::string& v) { return ParseNumber(v, &options.max_concurrency); }},
-      {"random-input-len", [&](const std::string& v) { return ParseNumber(v, &options.input_len); }},
+      {"random-input-len",
+       [&](const std::string& v) { return ParseNumber(v, &options.input_len); }},
       {"random-output-len",
        [&](const std::string& v) { return ParseNumber(v, &options.output_len); }},
       {"random-range-ratio",
        [&](const std::string& v) { return ParseNumber(v, &options.range_ratio); }},
       {"seed", [&](const std::string& v) { return ParseNumber(v, &options.seed); }},
       {"timeout", [&](const std::string& v) { return ParseNumber(v, &timeout_s); }},
-      {"out", [&](const std::string& v) { out_path = v; return true; }},
+      {"out",
+       [&](const std::string& v) {
+         out_path = v;
+         return true;
+       }},
   };
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -83,7 +100,8 @@ int main(int argc, char** argv) {
     }
     auto flag = flags.find(name);
     if (flag == flags.end()) return UsageError(absl::StrCat("unknown flag --", name));
-    if (!flag->second(value)) return UsageError(absl::StrCat("bad value for --", name, ": '", value, "'"));
+    if (!flag->second(value))
+      return UsageError(absl::StrCat("bad value for --", name, ": '", value, "'"));
   }
   if (port < 1 || port > 65535) return UsageError("--port must be in [1, 65535]");
   options.port = static_cast<uint16_t>(port);

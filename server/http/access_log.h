@@ -8,9 +8,9 @@
 namespace tessera::http {
 
 struct AccessLogEntry {
-  std::string method;  // "-" when the request could not be parsed
-  std::string target;  // "-" likewise
-  int status = 0;      // 499: the client went away before a response was started
+  std::string method;       // "-" when the request could not be parsed
+  std::string target;       // "-" likewise
+  int status = 0;           // 499: the client went away before a response was started
   uint64_t body_bytes = 0;  // response body bytes written to the socket
   double duration_ms = 0;   // from the complete request to the last byte written
   std::string request_id;

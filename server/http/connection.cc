@@ -4,6 +4,13 @@
 #include "server/http/connection.h"
 
 #include <algorithm>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/string_body.hpp>
 #include <chrono>
 #include <cstring>
 #include <deque>
@@ -12,20 +19,12 @@
 #include <string>
 #include <vector>
 
-#include <boost/asio/post.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/write.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http/error.hpp>
-#include <boost/beast/http/parser.hpp>
-#include <boost/beast/http/string_body.hpp>
-
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "server/http/request_id.h"
-#include "server/http/wire_format.h"
 #include "server/http/string_util.h"
+#include "server/http/wire_format.h"
 
 namespace tessera::http {
 namespace {
@@ -87,9 +86,8 @@ class Connection final : public ConnectionControl,
 
   template <typename Fn>
   void OnStrand(Fn fn) {
-    asio::post(socket_.get_executor(), [self = shared_from_this(), fn = std::move(fn)]() mutable {
-      fn(*self);
-    });
+    asio::post(socket_.get_executor(),
+               [self = shared_from_this(), fn = std::move(fn)]() mutable { fn(*self); });
   }
 
   void NewParser();
@@ -174,10 +172,9 @@ void Connection::Read() {
   if (reading_ || state_ == State::kClosed) return;
   if (state_ == State::kResponding && buffer_.size() >= kMaxReadAhead) return;
   reading_ = true;
-  socket_.async_read_some(asio::buffer(read_chunk_.get(), kReadChunk),
-                          [self = shared_from_this()](const error_code& ec, size_t bytes) {
-                            self->OnRead(ec, bytes);
-                          });
+  socket_.async_read_some(
+      asio::buffer(read_chunk_.get(), kReadChunk),
+      [self = shared_from_this()](const error_code& ec, size_t bytes) { self->OnRead(ec, bytes); });
 }
 
 void Connection::OnRead(const error_code& ec, size_t bytes) {
@@ -277,12 +274,12 @@ void Connection::Dispatch() {
       WriteJsonError(writer, 500, "handler failed", "server_error");
     }
   } else if (match.path_found) {
-    writer->Send(405, "application/json",
-                 JsonErrorBody(405,
-                               absl::StrCat("method ", request.method, " is not allowed for ",
-                                            request.target),
-                               "invalid_request_error"),
-                 {{"Allow", absl::StrJoin(match.allowed, ", ")}});
+    writer->Send(
+        405, "application/json",
+        JsonErrorBody(
+            405, absl::StrCat("method ", request.method, " is not allowed for ", request.target),
+            "invalid_request_error"),
+        {{"Allow", absl::StrJoin(match.allowed, ", ")}});
   } else {
     WriteJsonError(writer, 404, absl::StrCat("no route for ", request.target),
                    "invalid_request_error");
@@ -291,15 +288,14 @@ void Connection::Dispatch() {
 
 void Connection::RespondToParseError(const error_code& ec) {
   if (ec == bhttp::error::body_limit) {
-    RespondError(413,
-                 absl::StrCat("request body exceeds the limit of ", options_.max_body_bytes,
-                              " bytes"),
-                 "invalid_request_error");
+    RespondError(
+        413, absl::StrCat("request body exceeds the limit of ", options_.max_body_bytes, " bytes"),
+        "invalid_request_error");
   } else if (ec == bhttp::error::header_limit) {
-    RespondError(431,
-                 absl::StrCat("request header exceeds the limit of ", options_.max_header_bytes,
-                              " bytes"),
-                 "invalid_request_error");
+    RespondError(
+        431,
+        absl::StrCat("request header exceeds the limit of ", options_.max_header_bytes, " bytes"),
+        "invalid_request_error");
   } else {
     RespondError(400, absl::StrCat("malformed HTTP request: ", ec.message()),
                  "invalid_request_error");
@@ -416,10 +412,9 @@ void Connection::Write() {
   for (size_t i = 0; i < write_count_; ++i) write_buffers_.push_back(asio::buffer(out_[i].data));
   // A client that stops reading must not hold the connection forever.
   ArmTimer(idle_timeout());
-  asio::async_write(socket_, write_buffers_,
-                    [self = shared_from_this()](const error_code& ec, size_t) {
-                      self->OnWrite(ec);
-                    });
+  asio::async_write(
+      socket_, write_buffers_,
+      [self = shared_from_this()](const error_code& ec, size_t) { self->OnWrite(ec); });
 }
 
 void Connection::OnWrite(const error_code& ec) {
@@ -504,8 +499,7 @@ void Connection::LogRequest(int status) {
   entry.target = target_;
   entry.status = status;
   entry.body_bytes = body_bytes_;
-  entry.duration_ms =
-      std::chrono::duration<double, std::milli>(Clock::now() - started_).count();
+  entry.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - started_).count();
   entry.request_id = request_id_;
   entry.remote = remote_;
   options_.access_log(entry);

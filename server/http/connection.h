@@ -2,9 +2,8 @@
 // in connection.cc).
 #pragma once
 
-#include <memory>
-
 #include <boost/asio/ip/tcp.hpp>
+#include <memory>
 
 #include "server/http/server_context.h"
 

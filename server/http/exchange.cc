@@ -106,9 +106,8 @@ bool ConnectionResponseWriter::SendEvent(std::string_view data) {
     return false;
   }
   exchange_->queued_bytes_.fetch_add(size, std::memory_order_relaxed);
-  return ToSink([&](ResponseSink& sink) {
-    sink.AppendBody(exchange_, std::move(framed), payload);
-  });
+  return ToSink(
+      [&](ResponseSink& sink) { sink.AppendBody(exchange_, std::move(framed), payload); });
 }
 
 bool ConnectionResponseWriter::EndStream() {
@@ -136,4 +135,3 @@ void ConnectionResponseWriter::OnClose(std::function<void()> callback) {
 }
 
 }  // namespace tessera::http
-

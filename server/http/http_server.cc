@@ -1,14 +1,13 @@
 // HttpServer: listening socket, accept loop, io threads, drain and shutdown.
 #include "server/http/http_server.h"
 
-#include <optional>
-#include <thread>
-#include <vector>
-
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <optional>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "server/http/connection.h"
@@ -23,9 +22,11 @@ using boost::system::error_code;
 absl::Status HttpServerOptions::Validate() const {
   if (host.empty()) return absl::InvalidArgumentError("http host is empty");
   if (num_threads < 1 || num_threads > 256) {
-    return absl::InvalidArgumentError(absl::StrCat("http num_threads must be in [1, 256], got ", num_threads));
+    return absl::InvalidArgumentError(
+        absl::StrCat("http num_threads must be in [1, 256], got ", num_threads));
   }
-  if (max_body_bytes == 0) return absl::InvalidArgumentError("http max_body_bytes must be positive");
+  if (max_body_bytes == 0)
+    return absl::InvalidArgumentError("http max_body_bytes must be positive");
   if (max_header_bytes < 1024 || max_header_bytes > (1u << 30)) {
     return absl::InvalidArgumentError(
         absl::StrCat("http max_header_bytes must be in [1 KiB, 1 GiB], got ", max_header_bytes));
@@ -33,8 +34,10 @@ absl::Status HttpServerOptions::Validate() const {
   if (idle_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("http idle_timeout must be positive");
   }
-  if (max_connections == 0) return absl::InvalidArgumentError("http max_connections must be positive");
-  if (max_queued_bytes == 0) return absl::InvalidArgumentError("http max_queued_bytes must be positive");
+  if (max_connections == 0)
+    return absl::InvalidArgumentError("http max_connections must be positive");
+  if (max_queued_bytes == 0)
+    return absl::InvalidArgumentError("http max_queued_bytes must be positive");
   return absl::OkStatus();
 }
 
@@ -131,7 +134,8 @@ absl::Status HttpServer::Start() {
     tcp::acceptor& acceptor = impl_->acceptor.emplace(asio::make_strand(*impl_->io));
     impl_->retry_timer.emplace(acceptor.get_executor());
     if (acceptor.open(endpoint.protocol(), ec); ec) {
-      return absl::InternalError(absl::StrCat("cannot open socket for ", where, ": ", ec.message()));
+      return absl::InternalError(
+          absl::StrCat("cannot open socket for ", where, ": ", ec.message()));
     }
     acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
     if (acceptor.bind(endpoint, ec); ec) {

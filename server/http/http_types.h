@@ -28,9 +28,9 @@ class HttpHeaders {
 using HeaderList = std::vector<std::pair<std::string, std::string>>;
 
 struct HttpRequest {
-  std::string method;      // as sent, e.g. "POST"
-  std::string target;      // path only, e.g. "/v1/completions"
-  std::string query;       // raw text after '?', without it; empty when absent
+  std::string method;  // as sent, e.g. "POST"
+  std::string target;  // path only, e.g. "/v1/completions"
+  std::string query;   // raw text after '?', without it; empty when absent
   HttpHeaders headers;
   std::string body;
   std::string request_id;  // sanitized X-Request-Id, or a generated one

@@ -11,8 +11,8 @@ std::string SanitizeRequestId(std::string_view incoming) {
   std::string out;
   for (char c : incoming) {
     if (out.size() == kMaxRequestIdLength) break;
-    if (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' ||
-        c == '.' || c == ':') {
+    if (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' ||
+        c == ':') {
       out.push_back(c);
     }
   }

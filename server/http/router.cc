@@ -36,10 +36,12 @@ Router::Match MatchMethods(const std::map<std::string, HttpHandler, std::less<>>
 
 absl::Status Router::Add(std::string_view method, std::string_view path, HttpHandler handler) {
   if (!IsToken(method)) {
-    return absl::InvalidArgumentError(absl::StrCat("HTTP method must be upper case: '", AbslView(method), "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("HTTP method must be upper case: '", AbslView(method), "'"));
   }
   if (!absl::StartsWith(AbslView(path), "/")) {
-    return absl::InvalidArgumentError(absl::StrCat("route path must start with '/': '", AbslView(path), "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("route path must start with '/': '", AbslView(path), "'"));
   }
   if (!handler) return absl::InvalidArgumentError("route handler is empty");
   auto* table = &exact_;
@@ -50,7 +52,8 @@ absl::Status Router::Add(std::string_view method, std::string_view path, HttpHan
   }
   auto [it, inserted] = (*table)[key].emplace(std::string(method), std::move(handler));
   if (!inserted) {
-    return absl::AlreadyExistsError(absl::StrCat("route already registered: ", AbslView(method), " ", AbslView(path)));
+    return absl::AlreadyExistsError(
+        absl::StrCat("route already registered: ", AbslView(method), " ", AbslView(path)));
   }
   return absl::OkStatus();
 }

@@ -69,7 +69,8 @@ TEST_F(ConcurrencyTest, HoldsAThousandStreamsWithTwoIoThreads) {
   auto produce = [&](size_t first) {
     for (int e = 0; e < kEventsPerStream; ++e) {
       for (size_t s = first; s < kStreams; s += 2) {
-        writers[s]->SendEvent("{\"stream\":" + std::to_string(s) + ",\"token\":" + std::to_string(e) + "}");
+        writers[s]->SendEvent("{\"stream\":" + std::to_string(s) +
+                              ",\"token\":" + std::to_string(e) + "}");
       }
     }
     for (size_t s = first; s < kStreams; s += 2) writers[s]->EndStream();

@@ -1,13 +1,13 @@
 // Request/response behaviour of HttpServer over real sockets: routing, errors, request ids,
 // limits (each followed by a healthy request on another connection), keep-alive, access log.
-#include <nlohmann/json.hpp>
+#include "server/http/http_server.h"
 
 #include <atomic>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 
 #include "gtest/gtest.h"
-#include "server/http/http_server.h"
 #include "tests/http/server_fixture.h"
 #include "tests/http/test_client.h"
 
@@ -17,18 +17,18 @@ namespace {
 using nlohmann::json;
 
 void EchoRoutes(HttpServer& server) {
-  ASSERT_TRUE(server
-                  .Handle("POST", "/echo",
-                          [](const HttpRequest& request, std::shared_ptr<ResponseWriter> writer) {
-                            json reply = {{"body", request.body},
-                                          {"query", request.query},
-                                          {"method", request.method},
-                                          {"target", request.target},
-                                          {"custom", std::string(request.headers.Get("x-CUSTOM"))}};
-                            writer->Send(200, "application/json", reply.dump(),
-                                         {{"X-Handler", "echo"}});
-                          })
-                  .ok());
+  ASSERT_TRUE(
+      server
+          .Handle("POST", "/echo",
+                  [](const HttpRequest& request, std::shared_ptr<ResponseWriter> writer) {
+                    json reply = {{"body", request.body},
+                                  {"query", request.query},
+                                  {"method", request.method},
+                                  {"target", request.target},
+                                  {"custom", std::string(request.headers.Get("x-CUSTOM"))}};
+                    writer->Send(200, "application/json", reply.dump(), {{"X-Handler", "echo"}});
+                  })
+          .ok());
   ASSERT_TRUE(server
                   .Handle("GET", "/health",
                           [](const HttpRequest&, std::shared_ptr<ResponseWriter> writer) {
@@ -79,7 +79,9 @@ TEST_F(HttpServerTest, ServesRequestsAndKeepsTheConnectionAlive) {
 
 TEST_F(HttpServerTest, AnswersPipelinedRequestsInOrder) {
   TestClient client = Connect();
-  ASSERT_TRUE(client.Send(BuildRequest("POST", "/echo", "first") + BuildRequest("POST", "/echo", "second")).ok());
+  ASSERT_TRUE(
+      client.Send(BuildRequest("POST", "/echo", "first") + BuildRequest("POST", "/echo", "second"))
+          .ok());
   for (const char* expected : {"first", "second"}) {
     absl::StatusOr<Response> response = client.ReadResponse();
     ASSERT_TRUE(response.ok()) << response.status();
@@ -143,8 +145,10 @@ TEST_F(HttpServerTest, EchoesSanitizedRequestIdAndGeneratesOneOtherwise) {
 
 TEST_F(HttpServerTest, AccessLogHasOneEntryPerRequest) {
   TestClient client = Connect();
-  ASSERT_TRUE(client.RoundTrip(BuildRequest("POST", "/echo", "abc", {{"X-Request-Id", "log-1"}})).ok());
-  ASSERT_TRUE(client.RoundTrip(BuildRequest("GET", "/missing", {}, {{"X-Request-Id", "log-2"}})).ok());
+  ASSERT_TRUE(
+      client.RoundTrip(BuildRequest("POST", "/echo", "abc", {{"X-Request-Id", "log-1"}})).ok());
+  ASSERT_TRUE(
+      client.RoundTrip(BuildRequest("GET", "/missing", {}, {{"X-Request-Id", "log-2"}})).ok());
   std::vector<AccessLogEntry> entries = log_.AwaitEntries(2);
   ASSERT_EQ(entries.size(), 2u);
   EXPECT_EQ(entries[0].method, "POST");
@@ -178,7 +182,8 @@ TEST_F(HttpServerTest, HugeDeclaredBodyGets413BeforeItIsSent) {
 
 TEST_F(HttpServerTest, ChunkedBodyOverTheLimitGets413) {
   TestClient client = Connect();
-  ASSERT_TRUE(client.Send("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n").ok());
+  ASSERT_TRUE(
+      client.Send("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n").ok());
   std::string chunk = "100000\r\n" + std::string(0x100000, 'a') + "\r\n";
   // The server may answer and close mid-upload; later sends may then fail, which is fine.
   for (int i = 0; i < 2; ++i) {
@@ -244,7 +249,9 @@ class HandlerFailureTest : public ServerTest {};
 
 TEST_F(HandlerFailureTest, DroppedWriterAndThrowingHandlerBecome500) {
   StartServer(DefaultOptions(), [](HttpServer& server) {
-    ASSERT_TRUE(server.Handle("GET", "/forgets", [](const HttpRequest&, std::shared_ptr<ResponseWriter>) {}).ok());
+    ASSERT_TRUE(
+        server.Handle("GET", "/forgets", [](const HttpRequest&, std::shared_ptr<ResponseWriter>) {})
+            .ok());
     ASSERT_TRUE(server
                     .Handle("GET", "/throws",
                             [](const HttpRequest&, std::shared_ptr<ResponseWriter>) {

@@ -56,7 +56,8 @@ class HttpStreamTest : public ServerTest {
   }
 
   // Opens a stream and waits until the handler has its writer.
-  std::shared_ptr<ResponseWriter> OpenStream(TestClient& client, ResponseHead* head, size_t nth = 1) {
+  std::shared_ptr<ResponseWriter> OpenStream(TestClient& client, ResponseHead* head,
+                                             size_t nth = 1) {
     EXPECT_TRUE(client.Send(BuildRequest("POST", "/v1/completions", "{}")).ok());
     absl::StatusOr<ResponseHead> got = client.ReadHead();
     EXPECT_TRUE(got.ok()) << got.status();

@@ -1,8 +1,7 @@
 // tessera-loadgen against a fake OpenAI-style SSE endpoint on a real HttpServer: counts,
 // concurrency cap, errors; plus its SSE parser and percentile math.
-#include <nlohmann/json.hpp>
-
 #include <atomic>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -82,7 +81,8 @@ class FakeOpenAiServer : public http::testing::ServerTest {
                          : json{{"index", 0}, {"text", "t"}};
       writer.SendEvent(json{{"choices", json::array({choice})}}.dump());
     }
-    writer.SendEvent(json{{"choices", json::array()}, {"usage", {{"completion_tokens", tokens}}}}.dump());
+    writer.SendEvent(
+        json{{"choices", json::array()}, {"usage", {{"completion_tokens", tokens}}}}.dump());
     writer.SendEvent("[DONE]");
     writer.EndStream();
   }

@@ -1,11 +1,11 @@
 // Request ids, header lookup and the OpenAI error body.
-#include <nlohmann/json.hpp>
+#include "server/http/request_id.h"
 
+#include <nlohmann/json.hpp>
 #include <set>
 
 #include "gtest/gtest.h"
 #include "server/http/http_types.h"
-#include "server/http/request_id.h"
 #include "server/http/response_writer.h"
 
 namespace tessera::http {
@@ -43,14 +43,16 @@ TEST(HttpHeadersTest, LookupIgnoresCase) {
 }
 
 TEST(JsonErrorTest, BodyHasOpenAiShape) {
-  nlohmann::json body = nlohmann::json::parse(JsonErrorBody(400, "bad \"x\"", "invalid_request_error"));
+  nlohmann::json body =
+      nlohmann::json::parse(JsonErrorBody(400, "bad \"x\"", "invalid_request_error"));
   EXPECT_EQ(body["error"]["message"], "bad \"x\"");
   EXPECT_EQ(body["error"]["type"], "invalid_request_error");
   EXPECT_EQ(body["error"]["code"], 400);
   nlohmann::json coded = nlohmann::json::parse(JsonErrorBody(404, "m", "t", "model_not_found"));
   EXPECT_EQ(coded["error"]["code"], "model_not_found");
   // Invalid UTF-8 in a message (it may quote client input) must not break the body.
-  EXPECT_FALSE(nlohmann::json::parse(JsonErrorBody(400, "\xff\xfe", "t"), nullptr, false).is_discarded());
+  EXPECT_FALSE(
+      nlohmann::json::parse(JsonErrorBody(400, "\xff\xfe", "t"), nullptr, false).is_discarded());
 }
 
 }  // namespace

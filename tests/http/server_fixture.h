@@ -54,7 +54,8 @@ class ServerTest : public ::testing::Test {
   }
 
   TestClient Connect(int receive_buffer_bytes = 0) {
-    absl::StatusOr<TestClient> client = TestClient::Connect(server_->port(), 10, receive_buffer_bytes);
+    absl::StatusOr<TestClient> client =
+        TestClient::Connect(server_->port(), 10, receive_buffer_bytes);
     EXPECT_TRUE(client.ok()) << client.status();
     return client.ok() ? std::move(*client) : TestClient();
   }

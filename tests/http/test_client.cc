@@ -2,12 +2,13 @@
 #include "tests/http/test_client.h"
 
 #include <arpa/inet.h>
-#include <cerrno>
-#include <cstring>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -86,7 +87,8 @@ absl::Status TestClient::Fill() {
     }
     if (n == 0) return absl::OutOfRangeError("connection closed by server");
     if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return absl::DeadlineExceededError("read timed out");
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+      return absl::DeadlineExceededError("read timed out");
     return absl::UnavailableError(absl::StrCat("recv: ", std::strerror(errno)));
   }
 }
@@ -210,7 +212,8 @@ std::string BuildRequest(std::string_view method, std::string_view path, std::st
   std::string out;
   out.append(method).append(" ").append(path).append(" HTTP/1.1\r\nHost: localhost\r\n");
   for (const auto& [name, value] : headers) out += name + ": " + value + "\r\n";
-  if (!body.empty() || method == "POST") out += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+  if (!body.empty() || method == "POST")
+    out += "Content-Length: " + std::to_string(body.size()) + "\r\n";
   out += "\r\n";
   out.append(body);
   return out;

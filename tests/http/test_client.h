@@ -63,8 +63,7 @@ class TestClient {
 };
 
 // "METHOD path HTTP/1.1" with Host, Content-Length (when there is a body) and `headers`.
-std::string BuildRequest(std::string_view method, std::string_view path,
-                         std::string_view body = {},
+std::string BuildRequest(std::string_view method, std::string_view path, std::string_view body = {},
                          const std::vector<std::pair<std::string, std::string>>& headers = {});
 
 // The data of each SSE event in `body` (data lines of one event joined with '\n').
