@@ -34,13 +34,14 @@ absl::StatusOr<PerplexityResult> ComputePerplexity(LlamaModel& model, const std:
   const int32_t num_blocks = static_cast<int32_t>((ctx + bs - 1) / bs);
   ASSIGN_OR_RETURN(auto kv, PagedKvStorage::Create(model.backend(), c, num_blocks, bs));
   PerplexityResult r;
-  int64_t prev_end = 0;
-  for (int64_t begin = 0;; begin += stride) {
+  int64_t next_target = 1;  // the first token is never predicted
+  for (int64_t begin = 0; next_target < n; begin += stride) {
     const int64_t end = std::min(begin + ctx, n);
-    // Targets this window scores: every position after the window's first token that an
-    // earlier window did not score.
-    const int64_t first_target = std::max(prev_end, begin + 1);
-    if (first_target < end) {
+    // Window [begin, end): logits row r predicts token begin + r + 1, so it can score
+    // tokens begin + 1 .. end; it scores those no earlier window did.
+    const int64_t first = std::max(next_target, begin + 1);
+    const int64_t last = std::min(end, n - 1);
+    if (first <= last) {
       BatchLayout layout;
       layout.block_size = bs;
       layout.max_blocks_per_seq = num_blocks;
@@ -52,11 +53,11 @@ absl::StatusOr<PerplexityResult> ComputePerplexity(LlamaModel& model, const std:
         layout.positions.push_back(static_cast<int32_t>(t - begin));
         layout.slot_mapping.push_back(static_cast<int32_t>(t - begin));
       }
-      for (int64_t t = first_target; t < end; ++t) layout.logits_rows.push_back(static_cast<int32_t>(t - 1 - begin));
+      for (int64_t t = first; t <= last; ++t) layout.logits_rows.push_back(static_cast<int32_t>(t - 1 - begin));
       ASSIGN_OR_RETURN(std::vector<float> logits, model.Forward(layout, *kv));
       const int64_t V = c.vocab_size;
-      for (int64_t t = first_target; t < end; ++t) {
-        const float* row = logits.data() + (t - first_target) * V;
+      for (int64_t t = first; t <= last; ++t) {
+        const float* row = logits.data() + (t - first) * V;
         double mx = row[0];
         for (int64_t j = 1; j < V; ++j) mx = std::max<double>(mx, row[j]);
         double sum = 0.0;
@@ -64,11 +65,10 @@ absl::StatusOr<PerplexityResult> ComputePerplexity(LlamaModel& model, const std:
         r.nll_sum += std::log(sum) + mx - static_cast<double>(row[tokens[t]]);
         ++r.scored_tokens;
       }
+      next_target = last + 1;
     }
     ++r.windows;
-    prev_end = end;
     if (progress) progress(r.windows, r.scored_tokens, std::exp(r.nll_sum / std::max<int64_t>(1, r.scored_tokens)));
-    if (end == n) break;
   }
   r.perplexity = std::exp(r.nll_sum / static_cast<double>(r.scored_tokens));
   return r;

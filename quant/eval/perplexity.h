@@ -1,5 +1,7 @@
-// Perplexity of a model over a token stream, Hugging Face / llama.cpp sliding-window style:
-// windows of ctx tokens advance by stride and score only tokens no earlier window scored.
+// Perplexity of a model over a token stream, Hugging Face sliding-window style: windows of
+// ctx tokens advance by stride and score only tokens no earlier window scored, so every
+// token after the first is scored exactly once (a window's last position predicts the
+// token after it, so disjoint windows lose no token either).
 #pragma once
 
 #include <cstdint>
