@@ -44,17 +44,19 @@ struct TensorView {
   }
 };
 
-// GPTQ/AutoGPTQ-layout int4 (or 2/3/8-bit) weight, already on the device. Rows of
-// `qweight` pack 32/bits input features per int32; `g_idx` maps input feature -> group
-// (contiguous groups after load-time reordering; `perm` then holds the input permutation,
-// or is null when no reordering was needed).
+// GPTQ/AutoGPTQ-layout int4 (or 2/3/8-bit) weight, already on the device. Each qweight
+// column is a little-endian bit stream of `bits`-wide fields down the input features (32/bits
+// per int32; 3-bit fields straddle words), each qzeros row one along the output features;
+// word counts round up (quant/gptq/FORMAT.md). Groups are contiguous runs of group_size
+// inputs (load-time reordering of act-order checkpoints); `perm` then holds the input
+// permutation (reordered row j is input feature perm[j]), or is null when none was needed.
 struct QuantizedWeight {
   int bits = 4;
   int group_size = 128;
   int64_t in_features = 0;
   int64_t out_features = 0;
-  const int32_t* qweight = nullptr;  // [in_features * bits / 32, out_features]
-  const int32_t* qzeros = nullptr;   // [num_groups, out_features * bits / 32], stored zero
+  const int32_t* qweight = nullptr;  // [ceil(in_features * bits / 32), out_features]
+  const int32_t* qzeros = nullptr;   // [num_groups, ceil(out_features * bits / 32)], stored zero
   const uint16_t* scales = nullptr;  // [num_groups, out_features], fp16
   const int32_t* perm = nullptr;     // [in_features] or null
   bool zeros_minus_one = false;      // AutoGPTQ v1 convention: stored zero = zero - 1

@@ -55,6 +55,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
   auto model = std::unique_ptr<LlamaModel>(new LlamaModel());
   model->config_ = config;
   model->backend_ = backend;
+  ASSIGN_OR_RETURN(model->gptq_, GptqConfig::FromModelDir(dir));
   if (options.dtype == "bfloat16") model->weight_dtype_ = DType::kBF16;
   else if (options.dtype == "float16") model->weight_dtype_ = DType::kF16;
   else if (options.dtype == "float32") model->weight_dtype_ = DType::kF32;
@@ -137,6 +138,12 @@ absl::Status LlamaModel::LoadWeights(const WeightStore& store) {
     Layer& L = layers_[l];
     ASSIGN_OR_RETURN(const TensorInfo* in_norm, store.Get(p + "input_layernorm.weight", {H}));
     ASSIGN_OR_RETURN(const TensorInfo* post_norm, store.Get(p + "post_attention_layernorm.weight", {H}));
+    ASSIGN_OR_RETURN(L.input_norm, Upload(*in_norm, DType::kF32));
+    ASSIGN_OR_RETURN(L.post_norm, Upload(*post_norm, DType::kF32));
+    if (gptq_) {
+      RETURN_IF_ERROR(LoadGptqLayer(store, p, L));
+      continue;
+    }
     ASSIGN_OR_RETURN(const TensorInfo* wq, store.Get(p + "self_attn.q_proj.weight", {qdim, H}));
     ASSIGN_OR_RETURN(const TensorInfo* wk, store.Get(p + "self_attn.k_proj.weight", {kvdim, H}));
     ASSIGN_OR_RETURN(const TensorInfo* wv, store.Get(p + "self_attn.v_proj.weight", {kvdim, H}));
@@ -144,8 +151,6 @@ absl::Status LlamaModel::LoadWeights(const WeightStore& store) {
     ASSIGN_OR_RETURN(const TensorInfo* wg, store.Get(p + "mlp.gate_proj.weight", {F, H}));
     ASSIGN_OR_RETURN(const TensorInfo* wu, store.Get(p + "mlp.up_proj.weight", {F, H}));
     ASSIGN_OR_RETURN(const TensorInfo* wdn, store.Get(p + "mlp.down_proj.weight", {H, F}));
-    ASSIGN_OR_RETURN(L.input_norm, Upload(*in_norm, DType::kF32));
-    ASSIGN_OR_RETURN(L.post_norm, Upload(*post_norm, DType::kF32));
     ASSIGN_OR_RETURN(L.q.dense, Upload(*wq, wd));
     ASSIGN_OR_RETURN(L.k.dense, Upload(*wk, wd));
     ASSIGN_OR_RETURN(L.v.dense, Upload(*wv, wd));
@@ -153,6 +158,38 @@ absl::Status LlamaModel::LoadWeights(const WeightStore& store) {
     ASSIGN_OR_RETURN(L.gate_up.dense, UploadConcatRows(*wg, *wu, wd));
     ASSIGN_OR_RETURN(L.down.dense, Upload(*wdn, wd));
   }
+  return absl::OkStatus();
+}
+
+LinearWeight LlamaModel::AddQuantized(std::unique_ptr<GptqDeviceWeight> w) {
+  LinearWeight lw;
+  lw.quant = &w->weight();
+  weight_bytes_ += w->bytes();
+  quantized_.push_back(std::move(w));
+  return lw;
+}
+
+absl::Status LlamaModel::LoadGptqLayer(const WeightStore& store, const std::string& p, Layer& L) {
+  const ModelConfig& c = config_;
+  const int64_t H = c.hidden_size, F = c.intermediate_size;
+  const int64_t qdim = c.num_attention_heads * c.head_dim, kvdim = c.num_key_value_heads * c.head_dim;
+  const std::pair<LinearWeight*, std::tuple<const char*, int64_t, int64_t>> plain[] = {
+      {&L.q, {"self_attn.q_proj", H, qdim}}, {&L.k, {"self_attn.k_proj", H, kvdim}},
+      {&L.v, {"self_attn.v_proj", H, kvdim}}, {&L.o, {"self_attn.o_proj", qdim, H}},
+      {&L.down, {"mlp.down_proj", F, H}}};
+  for (const auto& [dst, spec] : plain) {
+    const auto& [name, in, out] = spec;
+    ASSIGN_OR_RETURN(GptqHostWeight host, LoadGptqLinear(store, p + name, in, out, *gptq_));
+    ASSIGN_OR_RETURN(auto dev, GptqDeviceWeight::Upload(*backend_, host));
+    *dst = AddQuantized(std::move(dev));
+  }
+  ASSIGN_OR_RETURN(GptqHostWeight gate, LoadGptqLinear(store, p + "mlp.gate_proj", H, F, *gptq_));
+  ASSIGN_OR_RETURN(GptqHostWeight up, LoadGptqLinear(store, p + "mlp.up_proj", H, F, *gptq_));
+  auto gate_up = ConcatGptqOutFeatures(gate, up);
+  if (!gate_up.ok())
+    return absl::InvalidArgumentError(absl::StrCat(store.dir(), ": ", p, "mlp: ", gate_up.status().message()));
+  ASSIGN_OR_RETURN(auto dev, GptqDeviceWeight::Upload(*backend_, *gate_up));
+  L.gate_up = AddQuantized(std::move(dev));
   return absl::OkStatus();
 }
 

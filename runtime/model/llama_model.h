@@ -3,12 +3,14 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
 #include "runtime/model/config.h"
+#include "runtime/model/gptq_loader.h"
 #include "runtime/model/weights.h"
 
 namespace tessera {
@@ -61,6 +63,9 @@ class LlamaModel {
  private:
   LlamaModel() = default;
   absl::Status LoadWeights(const WeightStore& store);
+  // GPTQ checkpoints: q/k/v/o/down as quantized linears, gate and up stacked into gate_up.
+  absl::Status LoadGptqLayer(const WeightStore& store, const std::string& prefix, Layer& layer);
+  LinearWeight AddQuantized(std::unique_ptr<GptqDeviceWeight> w);
   absl::StatusOr<TensorView> Upload(const TensorInfo& t, DType dtype);
   absl::StatusOr<TensorView> UploadConcatRows(const TensorInfo& a, const TensorInfo& b, DType dtype);
   absl::Status EnsureWorkspace(int64_t tokens, int64_t logits);
@@ -70,6 +75,8 @@ class LlamaModel {
   DType weight_dtype_ = DType::kF32;
   size_t weight_bytes_ = 0;
   std::vector<DeviceBuffer> owned_;
+  std::optional<GptqConfig> gptq_;  // set when the directory holds a GPTQ checkpoint
+  std::vector<std::unique_ptr<GptqDeviceWeight>> quantized_;
   std::unique_ptr<WeightStore> store_;  // kept alive: CPU weights may point into its mmap
   TensorView embed_, final_norm_, lm_head_;
   std::vector<Layer> layers_;

@@ -9,6 +9,8 @@ namespace tessera::cli {
 
 int RunGenerate(const std::vector<std::string>& argv);
 int RunServe(const std::vector<std::string>& argv);
+int RunQuantize(const std::vector<std::string>& argv);
+int RunPerplexity(const std::vector<std::string>& argv);
 
 // The model shipped in the repository, used when --model is not given.
 std::string DefaultModelDir();

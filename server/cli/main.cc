@@ -12,7 +12,10 @@ void PrintUsage(FILE* out) {
   std::fprintf(out,
                "usage: tessera <command> [flags]\n\n"
                "commands:\n"
-               "  generate   generate text from a prompt (or a JSONL file of prompts)\n\n"
+               "  serve      run the server (gRPC and OpenAI-compatible HTTP)\n"
+               "  generate   generate text from a prompt (or a JSONL file of prompts)\n"
+               "  quantize   quantize a model to a GPTQ checkpoint (gptq or rtn)\n"
+               "  perplexity perplexity of a model over a text file\n\n"
                "Run 'tessera <command> --help' for the command's flags.\n");
 }
 
@@ -27,6 +30,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> rest(argv + 2, argv + argc);
   if (command == "generate") return tessera::cli::RunGenerate(rest);
   if (command == "serve") return tessera::cli::RunServe(rest);
+  if (command == "quantize") return tessera::cli::RunQuantize(rest);
+  if (command == "perplexity") return tessera::cli::RunPerplexity(rest);
   if (command == "--help" || command == "-h" || command == "help") {
     PrintUsage(stdout);
     return 0;
