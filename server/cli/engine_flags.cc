@@ -47,6 +47,15 @@ absl::StatusOr<EngineOptions> ParseEngineOptions(const Args& args) {
   return o;
 }
 
+absl::Status ValidateModelFlags(const Args& args) {
+  const std::string device = args.GetOr("device", "auto");
+  if (device != "auto" && device != "cpu" && device != "cuda")
+    return absl::InvalidArgumentError(absl::StrCat("--device '", device, "': expected auto, cpu or cuda"));
+  ModelLoadOptions load;
+  load.dtype = args.GetOr("dtype", "auto");
+  return load.Validate();
+}
+
 absl::StatusOr<LoadedModel> LoadModelFromFlags(const Args& args) {
   LoadedModel m;
   m.dir = args.GetOr("model", DefaultModelDir());

@@ -26,8 +26,9 @@ struct LoadedModel {
   std::unique_ptr<LlamaModel> model;
   std::unique_ptr<Tokenizer> tokenizer;
 };
-// Uses --model (default: the built-in model), --device, --dtype. Usage problems come back
-// as InvalidArgument, file problems as other codes.
+// Checks --device and --dtype values (usage errors, before anything is loaded).
+absl::Status ValidateModelFlags(const Args& args);
+// Uses --model (default: the built-in model), --device, --dtype.
 absl::StatusOr<LoadedModel> LoadModelFromFlags(const Args& args);
 
 }  // namespace tessera::cli

@@ -150,8 +150,9 @@ int RunGenerate(const std::vector<std::string>& argv) {
   auto engine_opts = ParseEngineOptions(args);
   if (!engine_opts.ok()) return Fail(2, std::string(engine_opts.status().message()));
 
+  if (absl::Status st = ValidateModelFlags(args); !st.ok()) return Fail(2, std::string(st.message()));
   auto loaded = LoadModelFromFlags(args);
-  if (!loaded.ok()) return Fail(ExitCodeFor(loaded.status()), std::string(loaded.status().message()));
+  if (!loaded.ok()) return Fail(1, std::string(loaded.status().message()));
   const Tokenizer& tok = *loaded->tokenizer;
   std::vector<PromptJob> jobs;
   if (args.Has("prompts-file")) {
@@ -228,7 +229,7 @@ int RunGenerate(const std::vector<std::string>& argv) {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!json) std::printf("\n");
   EngineStats stats = (*engine)->Stats();
-  std::fprintf(stderr, "[tessera] %zu prompt(s), %lld tokens in %.3f s (%.1f tok/s) on %s, %lld preemptions\n", jobs.size(),
+  if (!json) std::fprintf(stderr, "[tessera] %zu prompt(s), %lld tokens in %.3f s (%.1f tok/s) on %s, %lld preemptions\n", jobs.size(),
                static_cast<long long>(total_tokens), secs, secs > 0 ? total_tokens / secs : 0.0,
                loaded->backend->name().c_str(), static_cast<long long>(stats.num_preemptions_total));
   return failures == 0 ? 0 : 1;

@@ -66,9 +66,9 @@ int RunServe(const std::vector<std::string>& argv) {
   server_opts.drain_timeout_s = *drain;
   const std::string host = args.GetOr("host", "127.0.0.1");
 
+  if (absl::Status st = ValidateModelFlags(args); !st.ok()) return Fail(2, std::string(st.message()));
   auto loaded = LoadModelFromFlags(args);
-  if (!loaded.ok()) return Fail(loaded.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1,
-                                std::string(loaded.status().message()));
+  if (!loaded.ok()) return Fail(1, std::string(loaded.status().message()));
   std::string name = loaded->dir;
   while (name.size() > 1 && name.back() == '/') name.pop_back();
   name = name.substr(name.find_last_of('/') + 1);
