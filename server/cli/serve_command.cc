@@ -13,6 +13,8 @@
 #include "server/cli/engine_flags.h"
 #include "server/core/serving_context.h"
 #include "server/grpc/grpc_server.h"
+#include "server/http/http_server.h"
+#include "server/openai/openai_api.h"
 #include "server/metrics/metrics.h"
 
 namespace tessera::cli {
@@ -21,7 +23,8 @@ namespace {
 constexpr char kServeHelp[] =
     "usage: tessera serve [--model DIR] [flags]\n"
     "  --served-model-name NAME   name clients use in 'model' (default: the model directory's name)\n"
-    "  --host 127.0.0.1  --grpc-port 50051 (0 picks a free port)\n"
+    "  --host 127.0.0.1  --port 8000  --grpc-port 50051 (0 picks a free port)\n"
+    "  --max-body-bytes B         largest request body (default 1 MiB)\n"
     "  --max-waiting N            queued requests beyond which new ones are refused (default 512)\n"
     "  --drain-timeout S          seconds in-flight requests get after SIGTERM (default 30)\n"
     "  --chat-template llama2|plain (default: from tokenizer_config.json)\n";
@@ -41,7 +44,7 @@ int RunServe(const std::vector<std::string>& argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  std::set<std::string> value_flags = {"served-model-name", "host", "grpc-port", "max-waiting", "drain-timeout",
+  std::set<std::string> value_flags = {"served-model-name", "host", "port", "grpc-port", "max-body-bytes", "max-waiting", "drain-timeout",
                                        "chat-template"};
   std::set<std::string> switches = {"help"};
   AddEngineFlags(&value_flags, &switches);
@@ -59,12 +62,20 @@ int RunServe(const std::vector<std::string>& argv) {
   auto max_waiting = args.GetInt("max-waiting", server_opts.max_waiting);
   auto drain = args.GetDouble("drain-timeout", server_opts.drain_timeout_s);
   auto grpc_port = args.GetInt("grpc-port", 50051);
-  for (const absl::Status& st : {max_waiting.status(), drain.status(), grpc_port.status()}) {
+  auto http_port = args.GetInt("port", 8000);
+  auto max_body = args.GetInt("max-body-bytes", 1 << 20);
+  for (const absl::Status& st : {max_waiting.status(), drain.status(), grpc_port.status(), http_port.status(), max_body.status()}) {
     if (!st.ok()) return Fail(2, std::string(st.message()));
   }
   server_opts.max_waiting = static_cast<int32_t>(*max_waiting);
   server_opts.drain_timeout_s = *drain;
   const std::string host = args.GetOr("host", "127.0.0.1");
+  if (*http_port < 0 || *http_port > 65535 || *grpc_port < 0 || *grpc_port > 65535) return Fail(2, "ports must be in [0, 65535]");
+  http::HttpServerOptions http_opts;
+  http_opts.host = host;
+  http_opts.port = static_cast<uint16_t>(*http_port);
+  http_opts.max_body_bytes = static_cast<size_t>(*max_body);
+  if (absl::Status st = http_opts.Validate(); !st.ok()) return Fail(2, std::string(st.message()));
 
   if (absl::Status st = ValidateModelFlags(args); !st.ok()) return Fail(2, std::string(st.message()));
   auto loaded = LoadModelFromFlags(args);
@@ -88,11 +99,16 @@ int RunServe(const std::vector<std::string>& argv) {
   ServingContext ctx(engine->get(), loaded->tokenizer.get(), chat, server_opts, &metrics);
   if (absl::Status st = ctx.RunReadinessProbe(); !st.ok()) return Fail(1, "readiness probe failed: " + std::string(st.message()));
 
+  http::HttpServer http_server(http_opts);
+  OpenAiApi api(&ctx);
+  if (absl::Status st = api.Register(http_server); !st.ok()) return Fail(1, std::string(st.message()));
+  if (absl::Status st = http_server.Start(); !st.ok()) return Fail(1, std::string(st.message()));
   auto grpc_server = GrpcServer::Start(&ctx, host, static_cast<int>(*grpc_port));
   if (!grpc_server.ok()) return Fail(1, std::string(grpc_server.status().message()));
   std::printf("serving model '%s' on %s (%d KV blocks of %d tokens, max model length %d)\n",
               server_opts.served_model_name.c_str(), loaded->backend->name().c_str(), (*engine)->num_kv_blocks(),
               engine_opts->block_size, (*engine)->max_model_len());
+  std::printf("listening http %s:%d\n", host.c_str(), http_server.port());
   std::printf("listening grpc %s:%d\n", host.c_str(), (*grpc_server)->port());
   std::fflush(stdout);
 
@@ -100,6 +116,7 @@ int RunServe(const std::vector<std::string>& argv) {
   sigwait(&signals, &sig);
   std::fprintf(stderr, "tessera serve: signal %d, draining (up to %.0f s)\n", sig, server_opts.drain_timeout_s);
   ctx.StartDraining();
+  http_server.StopAccepting();
   (*grpc_server)->SetServing(false);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(server_opts.drain_timeout_s);
   while ((*engine)->Stats().num_in_flight > 0 && std::chrono::steady_clock::now() < deadline) {
@@ -107,6 +124,7 @@ int RunServe(const std::vector<std::string>& argv) {
   }
   const int left = (*engine)->Stats().num_in_flight;
   (*grpc_server)->Shutdown(0.5);
+  http_server.Shutdown(absl::Now() + absl::Milliseconds(500));
   engine->reset();  // aborts whatever is left
   std::fprintf(stderr, "tessera serve: stopped (%d request(s) cut off at the drain deadline)\n", left);
   return 0;

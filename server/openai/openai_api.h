@@ -1,0 +1,37 @@
+// The OpenAI-compatible HTTP API over the ServingContext: /v1/completions,
+// /v1/chat/completions (SSE streaming or whole responses), /v1/models, and the
+// operational routes /health, /ready and /metrics.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "server/core/serving_context.h"
+#include "server/http/http_server.h"
+
+namespace tessera {
+
+class OpenAiApi {
+ public:
+  explicit OpenAiApi(ServingContext* ctx) : ctx_(ctx) {}
+
+  // Maps a model name other than the base model to an adapter id (LoRA); NotFound otherwise.
+  void SetAdapterResolver(std::function<absl::StatusOr<uint64_t>(const std::string&)> resolver) {
+    resolve_adapter_ = std::move(resolver);
+  }
+  // Extra entries for /v1/models (adapters), as JSON objects.
+  void SetModelLister(std::function<std::vector<std::string>()> lister) { list_adapters_ = std::move(lister); }
+
+  absl::Status Register(http::HttpServer& server);
+
+ private:
+  void Generate(const http::HttpRequest& request, std::shared_ptr<http::ResponseWriter> writer, bool chat);
+  void Models(std::shared_ptr<http::ResponseWriter> writer);
+
+  ServingContext* ctx_;
+  std::function<absl::StatusOr<uint64_t>(const std::string&)> resolve_adapter_;
+  std::function<std::vector<std::string>()> list_adapters_;
+};
+
+}  // namespace tessera
