@@ -319,7 +319,7 @@ void Engine::Step() {
     RequestOutput o;
     o.id = id;
     o.token_ids.push_back(token);
-    if (a.request.sampling.logprobs >= 0) o.logprobs.push_back(results[i]);
+    if (a.request.sampling.logprobs >= 0 || a.request.sampling.collect_stats) o.logprobs.push_back(results[i]);
     bool stopped_by_string = false;
     const bool is_stop_token = std::find(a.stop_ids.begin(), a.stop_ids.end(), token) != a.stop_ids.end();
     if (a.detok && !is_stop_token) {

@@ -35,7 +35,7 @@ struct RequestOutput {
   uint64_t id = 0;
   std::vector<int32_t> token_ids;
   std::string text;
-  std::vector<SampleResult> logprobs;  // one per token when logprobs were asked for
+  std::vector<SampleResult> logprobs;  // one per token when logprobs or stats were asked for
   bool finished = false;
   std::string finish_reason;  // "stop" | "length" | "abort" | "error"
   Usage usage;

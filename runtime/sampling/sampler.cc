@@ -148,14 +148,21 @@ SampleResult SequenceSampler::Sample(const float* raw, int32_t vocab) {
     }
     result.token = idx[chosen];
   }
-  if (params_.logprobs >= 0) {
-    // Logprobs of the model's own distribution (before penalties and temperature).
+  if (params_.logprobs >= 0 || params_.collect_stats) {
+    // Statistics of the model's own distribution (before penalties and temperature).
     float mx = raw[ArgMax(raw, vocab)];
-    double lse = 0.0;
-    for (int32_t i = 0; i < vocab; ++i) lse += std::exp(static_cast<double>(raw[i] - mx));
-    const double log_z = mx + std::log(lse);
+    double z = 0.0, weighted = 0.0;
+    for (int32_t i = 0; i < vocab; ++i) {
+      const double e = std::exp(static_cast<double>(raw[i] - mx));
+      z += e;
+      weighted += e * static_cast<double>(raw[i] - mx);
+    }
+    const double log_z = mx + std::log(z);
     result.logprob = static_cast<float>(raw[result.token] - log_z);
-    if (params_.logprobs > 0) {
+    // H = -Σ p (l - m - log Z) = log Z - Σ p (l - m), with p = e / Z.
+    result.entropy = static_cast<float>(std::log(z) - weighted / z);
+    result.top1_prob = static_cast<float>(1.0 / z);
+    if (params_.logprobs > 0) {  // top-N alternatives
       std::vector<int32_t> idx(vocab);
       std::iota(idx.begin(), idx.end(), 0);
       const size_t k = std::min<size_t>(params_.logprobs, vocab);

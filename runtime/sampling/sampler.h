@@ -23,6 +23,9 @@ struct SamplingParams {
   float frequency_penalty = 0.0f;   // [-2, 2] (output tokens)
   std::optional<uint64_t> seed;
   int32_t logprobs = -1;  // -1: none; N >= 0: chosen token's logprob plus the top N
+  // Fill SampleResult's distribution statistics (entropy, top-1 probability, logprob)
+  // for every token: drift monitoring asks for them.
+  bool collect_stats = false;
 
   absl::Status Validate() const;
   bool greedy() const { return temperature < 1e-5f; }
@@ -37,6 +40,9 @@ struct SampleResult {
   int32_t token = -1;
   float logprob = 0.0f;             // of the chosen token under the model's distribution
   std::vector<TokenLogprob> top;    // the top-N alternatives (N = params.logprobs)
+  // With collect_stats: entropy (nats) and top-1 probability of the model's distribution.
+  float entropy = 0.0f;
+  float top1_prob = 0.0f;
 };
 
 // Per-sequence sampling state: its random stream and the token counts penalties need.

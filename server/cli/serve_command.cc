@@ -15,6 +15,8 @@
 #include "server/grpc/grpc_server.h"
 #include "server/http/http_server.h"
 #include "server/openai/openai_api.h"
+#include "server/admin/admin_auth.h"
+#include "server/drift/drift_exporter.h"
 #include "server/metrics/metrics.h"
 
 namespace tessera::cli {
@@ -27,7 +29,14 @@ constexpr char kServeHelp[] =
     "  --max-body-bytes B         largest request body (default 1 MiB)\n"
     "  --max-waiting N            queued requests beyond which new ones are refused (default 512)\n"
     "  --drain-timeout S          seconds in-flight requests get after SIGTERM (default 30)\n"
-    "  --chat-template llama2|plain (default: from tokenizer_config.json)\n";
+    "  --chat-template llama2|plain (default: from tokenizer_config.json)\n"
+    "  --admin-token T            bearer token for admin routes (without it: loopback clients only)\n"
+    "  --drift-dir DIR            where drift baselines persist (default: memory only)\n"
+    "  --drift-reference-size N   requests in a drift reference window (default 1000)\n"
+    "  --drift-live-size N        requests in the live window (default 1000)\n"
+    "  --drift-live-seconds S     also drop live requests older than S seconds (default: off)\n"
+    "  --drift-bins N             reference-quantile bins per feature (default 10)\n"
+    "  --disable-drift-monitoring\n";
 
 int Fail(int code, const std::string& message) {
   std::fprintf(stderr, "tessera serve: %s\n", message.c_str());
@@ -45,8 +54,9 @@ int RunServe(const std::vector<std::string>& argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   std::set<std::string> value_flags = {"served-model-name", "host", "port", "grpc-port", "max-body-bytes", "max-waiting", "drain-timeout",
-                                       "chat-template"};
-  std::set<std::string> switches = {"help"};
+                                       "chat-template", "admin-token", "drift-dir", "drift-reference-size",
+                                       "drift-live-size", "drift-live-seconds", "drift-bins"};
+  std::set<std::string> switches = {"help", "disable-drift-monitoring"};
   AddEngineFlags(&value_flags, &switches);
   auto parsed = Args::Parse(argv, value_flags, switches);
   if (!parsed.ok()) return Fail(2, std::string(parsed.status().message()) + "\n" + kServeHelp + kEngineFlagsHelp);
@@ -92,6 +102,31 @@ int RunServe(const std::vector<std::string>& argv) {
     chat = *kind;
   }
 
+  drift::DriftMonitorOptions drift_opts;
+  {
+    auto ref = args.GetInt("drift-reference-size", drift_opts.reference_size);
+    auto live = args.GetInt("drift-live-size", drift_opts.live_size);
+    auto secs = args.GetDouble("drift-live-seconds", 0.0);
+    auto bins = args.GetInt("drift-bins", drift_opts.num_bins);
+    for (const absl::Status& st : {ref.status(), live.status(), secs.status(), bins.status()}) {
+      if (!st.ok()) return Fail(2, std::string(st.message()));
+    }
+    drift_opts.reference_size = *ref;
+    drift_opts.live_size = *live;
+    drift_opts.live_seconds = *secs;
+    drift_opts.num_bins = static_cast<int>(*bins);
+    drift_opts.drift_dir = args.GetOr("drift-dir", "");
+    if (absl::Status st = drift_opts.Validate(); !st.ok()) return Fail(2, std::string(st.message()));
+  }
+  const bool drift_enabled = !args.Has("disable-drift-monitoring");
+  std::unique_ptr<drift::DriftMonitor> monitor;
+  if (drift_enabled) {
+    auto m = drift::DriftMonitor::Create(drift_opts);
+    if (!m.ok()) return Fail(1, "drift monitor: " + std::string(m.status().message()));
+    monitor = std::move(*m);
+  }
+  AdminAuth admin_auth(args.GetOr("admin-token", ""));
+
   auto engine = Engine::Create(loaded->model.get(), loaded->tokenizer.get(), *engine_opts);
   if (!engine.ok()) return Fail(1, std::string(engine.status().message()));
   ServingMetrics metrics(server_opts.served_model_name);
@@ -102,6 +137,14 @@ int RunServe(const std::vector<std::string>& argv) {
   http::HttpServer http_server(http_opts);
   OpenAiApi api(&ctx);
   if (absl::Status st = api.Register(http_server); !st.ok()) return Fail(1, std::string(st.message()));
+  std::unique_ptr<DriftExporter> drift_exporter;
+  if (monitor) {
+    drift_exporter = std::make_unique<DriftExporter>(monitor.get(), &ctx, &admin_auth,
+                                                     static_cast<int32_t>(loaded->model->config().vocab_size));
+    drift_exporter->Attach();
+    metrics.AddCollector([&] { drift_exporter->Refresh(); });
+    if (absl::Status st = drift_exporter->RegisterRoutes(http_server); !st.ok()) return Fail(1, std::string(st.message()));
+  }
   if (absl::Status st = http_server.Start(); !st.ok()) return Fail(1, std::string(st.message()));
   auto grpc_server = GrpcServer::Start(&ctx, host, static_cast<int>(*grpc_port));
   if (!grpc_server.ok()) return Fail(1, std::string(grpc_server.status().message()));

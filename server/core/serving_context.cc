@@ -43,6 +43,7 @@ absl::StatusOr<uint64_t> ServingContext::Submit(GenerationRequest request, Outpu
     return absl::ResourceExhaustedError(absl::StrCat("too many requests are queued (", stats.num_waiting,
                                                      "); retry later"));
   }
+  if (collect_stats_) request.sampling.collect_stats = true;
   auto tracker = std::make_shared<Tracker>();
   tracker->info.adapter = adapter;
   tracker->info.prompt_tokens = static_cast<int32_t>(request.prompt_ids.size());

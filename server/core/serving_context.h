@@ -58,9 +58,12 @@ class ServingContext {
   // Generates one real token through the engine; sets readiness.
   absl::Status RunReadinessProbe();
 
-  // Drift monitoring and similar observers of finished requests.
-  void SetFinishedObserver(std::function<void(const FinishedRequestInfo&)> observer) {
+  // Drift monitoring and similar observers of finished requests (called on the engine
+  // thread: must not block). With needs_token_stats every request collects per-token
+  // distribution statistics (entropy, top-1 probability, logprob) for it.
+  void SetFinishedObserver(std::function<void(const FinishedRequestInfo&)> observer, bool needs_token_stats) {
     finished_observer_ = std::move(observer);
+    collect_stats_ = needs_token_stats;
   }
 
  private:
@@ -72,6 +75,7 @@ class ServingContext {
   std::atomic<bool> draining_{false};
   std::atomic<bool> probe_ok_{false};
   std::function<void(const FinishedRequestInfo&)> finished_observer_;
+  bool collect_stats_ = false;
 };
 
 }  // namespace tessera

@@ -67,7 +67,10 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
     }
     std::shared_ptr<State> state = state_;
     const Tokenizer* tok = &ctx->tokenizer();
-    auto id = ctx->Submit(*std::move(req), [state, tok](RequestOutput out) { Deliver(state, tok, std::move(out)); });
+    const bool want_logprobs = req->sampling.logprobs >= 0;
+    auto id = ctx->Submit(*std::move(req), [state, tok, want_logprobs](RequestOutput out) {
+      Deliver(state, tok, want_logprobs, std::move(out));
+    });
     if (!id.ok()) {
       FinishOnce(ToGrpcStatus(id.status()));
       return;
@@ -138,11 +141,12 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
     Finish(status);
   }
 
-  static void Deliver(const std::shared_ptr<State>& state, const Tokenizer* tok, RequestOutput out) {
+  static void Deliver(const std::shared_ptr<State>& state, const Tokenizer* tok, bool want_logprobs, RequestOutput out) {
     v1::GenerateResponse msg;
     msg.set_text(out.text);
     for (int32_t id : out.token_ids) msg.add_token_ids(id);
     for (const SampleResult& s : out.logprobs) {
+      if (!want_logprobs) break;
       v1::TokenLogprobs* lp = msg.add_logprobs();
       lp->mutable_chosen()->set_id(s.token);
       lp->mutable_chosen()->set_logprob(s.logprob);

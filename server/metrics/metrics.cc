@@ -56,6 +56,9 @@ void ServingMetrics::Refresh(const EngineStats& stats) {
   }
 }
 
-std::string ServingMetrics::Serialize() { return prometheus::TextSerializer().Serialize(registry_->Collect()); }
+std::string ServingMetrics::Serialize() {
+  for (const auto& c : collectors_) c();
+  return prometheus::TextSerializer().Serialize(registry_->Collect());
+}
 
 }  // namespace tessera

@@ -4,7 +4,9 @@
 
 #include <memory>
 #include <mutex>
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
@@ -27,6 +29,8 @@ class ServingMetrics {
   void RecordStep(double seconds);
   // Copies the engine's gauges (queue, running, KV usage, prefix hits, preemptions).
   void Refresh(const EngineStats& stats);
+  // Runs before every Serialize (e.g. to copy drift statistics into gauges).
+  void AddCollector(std::function<void()> collector) { collectors_.push_back(std::move(collector)); }
   // The Prometheus text exposition of everything registered here.
   std::string Serialize();
   prometheus::Registry& registry() { return *registry_; }
@@ -48,6 +52,7 @@ class ServingMetrics {
   prometheus::Counter& preemptions_;
   std::mutex mu_;
   int64_t preemptions_seen_ = 0;
+  std::vector<std::function<void()>> collectors_;
 };
 
 }  // namespace tessera

@@ -79,7 +79,7 @@ struct Job {
       error = out.status.ok() ? absl::InternalError("generation failed") : out.status;
     }
     if (req.stream && out.finish_reason != "error" && !writer->closed()) {
-      const bool has_content = !out.text.empty() || !out.logprobs.empty();
+      const bool has_content = !out.text.empty() || (req.top_logprobs >= 0 && !out.logprobs.empty());
       if (req.chat && !c.role_sent) {
         json chunk = ChunkBase();
         chunk["choices"] = {{{"index", index}, {"delta", {{"role", "assistant"}, {"content", ""}}}, {"logprobs", nullptr},
