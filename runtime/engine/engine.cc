@@ -113,10 +113,13 @@ absl::StatusOr<uint64_t> Engine::Submit(GenerationRequest request, OutputCallbac
   if (blocks_needed > num_kv_blocks_)
     return absl::ResourceExhaustedError(absl::StrCat("the request needs up to ", blocks_needed,
                                                      " KV blocks; the whole cache has ", num_kv_blocks_));
+  // With a registry every adapter name or id must be loaded; without one, only the
+  // adapter_id remains, as a prefix-cache salt.
   LoraAdapterRef adapter_ref;
-  if (!request.adapter.empty() || request.adapter_id != 0) {
-    if (lora_ == nullptr)
-      return absl::NotFoundError(absl::StrCat("LoRA adapter '", request.adapter, "' is not loaded (no adapters are enabled)"));
+  if (lora_ == nullptr && !request.adapter.empty()) {
+    return absl::NotFoundError(absl::StrCat("LoRA adapter '", request.adapter, "' is not loaded (no adapters are enabled)"));
+  }
+  if (lora_ != nullptr && (!request.adapter.empty() || request.adapter_id != 0)) {
     ASSIGN_OR_RETURN(request.adapter_id, lora_->Retain(request.adapter, request.adapter_id));
     adapter_ref = LoraAdapterRef(lora_, request.adapter_id);
   }
@@ -361,6 +364,7 @@ void Engine::Step() {
 }
 
 uint64_t Engine::AdapterOf(uint64_t seq_id) const {
+  if (lora_ == nullptr) return 0;  // adapter_id is only a cache salt then
   auto it = active_.find(seq_id);
   return it == active_.end() ? 0 : it->second->request.adapter_id;
 }

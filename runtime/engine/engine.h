@@ -50,8 +50,9 @@ struct EngineStats {
 
 class Engine {
  public:
-  // `lora` (optional, must outlive the engine) serves requests that name an adapter; the
-  // engine attaches its slot tables to the model.
+  // `lora` (optional, must outlive the engine) serves requests that name an adapter (or
+  // give a loaded adapter's id); the engine attaches its slot tables to the model. Without
+  // it, requests naming an adapter are refused and adapter_id only salts the prefix cache.
   static absl::StatusOr<std::unique_ptr<Engine>> Create(LlamaModel* model, const Tokenizer* tokenizer,
                                                         const EngineOptions& options, LoraRegistry* lora = nullptr);
   ~Engine();  // aborts what is still running and joins the loop
@@ -90,6 +91,7 @@ class Engine {
   absl::StatusOr<std::vector<float>> RunGroup(const SchedulerOutput& out,
                                               const std::vector<const ScheduledSequence*>& group,
                                               std::vector<uint64_t>* sample_ids);
+  // The adapter whose slot a sequence needs; 0 for the base model.
   uint64_t AdapterOf(uint64_t seq_id) const;
 
   LlamaModel* model_ = nullptr;

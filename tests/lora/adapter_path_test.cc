@@ -24,6 +24,7 @@ class AdapterPathTest : public ::testing::Test {
       std::ofstream(d + "/adapter_config.json") << "{}";
     }
   }
+  void TearDown() override { fs::remove_all(base_); }
   std::string base_, root_, outside_;
 };
 

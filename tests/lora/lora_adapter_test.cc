@@ -22,6 +22,7 @@ class LoraAdapterTest : public ::testing::Test {
     model_ = *c;
     dir_ = testing::MakeTempDir("adapter");
   }
+  void TearDown() override { fs::remove_all(dir_); }
   absl::StatusOr<std::unique_ptr<LoraAdapter>> Load(int max_rank = 64) {
     LoraLoadOptions o;
     o.max_lora_rank = max_rank;

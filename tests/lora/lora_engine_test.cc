@@ -2,6 +2,7 @@
 // the base model with that adapter merged into its weights generates; mixed batches of
 // many adapters (with enough slots, and with few slots that must be reused) match each
 // request alone; adapters load while streams run; unload refuses new requests only.
+#include <filesystem>
 #include <future>
 #include <mutex>
 #include <thread>
@@ -32,6 +33,8 @@ class LoraEngineTest : public ::testing::Test {
     tokenizer_ = std::move(*LoadTokenizer(testing::DefaultModelDir()));
     root_ = testing::MakeTempDir("lora_engine");
   }
+
+  void TearDown() override { std::filesystem::remove_all(root_); }
 
   // Writes a random adapter; returns its directory.
   std::string WriteAdapter(const std::string& name, const testing::RandomAdapterSpec& spec) {

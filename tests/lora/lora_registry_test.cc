@@ -2,6 +2,8 @@
 // unload that waits for the requests still holding an adapter, the host-memory cap.
 #include "runtime/lora/lora_registry.h"
 
+#include <filesystem>
+
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "tests/lora/lora_test_util.h"
@@ -24,6 +26,7 @@ class LoraRegistryTest : public ::testing::Test {
       testing::WritePeftAdapter(Dir(i), ra.config_json, ra.tensors);
     }
   }
+  void TearDown() override { std::filesystem::remove_all(root_); }
   std::string Dir(int i) const { return root_ + "/a" + std::to_string(i); }
   std::unique_ptr<LoraRegistry> Make(int slots, int cpu) {
     LoraRegistryOptions o;

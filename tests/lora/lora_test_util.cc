@@ -32,7 +32,7 @@ std::vector<Proj> Projections(const ModelConfig& c) {
 }  // namespace
 
 std::string MakeTempDir(const std::string& prefix) {
-  std::string tmpl = ::testing::TempDir() + "/" + prefix + "XXXXXX";
+  std::string tmpl = ::testing::TempDir() + "/tessera-lora-" + prefix + "-XXXXXX";
   char* made = ::mkdtemp(tmpl.data());
   EXPECT_NE(made, nullptr);
   return tmpl;

@@ -41,7 +41,7 @@ void WritePeftAdapter(const std::string& dir, const std::string& config_json, co
                       DType dtype = DType::kF32);
 // Copies the model directory `base_dir` to `out_dir` with every delta added to its weight (f32).
 void WriteMergedModel(const std::string& base_dir, const RandomAdapter& adapter, const std::string& out_dir);
-// A fresh empty directory under the test temp dir.
+// A fresh empty directory under the test temp dir (fixtures remove it in TearDown).
 std::string MakeTempDir(const std::string& prefix);
 
 }  // namespace tessera::testing
