@@ -89,7 +89,7 @@ def main():
                       max_position_embeddings=2048, rms_norm_eps=1e-5, rope_theta=10000.0,
                       tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
     model = LlamaForCausalLM(cfg).to(torch.float32).eval()
-    model.save_pretrained(base_dir, safe_serialization=True)
+    model.save_pretrained(base_dir)  # safetensors is the default
 
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     extra = {}
@@ -105,7 +105,7 @@ def main():
                 p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(p.shape[1]))
             elif "lora_B" in name:  # nonzero B: the adapter must change the output
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.05 / math.sqrt(p.shape[1]))
-    peft_model.save_pretrained(adapter_dir, safe_serialization=True)
+    peft_model.save_pretrained(adapter_dir)
     peft_model = peft_model.to(dev).eval()
 
     prompt = torch.randint(3, cfg.vocab_size, (args.prompt_len,), generator=gen).tolist()

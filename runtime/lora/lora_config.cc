@@ -87,9 +87,16 @@ absl::StatusOr<LoraConfig> LoraConfig::FromJsonText(const std::string& text, con
   if (lora_bias) return Refuse(origin, "lora_bias adapters are not supported");
   if (j.contains("bias") && !j["bias"].is_null() && j["bias"] != "none")
     return Refuse(origin, "'bias' must be \"none\" (adapters that train biases are not supported)");
-  for (const char* key : {"modules_to_save", "exclude_modules", "layer_replication", "target_parameters"}) {
+  for (const char* key : {"modules_to_save", "exclude_modules", "layer_replication", "target_parameters",
+                          "trainable_token_indices"}) {
     if (j.contains(key) && !IsNullOrEmpty(j[key]))
       return Refuse(origin, absl::StrCat("'", key, "' is not supported (the adapter must only hold LoRA A/B matrices)"));
+  }
+  // Variants whose forward is not x·Aᵀ·Bᵀ on every token (activated LoRA, Arrow routing,
+  // QA-LoRA pooling, block-diagonal LoRA).
+  for (const char* key : {"alora_invocation_tokens", "arrow_config", "use_qalora", "use_bdlora"}) {
+    if (j.contains(key) && !IsNullOrEmpty(j[key]) && j[key] != false)
+      return Refuse(origin, absl::StrCat("'", key, "' adapters are not supported"));
   }
   if (j.contains("base_model_name_or_path") && j["base_model_name_or_path"].is_string())
     c.base_model_name_or_path = j["base_model_name_or_path"].get<std::string>();

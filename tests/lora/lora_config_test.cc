@@ -35,6 +35,26 @@ TEST(LoraConfigTest, ListTargetsMatchByNameAndScaleIsAlphaOverRank) {
   EXPECT_DOUBLE_EQ(c.ScaleFor(0, kLoraQ, 16), 2.0);
 }
 
+TEST(LoraConfigTest, ParsesWhatPeft021Writes) {
+  // save_pretrained output of peft 0.21 (LoraConfig with rank/alpha patterns, defaults elsewhere).
+  LoraConfig c = Parse(R"({"alora_invocation_tokens": null, "alpha_pattern": {"v_proj": 4.0}, "arrow_config": null,
+    "auto_mapping": null, "base_model_name_or_path": null, "bias": "none", "corda_config": null,
+    "ensure_weight_tying": false, "eva_config": null, "exclude_modules": null, "fan_in_fan_out": false,
+    "inference_mode": true, "init_lora_weights": false, "kasa_config": null, "layer_replication": null,
+    "layers_pattern": null, "layers_to_transform": null, "loftq_config": {}, "lora_alpha": 16, "lora_bias": false,
+    "lora_dropout": 0.0, "lora_ga_config": null, "megatron_config": null, "megatron_core": "megatron.core",
+    "modules_to_save": null, "monteclora_config": null, "peft_type": "LORA", "peft_version": "0.21.0",
+    "qalora_group_size": 16, "r": 8, "rank_pattern": {"down_proj": 4}, "revision": null,
+    "target_modules": ["down_proj", "up_proj", "o_proj", "v_proj", "gate_proj", "q_proj", "k_proj"],
+    "target_parameters": null, "task_type": "CAUSAL_LM", "trainable_token_indices": null, "use_bdlora": null,
+    "use_dora": false, "use_qalora": false, "use_rslora": false, "velora_config": null})");
+  for (int t = 0; t < kNumLoraTargets; ++t) EXPECT_TRUE(Targets(c, 1, t)) << LoraTargetName(t);
+  EXPECT_EQ(c.RankFor(0, kLoraDown), 4);
+  EXPECT_EQ(c.RankFor(0, kLoraUp), 8);
+  EXPECT_DOUBLE_EQ(c.ScaleFor(0, kLoraV, 8), 0.5);
+  EXPECT_DOUBLE_EQ(c.ScaleFor(0, kLoraDown, 4), 4.0);
+}
+
 TEST(LoraConfigTest, AllLinearAndRegexForms) {
   LoraConfig all = Parse(R"({"r": 4, "lora_alpha": 8, "target_modules": "all-linear"})");
   for (int t = 0; t < kNumLoraTargets; ++t) EXPECT_TRUE(Targets(all, 2, t)) << LoraTargetName(t);
@@ -80,7 +100,9 @@ TEST(LoraConfigTest, RefusesWhatItCannotHonour) {
                                          {R"("modules_to_save": ["lm_head"])", "modules_to_save"},
                                          {R"("bias": "lora_only")", "bias"},
                                          {R"("fan_in_fan_out": true)", "fan_in_fan_out"},
-                                         {R"("peft_type": "IA3")", "LORA"}}) {
+                                         {R"("peft_type": "IA3")", "LORA"},
+                                         {R"("alora_invocation_tokens": [5, 6])", "alora"},
+                                         {R"("use_qalora": true)", "use_qalora"}}) {
     absl::Status st = ParseError("{" + base + ", " + c.extra + "}");
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << c.extra;
     EXPECT_NE(st.message().find(c.needle), std::string::npos) << st;
