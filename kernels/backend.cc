@@ -10,6 +10,22 @@
 
 namespace tessera {
 
+void Backend::LoraApply(const TensorView&, const LoraBatch&, int, int, TensorView, int64_t) {
+  RecordOpError(absl::UnimplementedError("the " + name() + " backend has no LoRA kernel; LoRA adapters need the cpu backend"));
+}
+
+absl::Status Backend::TakeOpError() {
+  std::lock_guard<std::mutex> lock(op_error_mu_);
+  absl::Status s = std::move(op_error_);
+  op_error_ = absl::OkStatus();
+  return s;
+}
+
+void Backend::RecordOpError(absl::Status status) {
+  std::lock_guard<std::mutex> lock(op_error_mu_);
+  if (op_error_.ok()) op_error_ = std::move(status);
+}
+
 bool CudaBackendAvailable() {
 #ifdef TESSERA_CUDA_BACKEND
   return CudaDeviceCount() > 0;

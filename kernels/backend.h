@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -83,6 +84,8 @@ struct BatchLayout {
   int32_t max_blocks_per_seq = 0;
   int32_t block_size = 16;
   std::vector<int32_t> logits_rows;   // token rows whose logits are wanted
+  // LoRA adapter slot of each token (-1: base model); empty when no token uses an adapter.
+  std::vector<int32_t> lora_slots;
 
   int32_t num_tokens() const { return static_cast<int32_t>(token_ids.size()); }
   int32_t num_seqs() const { return static_cast<int32_t>(context_lens.size()); }
@@ -107,6 +110,7 @@ struct DeviceBatch {
   const int32_t* context_lens = nullptr;
   const int32_t* block_tables = nullptr;
   const int32_t* logits_rows = nullptr;
+  const int32_t* lora_slots = nullptr;  // null when the layout has no lora_slots
   int32_t num_tokens = 0;
   int32_t num_seqs = 0;
   int32_t num_logits = 0;
@@ -132,6 +136,37 @@ struct AttentionParams {
   int32_t num_kv_heads = 0;
   int32_t head_dim = 0;
   float scale = 1.0f;  // usually 1/sqrt(head_dim)
+};
+
+// The projections a LoRA adapter may modify (gate and up share the fused gate_up matmul).
+enum LoraTarget : int { kLoraQ, kLoraK, kLoraV, kLoraO, kLoraGate, kLoraUp, kLoraDown, kNumLoraTargets };
+
+// Device slot tables of one (layer, target): the A and B of every adapter slot. Rank r of a
+// slot occupies the first r rows of its A and Bᵀ blocks, so a slot upload is one contiguous
+// copy per matrix; the adapter's scale is already folded into Bᵀ.
+struct LoraModuleSlots {
+  const void* a = nullptr;         // [num_slots, max_rank, in_features]
+  const void* b_t = nullptr;       // [num_slots, max_rank, out_features] = (scale · B)ᵀ
+  const int32_t* ranks = nullptr;  // [num_slots] on the device; 0: the slot leaves this module alone
+  int64_t in_features = 0;
+  int64_t out_features = 0;
+};
+
+// Every slot table of a model, owned by the adapter registry.
+struct LoraSlotTables {
+  const LoraModuleSlots* modules = nullptr;  // host array [num_layers * kNumLoraTargets]
+  int32_t num_layers = 0;
+  int32_t num_slots = 0;
+  int32_t max_rank = 0;
+  DType dtype = DType::kF32;  // the backend's activation dtype
+  const LoraModuleSlots& module(int layer, int target) const { return modules[layer * kNumLoraTargets + target]; }
+};
+
+// One step's LoRA inputs: the slot of each token and the tables.
+struct LoraBatch {
+  const int32_t* token_slots = nullptr;  // [num_tokens] on the device (DeviceBatch::lora_slots)
+  int32_t num_tokens = 0;
+  const LoraSlotTables* tables = nullptr;
 };
 
 // Memory owned by a backend. Movable, frees on destruction.
@@ -217,6 +252,24 @@ class Backend {
                               const AttentionParams& params, TensorView out) = 0;
   // out[j] = x[rows[j]] for j < count (gathers rows for the logits head).
   virtual void GatherRows(const TensorView& x, const int32_t* rows, int32_t count, TensorView out) = 0;
+  // Multi-adapter LoRA: for each token t with slot s = lora.token_slots[t] >= 0,
+  //   out[t, col_offset + j] += ((x[t] · A_sᵀ) · (scale_s · B_s)ᵀ)[j]   for j < out_features
+  // over the (layer, target) tables; tokens with slot -1 are left untouched. col_offset
+  // lets gate and up update their halves of the fused gate_up output. The base version
+  // records Unimplemented (backends without a LoRA kernel).
+  virtual void LoraApply(const TensorView& x, const LoraBatch& lora, int layer, int target, TensorView out,
+                         int64_t col_offset);
+
+  // The first error recorded by an op since the last call (ops return void); every
+  // backend's Synchronize reports it too.
+  absl::Status TakeOpError();
+
+ protected:
+  void RecordOpError(absl::Status status);
+
+ private:
+  std::mutex op_error_mu_;
+  absl::Status op_error_;
 };
 
 // Backend factory: "cpu", "cuda" or "auto" (CUDA when a device is present).

@@ -44,6 +44,8 @@ size_t CpuBackend::FreeMemoryBytes() const {
 }
 
 absl::StatusOr<DeviceBatch> CpuBackend::UploadBatch(const BatchLayout& layout) {
+  if (!layout.lora_slots.empty() && layout.lora_slots.size() != layout.token_ids.size())
+    return absl::InvalidArgumentError("batch layout: lora_slots must have one entry per token");
   uploaded_ = layout;
   DeviceBatch b;
   b.token_ids = uploaded_.token_ids.data();
@@ -53,6 +55,7 @@ absl::StatusOr<DeviceBatch> CpuBackend::UploadBatch(const BatchLayout& layout) {
   b.context_lens = uploaded_.context_lens.data();
   b.block_tables = uploaded_.block_tables.data();
   b.logits_rows = uploaded_.logits_rows.data();
+  b.lora_slots = uploaded_.lora_slots.empty() ? nullptr : uploaded_.lora_slots.data();
   b.num_tokens = uploaded_.num_tokens();
   b.num_seqs = uploaded_.num_seqs();
   b.num_logits = static_cast<int32_t>(uploaded_.logits_rows.size());

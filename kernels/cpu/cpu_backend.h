@@ -19,7 +19,7 @@ class CpuBackend final : public Backend {
   absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) override;
   absl::Status CopyToDevice(void* dst, const void* host_src, size_t bytes) override;
   absl::Status CopyToHost(void* host_dst, const void* src, size_t bytes) override;
-  absl::Status Synchronize() override { return absl::OkStatus(); }
+  absl::Status Synchronize() override { return TakeOpError(); }
   size_t FreeMemoryBytes() const override;
   absl::StatusOr<DeviceBatch> UploadBatch(const BatchLayout& layout) override;
 
@@ -37,6 +37,8 @@ class CpuBackend final : public Backend {
   void PagedAttention(const TensorView& q, const DeviceBatch& batch, const KvLayerView& cache,
                       const AttentionParams& params, TensorView out) override;
   void GatherRows(const TensorView& x, const int32_t* rows, int32_t count, TensorView out) override;
+  void LoraApply(const TensorView& x, const LoraBatch& lora, int layer, int target, TensorView out,
+                 int64_t col_offset) override;
 
  private:
   ThreadPool* pool_;

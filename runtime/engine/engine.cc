@@ -21,6 +21,7 @@ struct Engine::Active {
   Usage usage;
   bool admitted = false;
   bool seen_first_schedule = false;
+  LoraAdapterRef adapter_ref;  // keeps the adapter loaded until the request ends
 };
 
 absl::Status EngineOptions::Validate() const {
@@ -36,9 +37,19 @@ absl::Status EngineOptions::Validate() const {
 }
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(LlamaModel* model, const Tokenizer* tokenizer,
-                                                       const EngineOptions& options) {
+                                                       const EngineOptions& options, LoraRegistry* lora) {
   RETURN_IF_ERROR(options.Validate());
+  if (lora != nullptr) {
+    const ModelConfig& a = lora->model_config();
+    const ModelConfig& m = model->config();
+    if (a.num_hidden_layers != m.num_hidden_layers || a.hidden_size != m.hidden_size ||
+        a.intermediate_size != m.intermediate_size || a.num_attention_heads != m.num_attention_heads ||
+        a.num_key_value_heads != m.num_key_value_heads || a.head_dim != m.head_dim)
+      return absl::InvalidArgumentError("the LoRA registry was created for a model of another shape");
+    model->SetLoraTables(&lora->tables());
+  }
   auto e = std::unique_ptr<Engine>(new Engine());
+  e->lora_ = lora;
   e->model_ = model;
   e->tokenizer_ = tokenizer;
   e->options_ = options;
@@ -102,7 +113,18 @@ absl::StatusOr<uint64_t> Engine::Submit(GenerationRequest request, OutputCallbac
   if (blocks_needed > num_kv_blocks_)
     return absl::InvalidArgumentError(absl::StrCat("the request needs up to ", blocks_needed,
                                                      " KV blocks; the whole cache has ", num_kv_blocks_));
+  // With a registry every adapter name or id must be loaded; without one, only the
+  // adapter_id remains, as a prefix-cache salt.
+  LoraAdapterRef adapter_ref;
+  if (lora_ == nullptr && !request.adapter.empty()) {
+    return absl::NotFoundError(absl::StrCat("LoRA adapter '", request.adapter, "' is not loaded (no adapters are enabled)"));
+  }
+  if (lora_ != nullptr && (!request.adapter.empty() || request.adapter_id != 0)) {
+    ASSIGN_OR_RETURN(request.adapter_id, lora_->Retain(request.adapter, request.adapter_id));
+    adapter_ref = LoraAdapterRef(lora_, request.adapter_id);
+  }
   auto a = std::make_unique<Active>();
+  a->adapter_ref = std::move(adapter_ref);
   a->sampler = std::make_unique<SequenceSampler>(request.sampling, request.prompt_ids);
   if (tokenizer_) a->detok = std::make_unique<IncrementalDetokenizer>(tokenizer_, request.prompt_ids);
   a->stops = std::make_unique<StopStringChecker>(request.stop_strings);
@@ -249,37 +271,23 @@ void Engine::Step() {
     PublishStats(0.0);
     return;
   }
-  const int32_t bs = options_.block_size;
-  BatchLayout layout;
-  layout.block_size = bs;
-  int32_t max_blocks = 1;
-  for (const auto& s : out.sequences) max_blocks = std::max(max_blocks, s.num_blocks);
-  layout.max_blocks_per_seq = max_blocks;
-  layout.query_start.push_back(0);
-  std::vector<uint64_t> sample_ids;
   for (const ScheduledSequence& s : out.sequences) {
-    auto tokens = out.Tokens(s);
-    auto table = out.BlockTable(s);
-    for (int i = 0; i < s.num_tokens; ++i) {
-      const int32_t pos = s.start_position + i;
-      layout.token_ids.push_back(tokens[i]);
-      layout.positions.push_back(pos);
-      layout.slot_mapping.push_back(table[pos / bs] * bs + pos % bs);
-    }
-    layout.query_start.push_back(layout.query_start.back() + s.num_tokens);
-    layout.context_lens.push_back(s.start_position + s.num_tokens);
-    for (int32_t b = 0; b < max_blocks; ++b) layout.block_tables.push_back(b < s.num_blocks ? table[b] : 0);
-    if (s.sample) {
-      layout.logits_rows.push_back(layout.query_start.back() - 1);
-      sample_ids.push_back(s.id);
-    }
     auto it = active_.find(s.id);
     if (it != active_.end() && !it->second->seen_first_schedule) {
       it->second->seen_first_schedule = true;
       it->second->usage.cached_prompt_tokens = s.start_position;
     }
   }
-  auto logits = model_->Forward(layout, *kv_);
+  std::vector<uint64_t> sample_ids;
+  absl::StatusOr<std::vector<float>> logits = std::vector<float>();
+  for (const auto& group : GroupByAdapterSlots(out)) {
+    auto part = RunGroup(out, group, &sample_ids);
+    if (!part.ok()) {
+      logits = part.status();
+      break;
+    }
+    logits->insert(logits->end(), part->begin(), part->end());
+  }
   if (!logits.ok()) {
     // A failed step fails the requests in it; the engine keeps serving the rest.
     for (const ScheduledSequence& s : out.sequences) {
@@ -353,6 +361,91 @@ void Engine::Step() {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   PublishStats(secs);
   if (step_observer_) step_observer_(secs, out.num_batched_tokens);
+}
+
+uint64_t Engine::AdapterOf(uint64_t seq_id) const {
+  if (lora_ == nullptr) return 0;  // adapter_id is only a cache salt then
+  auto it = active_.find(seq_id);
+  return it == active_.end() ? 0 : it->second->request.adapter_id;
+}
+
+std::vector<std::vector<const ScheduledSequence*>> Engine::GroupByAdapterSlots(const SchedulerOutput& out) const {
+  std::vector<std::vector<const ScheduledSequence*>> groups(1);
+  if (lora_ == nullptr) {
+    for (const ScheduledSequence& s : out.sequences) groups[0].push_back(&s);
+    return groups;
+  }
+  // First fit: usually every adapter fits and this is one group; with more distinct
+  // adapters than slots the step runs in several forwards (each reusing slots).
+  const size_t slots = static_cast<size_t>(lora_->num_slots());
+  std::vector<std::vector<uint64_t>> adapters(1);
+  for (const ScheduledSequence& s : out.sequences) {
+    const uint64_t id = AdapterOf(s.id);
+    size_t g = 0;
+    for (; g < groups.size(); ++g) {
+      auto& ids = adapters[g];
+      if (id == 0 || std::find(ids.begin(), ids.end(), id) != ids.end()) break;
+      if (ids.size() < slots) {
+        ids.push_back(id);
+        break;
+      }
+    }
+    if (g == groups.size()) {
+      groups.emplace_back();
+      adapters.push_back({id});
+    }
+    groups[g].push_back(&s);
+  }
+  return groups;
+}
+
+absl::StatusOr<std::vector<float>> Engine::RunGroup(const SchedulerOutput& out,
+                                                    const std::vector<const ScheduledSequence*>& group,
+                                                    std::vector<uint64_t>* sample_ids) {
+  std::vector<uint64_t> adapters;  // distinct, non-base
+  std::vector<uint64_t> seq_adapter;
+  for (const ScheduledSequence* s : group) {
+    seq_adapter.push_back(AdapterOf(s->id));
+    if (seq_adapter.back() != 0 && std::find(adapters.begin(), adapters.end(), seq_adapter.back()) == adapters.end())
+      adapters.push_back(seq_adapter.back());
+  }
+  std::vector<int32_t> slots;
+  if (!adapters.empty()) {
+    ASSIGN_OR_RETURN(slots, lora_->AcquireSlots(adapters));
+  }
+  const int32_t bs = options_.block_size;
+  BatchLayout layout;
+  layout.block_size = bs;
+  int32_t max_blocks = 1;
+  for (const ScheduledSequence* s : group) max_blocks = std::max(max_blocks, s->num_blocks);
+  layout.max_blocks_per_seq = max_blocks;
+  layout.query_start.push_back(0);
+  std::vector<uint64_t> sampled;
+  for (size_t i = 0; i < group.size(); ++i) {
+    const ScheduledSequence& s = *group[i];
+    auto tokens = out.Tokens(s);
+    auto table = out.BlockTable(s);
+    int32_t slot = -1;
+    if (seq_adapter[i] != 0) slot = slots[std::find(adapters.begin(), adapters.end(), seq_adapter[i]) - adapters.begin()];
+    for (int t = 0; t < s.num_tokens; ++t) {
+      const int32_t pos = s.start_position + t;
+      layout.token_ids.push_back(tokens[t]);
+      layout.positions.push_back(pos);
+      layout.slot_mapping.push_back(table[pos / bs] * bs + pos % bs);
+      if (!adapters.empty()) layout.lora_slots.push_back(slot);
+    }
+    layout.query_start.push_back(layout.query_start.back() + s.num_tokens);
+    layout.context_lens.push_back(s.start_position + s.num_tokens);
+    for (int32_t b = 0; b < max_blocks; ++b) layout.block_tables.push_back(b < s.num_blocks ? table[b] : 0);
+    if (s.sample) {
+      layout.logits_rows.push_back(layout.query_start.back() - 1);
+      sampled.push_back(s.id);
+    }
+  }
+  auto logits = model_->Forward(layout, *kv_);
+  if (!adapters.empty()) lora_->ReleaseSlots(adapters);
+  if (logits.ok()) sample_ids->insert(sample_ids->end(), sampled.begin(), sampled.end());
+  return logits;
 }
 
 }  // namespace tessera

@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "runtime/engine/request.h"
+#include "runtime/lora/lora_registry.h"
 #include "runtime/model/llama_model.h"
 #include "runtime/scheduler/scheduler.h"
 #include "runtime/tokenizer/tokenizer.h"
@@ -49,12 +50,15 @@ struct EngineStats {
 
 class Engine {
  public:
+  // `lora` (optional, must outlive the engine) serves requests that name an adapter (or
+  // give a loaded adapter's id); the engine attaches its slot tables to the model. Without
+  // it, requests naming an adapter are refused and adapter_id only salts the prefix cache.
   static absl::StatusOr<std::unique_ptr<Engine>> Create(LlamaModel* model, const Tokenizer* tokenizer,
-                                                        const EngineOptions& options);
+                                                        const EngineOptions& options, LoraRegistry* lora = nullptr);
   ~Engine();  // aborts what is still running and joins the loop
 
   // Validates and queues a request. Errors that can be known at once (bad sampling
-  // parameters, a prompt that can never fit) come back here; later ones arrive as a final
+  // parameters, a prompt that can never fit, an adapter that is not loaded: NotFound) come back here; later ones arrive as a final
   // output with finish_reason "error". The callback runs on the engine thread.
   absl::StatusOr<uint64_t> Submit(GenerationRequest request, OutputCallback callback);
   // Stops the request at the next step boundary; its final output has reason "abort".
@@ -81,6 +85,14 @@ class Engine {
   void Emit(Active& a, RequestOutput out);
   void FinishRequest(uint64_t id, const std::string& reason, absl::Status status = absl::OkStatus());
   void PublishStats(double step_seconds);
+  // Splits a step's sequences into groups whose adapters fit the LoRA slots together.
+  std::vector<std::vector<const ScheduledSequence*>> GroupByAdapterSlots(const SchedulerOutput& out) const;
+  // Runs one group through the model; appends the ids of the sequences it sampled.
+  absl::StatusOr<std::vector<float>> RunGroup(const SchedulerOutput& out,
+                                              const std::vector<const ScheduledSequence*>& group,
+                                              std::vector<uint64_t>* sample_ids);
+  // The adapter whose slot a sequence needs; 0 for the base model.
+  uint64_t AdapterOf(uint64_t seq_id) const;
 
   LlamaModel* model_ = nullptr;
   const Tokenizer* tokenizer_ = nullptr;
@@ -90,6 +102,7 @@ class Engine {
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<PagedKvStorage> kv_;
   std::function<void(double, int)> step_observer_;
+  LoraRegistry* lora_ = nullptr;
 
   // Engine-thread state.
   std::unordered_map<uint64_t, std::unique_ptr<Active>> active_;

@@ -255,6 +255,13 @@ absl::StatusOr<std::vector<float>> LlamaModel::Forward(const BatchLayout& layout
   ap.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   const float eps = static_cast<float>(c.rms_norm_eps);
   const float* inv_freq = static_cast<const float*>(inv_freq_.data());
+  // LoRA: after each adapted projection, out += its adapter delta for the tokens that have one.
+  if (db.lora_slots != nullptr && lora_tables_ == nullptr)
+    return absl::FailedPreconditionError("the batch uses LoRA adapters but the model has no adapter slot tables");
+  const LoraBatch lora{db.lora_slots, static_cast<int32_t>(T), lora_tables_};
+  auto apply_lora = [&](const TensorView& in, size_t layer, int target, TensorView out, int64_t col) {
+    if (db.lora_slots != nullptr) b.LoraApply(in, lora, static_cast<int>(layer), target, out, col);
+  };
 
   b.Embedding(embed_, db.token_ids, static_cast<int32_t>(T), residual);
   b.RmsNorm(residual, layers_[0].input_norm, eps, h);
@@ -264,17 +271,27 @@ absl::StatusOr<std::vector<float>> LlamaModel::Forward(const BatchLayout& layout
     b.Matmul(h, L.q, q);
     b.Matmul(h, L.k, k);
     b.Matmul(h, L.v, v);
+    apply_lora(h, l, kLoraQ, q, 0);
+    apply_lora(h, l, kLoraK, k, 0);
+    apply_lora(h, l, kLoraV, v, 0);
     b.Rope(q, k, db.positions, inv_freq, ap.head_dim);
     b.StoreKv(k, v, db, kv.layer(static_cast<int>(l)));
     b.PagedAttention(q, db, kv.layer(static_cast<int>(l)), ap, attn);
     b.Matmul(attn, L.o, x);
+    apply_lora(attn, l, kLoraO, x, 0);
     b.AddRmsNorm(x, residual, L.post_norm, eps, h);
     b.Matmul(h, L.gate_up, gu);
+    apply_lora(h, l, kLoraGate, gu, 0);
+    apply_lora(h, l, kLoraUp, gu, F);
     b.SiluMul(gu, act);
     b.Matmul(act, L.down, x);
+    apply_lora(act, l, kLoraDown, x, 0);
   }
   std::vector<float> out(static_cast<size_t>(N * c.vocab_size));
-  if (N == 0) return out;
+  if (N == 0) {
+    RETURN_IF_ERROR(b.TakeOpError());
+    return out;
+  }
   b.AddRmsNorm(x, residual, final_norm_, eps, h);
   TensorView last = hidden_last_.View(ad, N, H);
   b.GatherRows(h, db.logits_rows, static_cast<int32_t>(N), last);
@@ -284,6 +301,7 @@ absl::StatusOr<std::vector<float>> LlamaModel::Forward(const BatchLayout& layout
   b.Matmul(last, head, logits);
   RETURN_IF_ERROR(b.CopyToHost(out.data(), logits.data, out.size() * sizeof(float)));
   RETURN_IF_ERROR(b.Synchronize());
+  RETURN_IF_ERROR(b.TakeOpError());  // for backends whose Synchronize predates op errors
   return out;
 }
 

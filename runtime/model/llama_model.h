@@ -54,6 +54,9 @@ class LlamaModel {
   // Runs the batch, writing this step's K/V into `kv`, and returns float logits
   // [layout.logits_rows.size(), vocab] on the host.
   absl::StatusOr<std::vector<float>> Forward(const BatchLayout& layout, PagedKvStorage& kv);
+  // LoRA slot tables used for batches with lora_slots (owned by the adapter registry;
+  // null detaches).
+  void SetLoraTables(const LoraSlotTables* tables) { lora_tables_ = tables; }
 
   struct Layer {
     TensorView input_norm, post_norm;  // F32 [hidden]
@@ -82,6 +85,7 @@ class LlamaModel {
   std::vector<Layer> layers_;
   DeviceBuffer inv_freq_;
   int64_t inv_freq_len_ = -1;
+  const LoraSlotTables* lora_tables_ = nullptr;
 
   // Activation workspace, grown on demand.
   int64_t ws_tokens_ = 0, ws_logits_ = 0;
