@@ -17,6 +17,10 @@
 #include "server/openai/openai_api.h"
 #include "server/admin/admin_auth.h"
 #include "server/drift/drift_exporter.h"
+#include "server/admin/lora_admin.h"
+#include "server/grpc/admin_service.h"
+#include "runtime/lora/lora_registry.h"
+#include "absl/strings/str_split.h"
 #include "server/metrics/metrics.h"
 
 namespace tessera::cli {
@@ -36,7 +40,11 @@ constexpr char kServeHelp[] =
     "  --drift-live-size N        requests in the live window (default 1000)\n"
     "  --drift-live-seconds S     also drop live requests older than S seconds (default: off)\n"
     "  --drift-bins N             reference-quantile bins per feature (default 10)\n"
-    "  --disable-drift-monitoring\n";
+    "  --disable-drift-monitoring\n"
+    "  --enable-lora              serve LoRA adapters (implied by the next two flags)\n"
+    "  --lora-modules NAME=DIR[,NAME=DIR...]   adapters loaded at start (repeatable)\n"
+    "  --adapter-root DIR         adapters loadable at run time must resolve inside DIR\n"
+    "  --max-gpu-adapters 8  --max-cpu-adapters 32  --max-lora-rank 64\n";
 
 int Fail(int code, const std::string& message) {
   std::fprintf(stderr, "tessera serve: %s\n", message.c_str());
@@ -55,8 +63,9 @@ int RunServe(const std::vector<std::string>& argv) {
 
   std::set<std::string> value_flags = {"served-model-name", "host", "port", "grpc-port", "max-body-bytes", "max-waiting", "drain-timeout",
                                        "chat-template", "admin-token", "drift-dir", "drift-reference-size",
-                                       "drift-live-size", "drift-live-seconds", "drift-bins"};
-  std::set<std::string> switches = {"help", "disable-drift-monitoring"};
+                                       "drift-live-size", "drift-live-seconds", "drift-bins", "lora-modules",
+                                       "adapter-root", "max-gpu-adapters", "max-cpu-adapters", "max-lora-rank"};
+  std::set<std::string> switches = {"help", "disable-drift-monitoring", "enable-lora"};
   AddEngineFlags(&value_flags, &switches);
   auto parsed = Args::Parse(argv, value_flags, switches);
   if (!parsed.ok()) return Fail(2, std::string(parsed.status().message()) + "\n" + kServeHelp + kEngineFlagsHelp);
@@ -127,11 +136,50 @@ int RunServe(const std::vector<std::string>& argv) {
   }
   AdminAuth admin_auth(args.GetOr("admin-token", ""));
 
-  auto engine = Engine::Create(loaded->model.get(), loaded->tokenizer.get(), *engine_opts);
+  // LoRA: a slot registry when adapters are asked for.
+  std::unique_ptr<LoraRegistry> lora;
+  const bool lora_enabled = args.Has("enable-lora") || args.Has("lora-modules") || args.Has("adapter-root");
+  if (lora_enabled) {
+    LoraRegistryOptions lo;
+    auto gpu = args.GetInt("max-gpu-adapters", lo.max_gpu_adapters);
+    auto cpu = args.GetInt("max-cpu-adapters", lo.max_cpu_adapters);
+    auto rank = args.GetInt("max-lora-rank", lo.max_lora_rank);
+    for (const absl::Status& st : {gpu.status(), cpu.status(), rank.status()}) {
+      if (!st.ok()) return Fail(2, std::string(st.message()));
+    }
+    lo.max_gpu_adapters = static_cast<int32_t>(*gpu);
+    lo.max_cpu_adapters = static_cast<int32_t>(*cpu);
+    lo.max_lora_rank = static_cast<int32_t>(*rank);
+    if (absl::Status st = lo.Validate(); !st.ok()) return Fail(2, std::string(st.message()));
+    auto reg = LoraRegistry::Create(loaded->backend.get(), loaded->model->config(), lo);
+    if (!reg.ok()) return Fail(1, "LoRA: " + std::string(reg.status().message()));
+    lora = std::move(*reg);
+    for (const std::string& flag : args.GetAll("lora-modules")) {
+      for (absl::string_view item : absl::StrSplit(flag, ',', absl::SkipEmpty())) {
+        std::vector<std::string> kv = absl::StrSplit(item, absl::MaxSplits('=', 1));
+        if (kv.size() != 2 || kv[0].empty() || kv[1].empty())
+          return Fail(2, "--lora-modules expects NAME=DIR, got '" + std::string(item) + "'");
+        auto id = lora->Load(kv[0], kv[1]);
+        if (!id.ok()) return Fail(1, "--lora-modules " + kv[0] + ": " + std::string(id.status().message()));
+        std::fprintf(stderr, "tessera serve: loaded LoRA adapter '%s' from %s\n", kv[0].c_str(), kv[1].c_str());
+      }
+    }
+  }
+
+  auto engine = Engine::Create(loaded->model.get(), loaded->tokenizer.get(), *engine_opts, lora.get());
   if (!engine.ok()) return Fail(1, std::string(engine.status().message()));
   ServingMetrics metrics(server_opts.served_model_name);
   (*engine)->SetStepObserver([&metrics](double secs, int) { metrics.RecordStep(secs); });
   ServingContext ctx(engine->get(), loaded->tokenizer.get(), chat, server_opts, &metrics);
+  if (lora) {
+    LoraRegistry* reg = lora.get();
+    ctx.SetAdapterResolver([reg](const std::string& name) { return reg->Resolve(name); });
+    ctx.SetAdapterLister([reg] {
+      std::vector<std::string> names;
+      for (const auto& info : reg->List()) names.push_back(info.name);
+      return names;
+    });
+  }
   if (absl::Status st = ctx.RunReadinessProbe(); !st.ok()) return Fail(1, "readiness probe failed: " + std::string(st.message()));
 
   http::HttpServer http_server(http_opts);
@@ -145,8 +193,14 @@ int RunServe(const std::vector<std::string>& argv) {
     metrics.AddCollector([&] { drift_exporter->Refresh(); });
     if (absl::Status st = drift_exporter->RegisterRoutes(http_server); !st.ok()) return Fail(1, std::string(st.message()));
   }
+  std::unique_ptr<LoraAdmin> lora_admin;
+  if (lora) {
+    lora_admin = std::make_unique<LoraAdmin>(lora.get(), args.GetOr("adapter-root", ""), &admin_auth);
+    if (absl::Status st = lora_admin->RegisterRoutes(http_server); !st.ok()) return Fail(1, std::string(st.message()));
+  }
   if (absl::Status st = http_server.Start(); !st.ok()) return Fail(1, std::string(st.message()));
-  auto grpc_server = GrpcServer::Start(&ctx, host, static_cast<int>(*grpc_port));
+  AdminService admin_service(&admin_auth, lora_admin.get(), drift_exporter.get());
+  auto grpc_server = GrpcServer::Start(&ctx, host, static_cast<int>(*grpc_port), {&admin_service});
   if (!grpc_server.ok()) return Fail(1, std::string(grpc_server.status().message()));
   std::printf("serving model '%s' on %s (%d KV blocks of %d tokens, max model length %d)\n",
               server_opts.served_model_name.c_str(), loaded->backend->name().c_str(), (*engine)->num_kv_blocks(),

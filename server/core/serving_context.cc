@@ -75,6 +75,15 @@ absl::StatusOr<uint64_t> ServingContext::Submit(GenerationRequest request, Outpu
   return id;
 }
 
+absl::StatusOr<uint64_t> ServingContext::ResolveModel(const std::string& name) const {
+  if (name == options_.served_model_name) return 0;
+  if (resolve_adapter_) {
+    auto id = resolve_adapter_(name);
+    if (id.ok()) return id;
+  }
+  return absl::NotFoundError(absl::StrCat("The model '", name, "' does not exist"));
+}
+
 absl::Status ServingContext::RunReadinessProbe() {
   GenerationRequest probe;
   probe.prompt_ids = tokenizer_->Encode("Hello", tokenizer_->add_bos());

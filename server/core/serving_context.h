@@ -58,6 +58,15 @@ class ServingContext {
   // Generates one real token through the engine; sets readiness.
   absl::Status RunReadinessProbe();
 
+  // Model names other than the base model resolve to LoRA adapters through this.
+  void SetAdapterResolver(std::function<absl::StatusOr<uint64_t>(const std::string&)> resolver) {
+    resolve_adapter_ = std::move(resolver);
+  }
+  void SetAdapterLister(std::function<std::vector<std::string>()> lister) { list_adapters_ = std::move(lister); }
+  // The adapter id a model name selects: 0 for the served model, NotFound for unknown names.
+  absl::StatusOr<uint64_t> ResolveModel(const std::string& name) const;
+  std::vector<std::string> AdapterNames() const { return list_adapters_ ? list_adapters_() : std::vector<std::string>(); }
+
   // Drift monitoring and similar observers of finished requests (called on the engine
   // thread: must not block). With needs_token_stats every request collects per-token
   // distribution statistics (entropy, top-1 probability, logprob) for it.
@@ -76,6 +85,8 @@ class ServingContext {
   std::atomic<bool> probe_ok_{false};
   std::function<void(const FinishedRequestInfo&)> finished_observer_;
   bool collect_stats_ = false;
+  std::function<absl::StatusOr<uint64_t>(const std::string&)> resolve_adapter_;
+  std::function<std::vector<std::string>()> list_adapters_;
 };
 
 }  // namespace tessera

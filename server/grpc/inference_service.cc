@@ -19,9 +19,13 @@ namespace {
 
 absl::StatusOr<GenerationRequest> ToGenerationRequest(ServingContext* ctx, const v1::GenerateRequest& in) {
   const std::string model = in.adapter().empty() ? in.model() : in.adapter();
-  if (!model.empty() && model != ctx->model_name())
-    return absl::NotFoundError(absl::StrCat("model '", model, "' is not served here (serving '", ctx->model_name(), "')"));
   GenerationRequest r;
+  if (!model.empty() && model != ctx->model_name()) {
+    auto id = ctx->ResolveModel(model);
+    if (!id.ok()) return id.status();
+    r.adapter = model;
+    r.adapter_id = *id;
+  }
   r.request_id = in.request_id();
   const Tokenizer& tok = ctx->tokenizer();
   if (in.has_prompt_ids()) {
@@ -228,6 +232,13 @@ grpc::ServerUnaryReactor* InferenceService::ListModels(grpc::CallbackServerConte
   m->set_id(ctx_->model_name());
   m->set_kind("base");
   m->set_max_model_len(static_cast<uint32_t>(ctx_->engine().max_model_len()));
+  for (const std::string& name : ctx_->AdapterNames()) {
+    v1::ModelInfo* a = response->add_models();
+    a->set_id(name);
+    a->set_kind("lora");
+    a->set_parent(ctx_->model_name());
+    a->set_max_model_len(static_cast<uint32_t>(ctx_->engine().max_model_len()));
+  }
   auto* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;

@@ -199,8 +199,8 @@ void OpenAiApi::Models(std::shared_ptr<http::ResponseWriter> writer) {
   const int64_t now = NowSeconds();
   data.push_back({{"id", ctx_->model_name()}, {"object", "model"}, {"created", now}, {"owned_by", "tessera"},
                   {"root", ctx_->model_name()}, {"parent", nullptr}, {"max_model_len", ctx_->engine().max_model_len()}});
-  if (list_adapters_) {
-    for (const std::string& name : list_adapters_()) {
+  {
+    for (const std::string& name : ctx_->AdapterNames()) {
       data.push_back({{"id", name}, {"object", "model"}, {"created", now}, {"owned_by", "tessera"},
                       {"root", name}, {"parent", ctx_->model_name()}});
     }
@@ -214,7 +214,8 @@ void OpenAiApi::Generate(const http::HttpRequest& request, std::shared_ptr<http:
   limits.max_model_len = ctx_->engine().max_model_len();
   limits.max_n = ctx_->options().max_n;
   limits.default_max_tokens = ctx_->options().default_max_tokens;
-  auto parsed = openai::ParseRequest(request.body, chat, limits, ctx_->tokenizer(), ctx_->chat_template(), resolve_adapter_);
+  auto parsed = openai::ParseRequest(request.body, chat, limits, ctx_->tokenizer(), ctx_->chat_template(),
+                                     [this](const std::string& name) { return ctx_->ResolveModel(name); });
   if (!parsed.ok()) {
     ctx_->metrics().RecordRequest("", "rejected");
     SendError(writer, parsed.status());

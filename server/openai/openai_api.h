@@ -16,13 +16,6 @@ class OpenAiApi {
  public:
   explicit OpenAiApi(ServingContext* ctx) : ctx_(ctx) {}
 
-  // Maps a model name other than the base model to an adapter id (LoRA); NotFound otherwise.
-  void SetAdapterResolver(std::function<absl::StatusOr<uint64_t>(const std::string&)> resolver) {
-    resolve_adapter_ = std::move(resolver);
-  }
-  // Extra entries for /v1/models (adapters), as JSON objects.
-  void SetModelLister(std::function<std::vector<std::string>()> lister) { list_adapters_ = std::move(lister); }
-
   absl::Status Register(http::HttpServer& server);
 
  private:
@@ -30,8 +23,6 @@ class OpenAiApi {
   void Models(std::shared_ptr<http::ResponseWriter> writer);
 
   ServingContext* ctx_;
-  std::function<absl::StatusOr<uint64_t>(const std::string&)> resolve_adapter_;
-  std::function<std::vector<std::string>()> list_adapters_;
 };
 
 }  // namespace tessera
