@@ -88,10 +88,18 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJsonText(const std::string& text, c
     if (j.contains(bias) && j[bias].is_boolean() && j[bias].get<bool>())
       return Bad(origin, absl::StrCat("'", bias, "': biases are not supported"));
   }
-  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
-    const json& r = j["rope_scaling"];
-    if (!r.is_object()) return Bad(origin, "'rope_scaling' must be an object or null");
-    std::string type;
+  // transformers 5 writes rope_theta and the scaling together under "rope_parameters".
+  const char* rope_key = nullptr;
+  if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
+    rope_key = "rope_parameters";
+    RETURN_IF_ERROR(ReadDouble(j["rope_parameters"], "rope_theta", &c.rope_theta, origin));
+  } else if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
+    rope_key = "rope_scaling";
+  }
+  if (rope_key != nullptr) {
+    const json& r = j[rope_key];
+    if (!r.is_object()) return Bad(origin, absl::StrCat("'", rope_key, "' must be an object or null"));
+    std::string type = "default";
     if (r.contains("rope_type") && r["rope_type"].is_string()) type = r["rope_type"].get<std::string>();
     else if (r.contains("type") && r["type"].is_string()) type = r["type"].get<std::string>();
     if (type == "linear") c.rope_scaling.type = RopeScaling::Type::kLinear;

@@ -55,6 +55,18 @@ TEST(ModelConfigTest, RejectsUnknownRopeScalingAndNonLlamaModels) {
   EXPECT_FALSE(ModelConfig::FromJsonText("{oops", "c").ok());
 }
 
+TEST(ModelConfigTest, ReadsTransformers5RopeParameters) {
+  auto plain = Parse(R"(,"rope_parameters":{"rope_theta":500000.0,"rope_type":"default"})");
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->rope_theta, 500000.0);
+  EXPECT_EQ(plain->rope_scaling.type, RopeScaling::Type::kNone);
+  auto linear = Parse(R"(,"rope_parameters":{"rope_theta":20000.0,"rope_type":"linear","factor":2.0})");
+  ASSERT_TRUE(linear.ok()) << linear.status();
+  EXPECT_EQ(linear->rope_theta, 20000.0);
+  EXPECT_EQ(linear->rope_scaling.type, RopeScaling::Type::kLinear);
+  EXPECT_EQ(linear->rope_scaling.factor, 2.0);
+}
+
 TEST(ModelConfigTest, DefaultInvFreqFollowsThetaPowers) {
   auto c = Parse("");
   auto inv = c->RopeInvFreq(0);
