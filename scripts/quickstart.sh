@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-debian.sh
 bash scripts/build.sh
-exec build/bin/tessera generate --prompt "Once upon a time" --max-tokens 200 "$@"
+exec build/bin/tessera serve "$@"
