@@ -69,4 +69,17 @@ void LaunchDecodeAttention(const AttentionArgs& a, const DecodePlan& plan, float
 // Any mix of prefill chunks and decodes.
 void LaunchPrefillAttention(const AttentionArgs& a, cudaStream_t stream);
 
+// One row's sampling parameters (Backend::SamplingRow, as the kernel reads it).
+struct SampleRowArgs {
+  float temperature;
+  float top_p;
+  float min_p;
+  int32_t top_k;
+  uint64_t seed;
+  uint64_t step;
+};
+// ids[r], logprobs[r] for rows r < rows of f32 logits [rows, stride] (vocab columns used).
+void LaunchSampleTokens(const float* logits, int64_t stride, int32_t rows, int32_t vocab, const SampleRowArgs* params,
+                        int32_t* ids, float* logprobs, cudaStream_t stream);
+
 }  // namespace tessera::cuda

@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "runtime/engine/request.h"
+#include "runtime/model/decode_graph_runner.h"
 #include "runtime/model/llama_model.h"
 #include "runtime/scheduler/scheduler.h"
 #include "runtime/tokenizer/tokenizer.h"
@@ -33,6 +34,8 @@ struct EngineOptions {
   int32_t max_num_batched_tokens = 2048;
   int32_t max_model_len = 0;  // 0: the model's max_position_embeddings
   bool enable_prefix_caching = true;
+  // Decode steps replay captured device graphs unless this is set (or the backend has none).
+  bool enforce_eager = false;
 
   absl::Status Validate() const;
 };
@@ -69,6 +72,9 @@ class Engine {
   LlamaModel& model() { return *model_; }
   const Tokenizer* tokenizer() const { return tokenizer_; }
 
+  // Batch-size buckets whose decode graph has been captured so far.
+  int num_decode_graphs() const { return graphs_ ? graphs_->num_graphs() : 0; }
+
   // Observes every step (seconds, tokens fed); set before the first Submit.
   void SetStepObserver(std::function<void(double, int)> observer) { step_observer_ = std::move(observer); }
 
@@ -81,6 +87,9 @@ class Engine {
   void Emit(Active& a, RequestOutput out);
   void FinishRequest(uint64_t id, const std::string& reason, absl::Status status = absl::OkStatus());
   void PublishStats(double step_seconds);
+  // Samples one token for each sequence of `ids` from the step's device logits (row i
+  // for ids[i]): on the device where the request allows, on the host otherwise.
+  absl::StatusOr<std::vector<SampleResult>> SampleStep(const TensorView& logits, const std::vector<uint64_t>& ids);
 
   LlamaModel* model_ = nullptr;
   const Tokenizer* tokenizer_ = nullptr;
@@ -89,6 +98,7 @@ class Engine {
   int32_t num_kv_blocks_ = 0;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<PagedKvStorage> kv_;
+  std::unique_ptr<DecodeGraphRunner> graphs_;  // null: every step eager
   std::function<void(double, int)> step_observer_;
 
   // Engine-thread state.
