@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <random>
 
@@ -15,8 +16,10 @@
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
 #include "runtime/engine/engine.h"
+#include "runtime/model/decode_graph_runner.h"
 #include "server/cli/args.h"
 #include "server/cli/engine_flags.h"
+#include "runtime/common/status_macros.h"
 
 #ifdef TESSERA_BENCH_CUDA
 #include <cuda_runtime.h>
@@ -109,6 +112,47 @@ absl::StatusOr<RunResult> RunBatch(Engine& engine, int batch, int prompt_len, in
   return r;
 }
 
+
+// Seconds per decode forward of `batch` sequences at context `ctx` straight through the
+// model (graph replay, or eager), no engine: the step's device time plus the index upload.
+absl::StatusOr<double> ForwardSeconds(LlamaModel& model, int batch, int ctx, int max_model_len, bool graphs) {
+  const int bs = 16, per_seq = (ctx + bs) / bs;
+  ASSIGN_OR_RETURN(auto kv, PagedKvStorage::Create(model.backend(), model.config(), batch * per_seq, bs));
+  BatchLayout l;
+  l.block_size = bs;
+  l.max_blocks_per_seq = per_seq;
+  l.query_start.push_back(0);
+  for (int s = 0; s < batch; ++s) {
+    l.token_ids.push_back(5 + s);
+    l.positions.push_back(ctx);
+    l.slot_mapping.push_back(s * per_seq * bs + ctx);
+    l.query_start.push_back(s + 1);
+    l.context_lens.push_back(ctx + 1);
+    for (int b = 0; b < per_seq; ++b) l.block_tables.push_back(s * per_seq + b);
+    l.logits_rows.push_back(s);
+  }
+  std::unique_ptr<DecodeGraphRunner> runner;
+  if (graphs) {
+    DecodeGraphOptions o;
+    o.buckets = {1};
+    while (o.buckets.back() < batch) o.buckets.push_back(o.buckets.back() * 2);
+    o.max_model_len = max_model_len;
+    o.block_size = bs;
+    o.reserve_tokens = o.reserve_logits = std::max(256, o.buckets.back());
+    ASSIGN_OR_RETURN(runner, DecodeGraphRunner::Create(&model, kv.get(), o));
+  }
+  auto step = [&]() -> absl::Status {
+    auto logits = graphs ? runner->Run(l) : model.ForwardLogits(l, *kv);
+    if (!logits.ok()) return logits.status();
+    return model.backend().Synchronize();
+  };
+  for (int i = 0; i < 3; ++i) RETURN_IF_ERROR(step());
+  const int reps = 20;
+  const auto t0 = Clock::now();
+  for (int i = 0; i < reps; ++i) RETURN_IF_ERROR(step());
+  return std::chrono::duration<double>(Clock::now() - t0).count() / reps;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -153,6 +197,19 @@ int main(int argc, char** argv) {
   EngineOptions eo = *opts;
   eo.max_num_seqs = std::max(eo.max_num_seqs, max_batch);
   if (eo.max_model_len == 0) eo.max_model_len = std::min<int32_t>(static_cast<int32_t>(c.max_position_embeddings), 4096);
+  // Forward-only rates first (their KV cache is freed before the engine takes its pool).
+  const int mid_ctx = prompt_len + new_tokens / 2;
+  std::map<int, std::pair<double, double>> forward;  // batch -> (graph, eager) seconds per step
+  for (int batch : batches) {
+    auto g = ForwardSeconds(**model, batch, mid_ctx, eo.max_model_len, /*graphs=*/(*backend)->SupportsGraphs());
+    auto e = ForwardSeconds(**model, batch, mid_ctx, eo.max_model_len, /*graphs=*/false);
+    if (!g.ok() || !e.ok()) {
+      std::fprintf(stderr, "%s\n", std::string((g.ok() ? e.status() : g.status()).message()).c_str());
+      return 1;
+    }
+    forward[batch] = {*g, *e};
+  }
+  (*backend)->ClearGraphs();
   auto engine = Engine::Create(model->get(), nullptr, eo);
   if (!engine.ok()) {
     std::fprintf(stderr, "%s\n", std::string(engine.status().message()).c_str());
@@ -184,9 +241,12 @@ int main(int argc, char** argv) {
       return 1;
     }
     const double roofline = dev.copy_gbs > 0 ? batch * dev.copy_gbs * 1e9 / (weight_read + batch * kv_read) : 0.0;
-    std::printf("%-10s batch %4d: %9.1f tok/s decode   roofline %9.1f tok/s   %5.1f%% of roofline\n", shape.c_str(),
-                batch, run->decode_tokens_per_s, roofline,
-                roofline > 0 ? 100.0 * run->decode_tokens_per_s / roofline : 0.0);
+    const auto [graph_s, eager_s] = forward[batch];
+    std::printf("%-10s batch %4d: %9.1f tok/s decode   roofline %9.1f tok/s   %5.1f%% of roofline   "
+                "(forward alone: %.3f ms graph, %.3f ms eager, %.1f%% of roofline)\n",
+                shape.c_str(), batch, run->decode_tokens_per_s, roofline,
+                roofline > 0 ? 100.0 * run->decode_tokens_per_s / roofline : 0.0, graph_s * 1e3, eager_s * 1e3,
+                roofline > 0 ? 100.0 * batch / graph_s / roofline : 0.0);
     std::fflush(stdout);
     results.push_back({{"device", dev.name},
                        {"shape", shape},
@@ -200,7 +260,10 @@ int main(int argc, char** argv) {
                        {"copy_bandwidth_gbs", dev.copy_gbs},
                        {"weight_bytes_read_per_step", weight_read},
                        {"kv_bytes_read_per_sequence_step", kv_read},
-                       {"cuda_graphs", !eo.enforce_eager && (*engine)->num_decode_graphs() > 0}});
+                       {"cuda_graphs", !eo.enforce_eager && (*engine)->num_decode_graphs() > 0},
+                       {"forward_only_graph_ms", graph_s * 1e3},
+                       {"forward_only_eager_ms", eager_s * 1e3},
+                       {"forward_only_graph_tokens_per_s", batch / graph_s}});
   }
   if (args->Has("out")) std::ofstream(*args->Get("out")) << results.dump(2) << "\n";
   return 0;

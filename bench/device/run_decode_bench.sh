@@ -11,6 +11,8 @@ mkdir -p "$OUT"
 export LD_LIBRARY_PATH=$PWD/$D/bundle/lib:$PWD/$D/lib:/usr/local/cuda/lib64
 LOG=$OUT/decode_bench.log
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$LOG"
+echo "== skinny gemm vs cuBLASLt" | tee -a "$LOG"
+"$D/bin/cuda_kernels_bench" "$OUT/kernels_gemv.json" gemv 2>&1 | tee -a "$LOG"
 M=/tmp/models
 mkdir -p $M
 for shape in tinyllama llama2-7b; do

@@ -257,6 +257,11 @@ void CudaBackend::Matmul(const TensorView& x, const LinearWeight& w, TensorView 
     return;
   }
   if (x.rows == 0) return;
+  if (options_.skinny_gemv && cuda::GemvSupported(x.rows, x.cols, x.data, w.dense.data)) {
+    cuda::LaunchGemv(x.data, w.dense.data, out.data, out.dtype, x.rows, x.cols, w.dense.rows, stream_);
+    CheckLaunch("gemv");
+    return;
+  }
   absl::Status st = gemm_->Run(x.data, w.dense.data, out.data, out.dtype, x.rows, x.cols, w.dense.rows, stream_);
   if (!st.ok()) Fail(std::move(st));
 }

@@ -21,6 +21,8 @@ namespace tessera {
 struct CudaBackendOptions {
   int device_index = 0;
   size_t gemm_workspace_bytes = size_t{32} << 20;
+  // Batches of at most cuda::kMaxGemvRows rows use the skinny GEMM kernel, not cuBLASLt.
+  bool skinny_gemv = true;
   absl::Status Validate() const;
 };
 

@@ -69,6 +69,13 @@ void LaunchDecodeAttention(const AttentionArgs& a, const DecodePlan& plan, float
 // Any mix of prefill chunks and decodes.
 void LaunchPrefillAttention(const AttentionArgs& a, cudaStream_t stream);
 
+// Skinny GEMM out[n, m] = x[n, k] · w[m, k]ᵀ for decode batches: bf16 x and w (16-byte
+// aligned, k % 8 == 0), bf16 or f32 out, n <= kMaxGemvRows.
+constexpr int64_t kMaxGemvRows = 8;
+bool GemvSupported(int64_t n, int64_t k, const void* x, const void* w);
+void LaunchGemv(const void* x, const void* w, void* out, DType out_dtype, int64_t n, int64_t k, int64_t m,
+                cudaStream_t stream);
+
 // One row's sampling parameters (Backend::SamplingRow, as the kernel reads it).
 struct SampleRowArgs {
   float temperature;
