@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Hugging Face `generate` decode throughput on a random-weight Llama shape (bf16), eager
 and with a static cache + torch.compile, as the baseline for tessera's decode bench.
+With cache_implementation="static", generate compiles the decoding forward itself
+(transformers' automatic compile: fullgraph, reduce-overhead); wrapping the forward in
+torch.compile by hand as well fails with CUDA-graph output overwrites in transformers 5.
 
 Decode rate = batch * (N - 1) / (time(N new tokens) - time(1 new token)): the prefill
 and the first token are taken out, as tessera-bench-decode does.
@@ -52,12 +55,10 @@ def main():
         model = LlamaForCausalLM(cfg).eval()
     model.generation_config.pad_token_id = 0
     static = args.mode == "compile"
-    if static:
-        model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
     ids = torch.randint(3, cfg.vocab_size, (args.batch, args.prompt_len), device="cuda")
     t_compile = time.perf_counter()
     with torch.no_grad():
-        for _ in range(2):  # warm-up (and compilation)
+        for _ in range(3):  # warm-up (and compilation)
             timed_generate(model, ids, 16, static)
         t_compile = time.perf_counter() - t_compile
         t1 = min(timed_generate(model, ids, 1, static) for _ in range(2))

@@ -4,6 +4,7 @@
 # tessera-make-random-model (never carried), against the copy-bandwidth roofline measured
 # by the bench itself, and Hugging Face generate (eager; static cache + torch.compile) on
 # the same shapes. Run from the repo root with the bundle in $D; results go to $OUT.
+# HF=0 skips Hugging Face; KEEP_MODELS=1 leaves the generated models in /tmp/models.
 set -uo pipefail
 D=${D:-.device-ce}
 OUT=${OUT:-/tmp/out}
@@ -24,13 +25,14 @@ echo "== tessera" | tee -a "$LOG"
 $B --model $M/tinyllama --shape tinyllama --batches 1 --out "$OUT/tessera_tinyllama.json" 2>&1 | tee -a "$LOG"
 $B --model $M/llama2-7b --shape llama2-7b --batches 1,8,32,128,256 --out "$OUT/tessera_llama2-7b.json" 2>&1 | tee -a "$LOG"
 $B --model $M/llama2-7b --shape llama2-7b --batches 1 --enforce-eager --out "$OUT/tessera_llama2-7b_eager.json" 2>&1 | tee -a "$LOG"
-rm -rf $M  # the HF runs build their own models in GPU memory
+[ "${KEEP_MODELS:-0}" = 1 ] || rm -rf $M  # the HF runs build their own models in GPU memory
 
+[ "${HF:-1}" = 1 ] || exit 0
 echo "== hugging face generate" | tee -a "$LOG"
 : > "$OUT/hf_generate.jsonl"
 for run in "tinyllama eager" "tinyllama compile" "llama2-7b eager" "llama2-7b compile"; do
   set -- $run
-  PYTHONUNBUFFERED=1 timeout 240 python3 "$D/scripts/hf_generate_bench.py" --shape $1 --mode $2 --batch 1 \
+  PYTHONUNBUFFERED=1 timeout ${HF_TIMEOUT:-240} python3 "$D/scripts/hf_generate_bench.py" --shape $1 --mode $2 --batch 1 \
     --out /tmp/hf.json > /tmp/hf.log 2>&1 && cat /tmp/hf.json >> "$OUT/hf_generate.jsonl" && echo >> "$OUT/hf_generate.jsonl"
   tail -1 /tmp/hf.log | tee -a "$LOG"
 done

@@ -71,7 +71,7 @@ void LaunchPrefillAttention(const AttentionArgs& a, cudaStream_t stream);
 
 // Skinny GEMM out[n, m] = x[n, k] · w[m, k]ᵀ for decode batches: bf16 x and w (16-byte
 // aligned, k % 8 == 0), bf16 or f32 out, n <= kMaxGemvRows.
-constexpr int64_t kMaxGemvRows = 8;
+constexpr int64_t kMaxGemvRows = 4;  // beyond, cuBLASLt is as fast (bench/results/)
 bool GemvSupported(int64_t n, int64_t k, const void* x, const void* w);
 void LaunchGemv(const void* x, const void* w, void* out, DType out_dtype, int64_t n, int64_t k, int64_t m,
                 cudaStream_t stream);

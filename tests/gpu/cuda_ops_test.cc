@@ -140,10 +140,11 @@ TEST_F(CudaOpsTest, MatmulMatchesCpuForBf16AndF32Outputs) {
   struct Shape { int64_t n, k, m; };
   for (Shape s : {Shape{1, 64, 96}, Shape{7, 4096, 4096}, Shape{33, 72, 1000}, Shape{128, 512, 1024},
                   Shape{3, 100, 50}, Shape{5, 33, 17},
-                  // n <= 8 with k % 8 == 0 takes the skinny GEMM kernel: its unrolled
-                  // main loop, its tail loop, every row count, and the f32 logits head.
-                  Shape{1, 4096, 32000}, Shape{2, 11008, 300}, Shape{8, 2048, 2304}, Shape{4, 1000, 77},
-                  Shape{6, 8, 5}}) {
+                  // n <= 4 with k % 8 == 0 takes the skinny GEMM kernel: its unrolled
+                  // main loop and tail loop, each k split (1 to 8 warps per row), every
+                  // row count, and the f32 logits head.
+                  Shape{1, 4096, 32000}, Shape{2, 11008, 300}, Shape{4, 2048, 256}, Shape{2, 4096, 4096},
+                  Shape{3, 1000, 77}, Shape{1, 8, 5}}) {
     std::vector<float> x = RandomBf16(s.n * s.k, rng_), w = RandomBf16(s.m * s.k, rng_, 0.05f);
     Tensor cx = Put(cpu_, x, s.n, s.k, DType::kF32), gx = Put(*gpu_, x, s.n, s.k, DType::kBF16);
     Tensor cw = Put(cpu_, w, s.m, s.k, DType::kBF16), gw = Put(*gpu_, w, s.m, s.k, DType::kBF16);
