@@ -9,9 +9,11 @@ sequence in fp32 and in bf16, and greedily decodes on its own. Reports the logit
 of tessera and of HF bf16 against HF fp32 (the bf16 baseline), and how many greedy
 tokens agree.
 
-Random models have flat logits: `--init` (initializer_range) sets how peaked they are.
+Random models have flat logits and amplify rounding with depth: each run of `--runs`
+is LAYERS:INIT (initializer_range), e.g. the full 22 layers at HF's default 0.02, and a
+shallow 4-layer model whose bf16 error stays far below its top-2 margins.
 
-usage: hf_compare.py --logits-bin BIN --workdir DIR --out RESULT.json [--init 0.02,0.08]
+usage: hf_compare.py --logits-bin BIN --workdir DIR --out RESULT.json [--runs 22:0.02,22:0.08,4:0.02]
 """
 import argparse
 import json
@@ -27,8 +29,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 STEPS = 32
 
 
-def tinyllama_config(init):
-    return LlamaConfig(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
+def tinyllama_config(layers, init):
+    return LlamaConfig(hidden_size=2048, intermediate_size=5632, num_hidden_layers=layers, num_attention_heads=32,
                        num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048, rms_norm_eps=1e-5,
                        rope_theta=10000.0, initializer_range=init, tie_word_embeddings=False, bos_token_id=1,
                        eos_token_id=2, hidden_act="silu")
@@ -62,18 +64,18 @@ def errors(x, ref):
             "rel_l2": float(np.linalg.norm(x - ref) / np.linalg.norm(ref))}
 
 
-def run_one(init, args, prompts):
+def run_one(layers, init, args, prompts):
     torch.manual_seed(0)
-    cfg = tinyllama_config(init)
+    cfg = tinyllama_config(layers, init)
     with torch.device("cuda"):
         model = LlamaForCausalLM(cfg)
     model = model.to(torch.bfloat16).eval()  # the weights both sides use: bf16-exact
-    mdir = os.path.join(args.workdir, f"tinyllama-init{init}")
+    mdir = os.path.join(args.workdir, f"tinyllama-l{layers}-init{init}")
     model.save_pretrained(mdir, safe_serialization=True)
     with open(os.path.join(mdir, "config.json")) as f:
         saved = json.load(f)
 
-    out_file = os.path.join(args.workdir, f"tessera-init{init}.json")
+    out_file = os.path.join(args.workdir, f"tessera-l{layers}-init{init}.json")
     cmd = [args.logits_bin, "--model", mdir, "--device", "cuda", "--steps", str(STEPS), "--out", out_file]
     for p in prompts:
         cmd += ["--prompt-ids", ",".join(map(str, p))]
@@ -107,7 +109,7 @@ def run_one(init, args, prompts):
         })
     del model
     torch.cuda.empty_cache()
-    return {"initializer_range": init, "steps": STEPS, "tessera_seconds_incl_load": tessera_secs,
+    return {"layers": layers, "initializer_range": init, "steps": STEPS, "tessera_seconds_incl_load": tessera_secs,
             "saved_config_keys": sorted(saved.keys()), "cases": cases}
 
 
@@ -116,7 +118,7 @@ def main():
     ap.add_argument("--logits-bin", required=True)
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--init", default="0.02,0.08")
+    ap.add_argument("--runs", default="22:0.02,22:0.08,4:0.02")
     args = ap.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
     rng = np.random.default_rng(1)
@@ -124,12 +126,13 @@ def main():
     results = {"device": torch.cuda.get_device_name(0), "shape": "tinyllama", "weights": "bf16 (random, saved by HF)",
                "reference": "HF transformers fp32 and bf16, teacher-forced on tessera's greedy tokens",
                "transformers": __import__("transformers").__version__, "torch": torch.__version__, "runs": []}
-    for init in [float(x) for x in args.init.split(",")]:
-        results["runs"].append(run_one(init, args, prompts))
+    for run in args.runs.split(","):
+        layers, init = run.split(":")
+        results["runs"].append(run_one(int(layers), float(init), args, prompts))
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
     for run in results["runs"]:
-        print(f"init {run['initializer_range']}:")
+        print(f"layers {run['layers']} init {run['initializer_range']}:")
         for c in run["cases"]:
             e, b = c["tessera_vs_hf_fp32"], c["hf_bf16_vs_hf_fp32"]
             print(f"  prompt {c['prompt_len']:3d}: tessera max|d| {e['max_abs']:.4f} relL2 {e['rel_l2']:.2e} | "

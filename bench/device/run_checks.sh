@@ -32,7 +32,7 @@ done
 
 echo "== hf compare" | tee -a "$LOG"
 PYTHONUNBUFFERED=1 timeout 300 python3 "$D/scripts/hf_compare.py" --logits-bin "$D/bin/tessera-logits" --workdir /tmp/hfc \
-  --out "$OUT/hf_compare.json" --init "${HF_INIT:-0.02,0.08}" 2>&1 | grep -v Warning | tail -20 | tee -a "$LOG"
+  --out "$OUT/hf_compare.json" --runs "${HF_RUNS:-22:0.02,22:0.08,4:0.02}" 2>&1 | grep -v Warning | tail -20 | tee -a "$LOG"
 
 echo "== tinyllama decode (short)" | tee -a "$LOG"
 "$D/bin/tessera-make-random-model" --shape tinyllama --out /tmp/tinyllama > /dev/null 2>&1

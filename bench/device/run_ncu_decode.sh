@@ -2,12 +2,14 @@
 # Nsight Compute account of one batch-1 decode step of a random-weight Llama-2-7B shape
 # (tessera-logits: a 128-token prefill, then decode steps; the kernels of the second
 # decode step are profiled): per-kernel time, DRAM bytes and % of peak DRAM throughput.
-# Needs the model at $MODEL (run_decode_bench.sh with KEEP_MODELS=1 leaves one).
+# Uses the model at $MODEL (run_decode_bench.sh with KEEP_MODELS=1 leaves one), else
+# generates it.
 set -uo pipefail
 D=${D:-.device-ce}
 OUT=${OUT:-/tmp/out}
 MODEL=${MODEL:-/tmp/models/llama2-7b}
 export LD_LIBRARY_PATH=$PWD/$D/bundle/lib:$PWD/$D/lib:/usr/local/cuda/lib64
+[ -f "$MODEL/config.json" ] || "$D/bin/tessera-make-random-model" --shape llama2-7b --out "$MODEL" > /dev/null 2>&1
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
 ids=1$(seq -s, 3 129 | sed 's/^/,/')
 # Kernels per step: count those of a 1-step run (prefill + one decode step) and of a
@@ -32,9 +34,10 @@ for r in rows:
     a = agg[name]
     m = r["Metric Name"]
     if m == "gpu__time_duration.sum":
-        a[0] += 1; a[1] += v * (1e-3 if r["Metric Unit"] == "nsecond" else 1.0 if r["Metric Unit"] == "usecond" else 1e3)
+        scale = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3}[r["Metric Unit"]]
+        a[0] += 1; a[1] += v * scale
     elif m.startswith("dram__bytes"):
-        unit = {"byte": 1, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9}.get(r["Metric Unit"], 1)
+        unit = {"byte": 1, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9}[r["Metric Unit"]]
         a[2] += v * unit
 total_us = sum(a[1] for a in agg.values())
 total_b = sum(a[2] for a in agg.values())

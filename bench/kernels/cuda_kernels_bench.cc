@@ -270,7 +270,8 @@ int main(int argc, char** argv) {
         FillRandom(*be, x.data(), x.bytes(), rng);
         int next = 0;
         auto wptr = [&] { return static_cast<char*>(w.data()) + (next++ % copies) * wbytes; };
-        const double t_gemv = MedianSeconds(be->stream(), 3, 51, [&] {
+        const bool gemv = cuda::GemvSupported(n, g.k, x.data(), w.data());
+        const double t_gemv = !gemv ? NAN : MedianSeconds(be->stream(), 3, 51, [&] {
           cuda::LaunchGemv(x.data(), wptr(), y.data(), DType::kBF16, n, g.k, g.m, be->stream());
         });
         const double t_lt = MedianSeconds(be->stream(), 3, 51, [&] {
@@ -281,8 +282,8 @@ int main(int argc, char** argv) {
         std::printf("%-34s %6ld %10.1f %9.1f%% %10.1f %9.1f%%\n", g.name, static_cast<long>(n), t_gemv * 1e6,
                     100 * bytes / t_gemv / 1e9 / copy_bw, t_lt * 1e6, 100 * bytes / t_lt / 1e9 / copy_bw);
         rows.push_back({{"device", device}, {"kernel", "skinny_gemm"}, {"shape", g.name}, {"batch", n},
-                        {"gemv_us", t_gemv * 1e6}, {"cublaslt_us", t_lt * 1e6},
-                        {"gemv_fraction_of_copy", bytes / t_gemv / 1e9 / copy_bw},
+                        {"gemv_us", gemv ? nlohmann::json(t_gemv * 1e6) : nlohmann::json()}, {"cublaslt_us", t_lt * 1e6},
+                        {"gemv_fraction_of_copy", gemv ? nlohmann::json(bytes / t_gemv / 1e9 / copy_bw) : nlohmann::json()},
                         {"cublaslt_fraction_of_copy", bytes / t_lt / 1e9 / copy_bw},
                         {"copy_bandwidth_gbs", copy_bw}});
       }

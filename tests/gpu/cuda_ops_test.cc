@@ -108,21 +108,25 @@ TEST_F(CudaOpsTest, EmbeddingMatchesCpu) {
 }
 
 TEST_F(CudaOpsTest, RmsNormMatchesCpu) {
-  for (int64_t rows : {1, 5, 64}) {
-    for (int64_t d : {8, 100, 4096, 5120}) {
-      std::vector<float> x = RandomBf16(rows * d, rng_, 3.0f), w = RandomBf16(d, rng_);
-      Tensor cx = Put(cpu_, x, rows, d, DType::kF32), gx = Put(*gpu_, x, rows, d, DType::kBF16);
-      Tensor cw = Put(cpu_, w, 1, d, DType::kBF16), gw = Put(*gpu_, w, 1, d, DType::kBF16);
-      Tensor co = Poisoned(cpu_, rows, d, DType::kF32), go = Poisoned(*gpu_, rows, d, DType::kBF16);
-      cpu_.RmsNorm(cx.view, cw.view, 1e-5f, co.view);
-      gpu_->RmsNorm(gx.view, gw.view, 1e-5f, go.view);
-      EXPECT_LT(RelError(Get(*gpu_, go.view), Get(cpu_, co.view)), kBf16Tol) << rows << "x" << d;
+  // f32 weights with d % 8 == 0 (up to 8192) take the register-resident bf16 kernel.
+  for (DType wdt : {DType::kBF16, DType::kF32}) {
+    for (int64_t rows : {1, 5, 64}) {
+      for (int64_t d : {8, 100, 4096, 5120, 8192, 8200}) {
+        std::vector<float> x = RandomBf16(rows * d, rng_, 3.0f), w = RandomBf16(d, rng_);
+        Tensor cx = Put(cpu_, x, rows, d, DType::kF32), gx = Put(*gpu_, x, rows, d, DType::kBF16);
+        Tensor cw = Put(cpu_, w, 1, d, wdt), gw = Put(*gpu_, w, 1, d, wdt);
+        Tensor co = Poisoned(cpu_, rows, d, DType::kF32), go = Poisoned(*gpu_, rows, d, DType::kBF16);
+        cpu_.RmsNorm(cx.view, cw.view, 1e-5f, co.view);
+        gpu_->RmsNorm(gx.view, gw.view, 1e-5f, go.view);
+        EXPECT_LT(RelError(Get(*gpu_, go.view), Get(cpu_, co.view)), kBf16Tol)
+            << rows << "x" << d << " w " << DTypeName(wdt);
+      }
     }
   }
 }
 
 TEST_F(CudaOpsTest, AddRmsNormMatchesCpuAndUpdatesResidual) {
-  for (int64_t d : {8, 100, 4096}) {
+  for (int64_t d : {8, 100, 4096, 8192, 8200}) {
     const int64_t rows = 7;
     std::vector<float> x = RandomBf16(rows * d, rng_), r = RandomBf16(rows * d, rng_), w = RandomBf16(d, rng_);
     Tensor cx = Put(cpu_, x, rows, d, DType::kF32), gx = Put(*gpu_, x, rows, d, DType::kBF16);
