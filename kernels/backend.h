@@ -169,6 +169,18 @@ struct LoraBatch {
   const LoraSlotTables* tables = nullptr;
 };
 
+// One row's parameters for Backend::SampleTokens (a subset of SamplingParams: the
+// features that need only the row's logits). The draw is a function of (seed, step)
+// alone, so a request replayed after preemption samples the same tokens.
+struct SamplingRow {
+  float temperature = 0.0f;  // < 1e-5: greedy (argmax, first index on ties)
+  int32_t top_k = 0;         // <= 0 or >= vocab: off
+  float top_p = 1.0f;        // (0, 1]
+  float min_p = 0.0f;        // [0, 1]
+  uint64_t seed = 0;
+  uint64_t step = 0;         // index of the token being sampled in its sequence
+};
+
 // Memory owned by a backend. Movable, frees on destruction.
 class DeviceBuffer {
  public:
@@ -223,6 +235,27 @@ class Backend {
   virtual size_t FreeMemoryBytes() const = 0;
   // Uploads a per-step index layout; the returned pointers stay valid until the next call.
   virtual absl::StatusOr<DeviceBatch> UploadBatch(const BatchLayout& layout) = 0;
+
+  // ---- sampling and graph capture ------------------------------------------------
+  // Samples one token per row of f32 `logits` [rows, vocab] on the device and returns
+  // the ids and each chosen token's log-probability under the raw logits (log-softmax,
+  // before temperature), copying only those back. Keeps the tokens whose logit ranks in
+  // the top_k, then the smallest set of highest-probability tokens (at temperature T,
+  // renormalised over the top-k) holding top_p of the mass, then those with probability
+  // >= min_p * the highest; ties at a cut are all kept. The draw is Gumbel-max with
+  // noise from Philox keyed by (seed, step, token id). Synchronises.
+  virtual absl::Status SampleTokens(const TensorView& logits, const std::vector<SamplingRow>& rows,
+                                    std::vector<int32_t>* ids, std::vector<float>* logprobs) = 0;
+  // Graph capture: the ops enqueued between BeginCapture and EndCapture are recorded,
+  // not run, and Replay runs them again with the same arguments (pointers included).
+  // Backends without graphs answer false / Unimplemented and are run eagerly.
+  virtual bool SupportsGraphs() const { return false; }
+  virtual absl::Status BeginCapture() { return absl::UnimplementedError(name() + " has no graph capture"); }
+  // Returns a handle for Replay.
+  virtual absl::StatusOr<int> EndCapture() { return absl::UnimplementedError(name() + " has no graph capture"); }
+  virtual absl::Status Replay(int graph) { return absl::UnimplementedError(name() + " has no graph capture"); }
+  // Frees every captured graph.
+  virtual void ClearGraphs() {}
 
   // ---- ops (asynchronous on devices that queue work; errors surface at Synchronize) --
   // out[i] = table[ids[i]]; table [vocab, d] in any float dtype.

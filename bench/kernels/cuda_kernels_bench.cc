@@ -1,6 +1,8 @@
 // CUDA kernel micro-benchmark: paged decode attention bandwidth (K/V bytes read / time)
 // against a device-to-device copy measured in the same run, prefill attention and
-// cuBLASLt GEMM throughput for 7B shapes. Prints a table, writes JSON (argv[1]).
+// cuBLASLt GEMM throughput for 7B shapes, and the skinny GEMM kernel against cuBLASLt
+// at decode batch sizes. Prints a table, writes JSON (argv[1]); argv[2] (optional) names
+// the sections to run: attention, gemm, gemv (default: all).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -14,6 +16,8 @@
 
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_backend_impl.h"
+#include "kernels/cuda/cuda_launch.h"
+#include "kernels/cuda/cuda_matmul.h"
 #include "nlohmann/json.hpp"
 
 namespace tessera {
@@ -158,6 +162,8 @@ double TimeAttention(CudaBackend& be, const AttnShape& s, int batch, int ctx, in
 int main(int argc, char** argv) {
   using namespace tessera;
   const std::string json_path = argc > 1 ? argv[1] : "bench_kernels.json";
+  const std::string sections = argc > 2 ? argv[2] : "attention,gemm,gemv";
+  auto wants = [&](const char* name) { return sections.find(name) != std::string::npos; };
   if (CudaDeviceCount() == 0) {
     std::printf("no CUDA device visible; nothing to measure\n");
     return 0;
@@ -173,6 +179,7 @@ int main(int argc, char** argv) {
   std::printf("device %s, %d SMs; device-to-device copy %.0f GB/s (read + write)\n\n", device.c_str(),
               prop.multiProcessorCount, copy_bw);
 
+  if (wants("attention")) {
   std::printf("%-34s %6s %7s %10s %10s %8s\n", "paged decode attention", "batch", "ctx", "us/layer", "GB/s", "of copy");
   const AttnShape shapes[] = {{"llama7b 32q/32kv D128", 32, 32, 128}, {"gqa 32q/8kv D128", 32, 8, 128}};
   for (const AttnShape& s : shapes) {
@@ -206,6 +213,9 @@ int main(int argc, char** argv) {
     }
   }
 
+  }
+
+  if (wants("gemm")) {
   std::printf("\n%-34s %6s %10s %10s %10s %8s\n", "gemm bf16 (y = x W^T)", "n", "us", "TFLOP/s", "GB/s", "of copy");
   struct Gemm { const char* name; int64_t k, m; };
   for (Gemm g : {Gemm{"7B qkv 4096->12288", 4096, 12288}, Gemm{"7B o 4096->4096", 4096, 4096},
@@ -233,6 +243,50 @@ int main(int argc, char** argv) {
       rows.push_back({{"device", device}, {"kernel", "gemm"}, {"shape", g.name}, {"batch", n}, {"us", t * 1e6},
                       {"tflops", tflops}, {"bandwidth_gbs", bw}, {"copy_bandwidth_gbs", copy_bw},
                       {"fraction", bw / copy_bw}});
+    }
+  }
+  }
+
+  if (wants("gemv")) {
+    // The same product through the skinny kernel and through cuBLASLt, W rotated among
+    // copies so that it comes from HBM, not L2.
+    DeviceBuffer lt_ws = Must(be->Allocate(size_t{32} << 20));
+    auto lt = Must(cuda::CublasLtMatmul::Create(lt_ws.data(), lt_ws.bytes()));
+    std::printf("\n%-34s %6s %10s %10s %10s %10s\n", "skinny gemm bf16 (W read once)", "n", "gemv us", "of copy",
+                "cublasLt us", "of copy");
+    struct Gemm { const char* name; int64_t k, m; };
+    for (Gemm g : {Gemm{"7B q/k/v/o 4096->4096", 4096, 4096}, Gemm{"7B gate_up 4096->22016", 4096, 22016},
+                   Gemm{"7B down 11008->4096", 11008, 4096}, Gemm{"7B lm_head 4096->32000", 4096, 32000},
+                   Gemm{"tinyllama q/o 2048->2048", 2048, 2048}, Gemm{"tinyllama k/v 2048->256", 2048, 256},
+                   Gemm{"tinyllama gate_up 2048->11264", 2048, 11264},
+                   Gemm{"tinyllama down 5632->2048", 5632, 2048}}) {
+      const size_t wbytes = static_cast<size_t>(g.k) * g.m * 2;
+      const int copies = static_cast<int>(std::clamp<size_t>((size_t{512} << 20) / wbytes + 1, 1, 64));
+      DeviceBuffer w = Must(be->Allocate(wbytes * copies));
+      FillRandom(*be, w.data(), wbytes * copies, rng);
+      for (int64_t n : {1, 2, 4, 8}) {
+        DeviceBuffer x = Must(be->Allocate(static_cast<size_t>(n) * g.k * 2));
+        DeviceBuffer y = Must(be->Allocate(static_cast<size_t>(n) * g.m * 2));
+        FillRandom(*be, x.data(), x.bytes(), rng);
+        int next = 0;
+        auto wptr = [&] { return static_cast<char*>(w.data()) + (next++ % copies) * wbytes; };
+        const bool gemv = cuda::GemvSupported(n, g.k, x.data(), w.data());
+        const double t_gemv = !gemv ? NAN : MedianSeconds(be->stream(), 3, 51, [&] {
+          cuda::LaunchGemv(x.data(), wptr(), y.data(), DType::kBF16, n, g.k, g.m, be->stream());
+        });
+        const double t_lt = MedianSeconds(be->stream(), 3, 51, [&] {
+          MustOk(lt->Run(x.data(), wptr(), y.data(), DType::kBF16, n, g.k, g.m, be->stream()));
+        });
+        CHECK_CUDA(cudaGetLastError());
+        const double bytes = static_cast<double>(wbytes + x.bytes() + y.bytes());
+        std::printf("%-34s %6ld %10.1f %9.1f%% %10.1f %9.1f%%\n", g.name, static_cast<long>(n), t_gemv * 1e6,
+                    100 * bytes / t_gemv / 1e9 / copy_bw, t_lt * 1e6, 100 * bytes / t_lt / 1e9 / copy_bw);
+        rows.push_back({{"device", device}, {"kernel", "skinny_gemm"}, {"shape", g.name}, {"batch", n},
+                        {"gemv_us", gemv ? nlohmann::json(t_gemv * 1e6) : nlohmann::json()}, {"cublaslt_us", t_lt * 1e6},
+                        {"gemv_fraction_of_copy", gemv ? nlohmann::json(bytes / t_gemv / 1e9 / copy_bw) : nlohmann::json()},
+                        {"cublaslt_fraction_of_copy", bytes / t_lt / 1e9 / copy_bw},
+                        {"copy_bandwidth_gbs", copy_bw}});
+      }
     }
   }
   std::ofstream(json_path) << rows.dump(1) << "\n";

@@ -22,6 +22,8 @@ class CpuBackend final : public Backend {
   absl::Status Synchronize() override { return TakeOpError(); }
   size_t FreeMemoryBytes() const override;
   absl::StatusOr<DeviceBatch> UploadBatch(const BatchLayout& layout) override;
+  absl::Status SampleTokens(const TensorView& logits, const std::vector<SamplingRow>& rows,
+                            std::vector<int32_t>* ids, std::vector<float>* logprobs) override;
 
   void Embedding(const TensorView& table, const int32_t* ids, int32_t n, TensorView out) override;
   void RmsNorm(const TensorView& x, const TensorView& weight, float eps, TensorView out) override;

@@ -7,6 +7,7 @@
 
 #include "kernels/cuda/cuda_backend_impl.h"
 #include "kernels/cuda/cuda_launch.h"
+#include "kernels/sample_tokens_args.h"
 #include "runtime/common/status_macros.h"
 
 namespace tessera {
@@ -76,6 +77,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const CudaBacke
 
 CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamSynchronize(stream_);
+  ClearGraphs();
   gemm_.reset();
   for (int i = 0; i < 2; ++i) {
     if (staging_[i]) cudaFreeHost(staging_[i]);
@@ -148,9 +150,12 @@ size_t CudaBackend::FreeMemoryBytes() const {
 
 absl::Status CudaBackend::EnsureDevice(DeviceBuffer& buf, size_t bytes) {
   if (buf.data() != nullptr && buf.bytes() >= bytes) return absl::OkStatus();
+  if (capturing_) {
+    return absl::FailedPreconditionError("cuda: a workspace must grow during graph capture (warm up at this shape first)");
+  }
   // Work already queued may still read the old buffer.
   CUDA_RETURN_IF_ERROR("synchronize", cudaStreamSynchronize(stream_));
-  buf.Reset();
+  if (buf.data() != nullptr) retired_.push_back(std::move(buf));
   ASSIGN_OR_RETURN(buf, Allocate(bytes + bytes / 2));
   return absl::OkStatus();
 }
@@ -252,6 +257,11 @@ void CudaBackend::Matmul(const TensorView& x, const LinearWeight& w, TensorView 
     return;
   }
   if (x.rows == 0) return;
+  if (options_.skinny_gemv && cuda::GemvSupported(x.rows, x.cols, x.data, w.dense.data)) {
+    cuda::LaunchGemv(x.data, w.dense.data, out.data, out.dtype, x.rows, x.cols, w.dense.rows, stream_);
+    CheckLaunch("gemv");
+    return;
+  }
   absl::Status st = gemm_->Run(x.data, w.dense.data, out.data, out.dtype, x.rows, x.cols, w.dense.rows, stream_);
   if (!st.ok()) Fail(std::move(st));
 }
@@ -338,7 +348,12 @@ void CudaBackend::PagedAttention(const TensorView& q, const DeviceBatch& batch, 
   a.out_stride = out.cols;
   a.scale = p.scale;
   if (batch.max_query_len <= 1) {
-    const cuda::DecodePlan plan = cuda::PlanDecodeAttention(a, num_sms_);
+    const PlanKey key{a.num_seqs, a.max_context_len, a.num_heads, a.num_kv_heads, a.head_dim};
+    if (!(key == plan_key_)) {
+      plan_ = cuda::PlanDecodeAttention(a, num_sms_);
+      plan_key_ = key;
+    }
+    const cuda::DecodePlan& plan = plan_;
     if (plan.workspace_bytes > 0) {
       absl::Status st = EnsureDevice(attention_workspace_, plan.workspace_bytes);
       if (!st.ok()) return Fail(std::move(st));
@@ -356,6 +371,85 @@ void CudaBackend::GatherRows(const TensorView& x, const int32_t* rows, int32_t c
   }
   cuda::LaunchGatherRows(x.data, static_cast<size_t>(x.cols) * DTypeSize(x.dtype), rows, count, out.data, stream_);
   CheckLaunch("gather_rows");
+}
+
+// ---- sampling -----------------------------------------------------------------------
+
+absl::Status CudaBackend::SampleTokens(const TensorView& logits, const std::vector<SamplingRow>& rows,
+                                       std::vector<int32_t>* ids, std::vector<float>* logprobs) {
+  RETURN_IF_ERROR(ValidateSampleTokensArgs(logits, rows));
+  const size_t n = rows.size();
+  ids->resize(n);
+  logprobs->resize(n);
+  if (n == 0) return absl::OkStatus();
+  std::vector<cuda::SampleRowArgs> args(n);
+  for (size_t i = 0; i < n; ++i) {
+    const SamplingRow& r = rows[i];
+    args[i] = {r.temperature, r.top_p, r.min_p, r.top_k, r.seed, r.step};
+  }
+  const size_t param_bytes = Pad16(n * sizeof(cuda::SampleRowArgs));
+  RETURN_IF_ERROR(EnsureDevice(sample_buffer_, param_bytes + 2 * Pad16(n * 4)));
+  char* dev = static_cast<char*>(sample_buffer_.data());
+  auto* d_params = reinterpret_cast<cuda::SampleRowArgs*>(dev);
+  auto* d_ids = reinterpret_cast<int32_t*>(dev + param_bytes);
+  auto* d_lp = reinterpret_cast<float*>(dev + param_bytes + Pad16(n * 4));
+  CUDA_RETURN_IF_ERROR("sample params",
+                       cudaMemcpyAsync(d_params, args.data(), n * sizeof(args[0]), cudaMemcpyHostToDevice, stream_));
+  cuda::LaunchSampleTokens(static_cast<const float*>(logits.data), logits.cols, static_cast<int32_t>(n),
+                           static_cast<int32_t>(logits.cols), d_params, d_ids, d_lp, stream_);
+  CheckLaunch("sample_tokens");
+  CUDA_RETURN_IF_ERROR("sample ids", cudaMemcpyAsync(ids->data(), d_ids, n * 4, cudaMemcpyDeviceToHost, stream_));
+  CUDA_RETURN_IF_ERROR("sample logprobs",
+                       cudaMemcpyAsync(logprobs->data(), d_lp, n * 4, cudaMemcpyDeviceToHost, stream_));
+  return Synchronize();
+}
+
+// ---- graphs -------------------------------------------------------------------------
+
+absl::Status CudaBackend::BeginCapture() {
+  if (capturing_) return absl::FailedPreconditionError("cuda: a graph capture is already open");
+  RETURN_IF_ERROR(Synchronize());  // a capture must start from a clean error state
+  // Thread-local: CUDA calls of other threads (none expected) do not join or break it.
+  CUDA_RETURN_IF_ERROR("begin capture", cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  capturing_ = true;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> CudaBackend::EndCapture() {
+  if (!capturing_) return absl::FailedPreconditionError("cuda: no graph capture is open");
+  capturing_ = false;
+  cudaGraph_t graph = nullptr;
+  const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
+  CheckLaunch("capture");
+  absl::Status st = std::move(sticky_);
+  sticky_ = absl::OkStatus();
+  if (end != cudaSuccess && st.ok()) st = CudaError("end capture", end);
+  if (!st.ok()) {
+    if (graph) cudaGraphDestroy(graph);
+    return st;
+  }
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  CUDA_RETURN_IF_ERROR("instantiate graph", inst);
+  graphs_.push_back(exec);
+  return static_cast<int>(graphs_.size()) - 1;
+}
+
+absl::Status CudaBackend::Replay(int graph) {
+  if (graph < 0 || graph >= static_cast<int>(graphs_.size()) || graphs_[graph] == nullptr)
+    return absl::InvalidArgumentError("cuda: no graph " + std::to_string(graph));
+  CUDA_RETURN_IF_ERROR("graph launch", cudaGraphLaunch(graphs_[graph], stream_));
+  return absl::OkStatus();
+}
+
+void CudaBackend::ClearGraphs() {
+  if (graphs_.empty()) return;
+  cudaStreamSynchronize(stream_);
+  for (cudaGraphExec_t g : graphs_) {
+    if (g) cudaGraphExecDestroy(g);
+  }
+  graphs_.clear();
 }
 
 }  // namespace tessera

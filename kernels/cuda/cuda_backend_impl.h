@@ -3,14 +3,17 @@
 // argument errors and launch failures are kept as a sticky status that Synchronize()
 // returns. The decode split-K workspace and the index buffer grow (with a synchronise)
 // the first time a larger shape is seen: warm up at the largest shape before capturing
-// a CUDA graph.
+// a CUDA graph. Grown-out buffers are kept, not freed, because a captured graph may
+// still point into them.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <memory>
+#include <vector>
 
 #include "kernels/backend.h"
+#include "kernels/cuda/cuda_launch.h"
 #include "kernels/cuda/cuda_matmul.h"
 
 namespace tessera {
@@ -18,6 +21,8 @@ namespace tessera {
 struct CudaBackendOptions {
   int device_index = 0;
   size_t gemm_workspace_bytes = size_t{32} << 20;
+  // Batches of at most cuda::kMaxGemvRows rows use the skinny GEMM kernel, not cuBLASLt.
+  bool skinny_gemv = true;
   absl::Status Validate() const;
 };
 
@@ -38,6 +43,14 @@ class CudaBackend final : public Backend {
   absl::Status Synchronize() override;
   size_t FreeMemoryBytes() const override;
   absl::StatusOr<DeviceBatch> UploadBatch(const BatchLayout& layout) override;
+
+  absl::Status SampleTokens(const TensorView& logits, const std::vector<SamplingRow>& rows,
+                            std::vector<int32_t>* ids, std::vector<float>* logprobs) override;
+  bool SupportsGraphs() const override { return true; }
+  absl::Status BeginCapture() override;
+  absl::StatusOr<int> EndCapture() override;
+  absl::Status Replay(int graph) override;
+  void ClearGraphs() override;
 
   void Embedding(const TensorView& table, const int32_t* ids, int32_t n, TensorView out) override;
   void RmsNorm(const TensorView& x, const TensorView& weight, float eps, TensorView out) override;
@@ -75,6 +88,18 @@ class CudaBackend final : public Backend {
   int staging_next_ = 0;
   DeviceBuffer batch_buffer_;
   DeviceBuffer attention_workspace_;
+  std::vector<DeviceBuffer> retired_;  // outgrown buffers that captured graphs may still use
+  // The decode plan depends only on the step's shape: computed by the first layer, reused.
+  struct PlanKey {
+    int32_t num_seqs = -1, max_context_len = -1, num_heads = -1, num_kv_heads = -1, head_dim = -1;
+    bool operator==(const PlanKey&) const = default;
+  };
+  PlanKey plan_key_;
+  cuda::DecodePlan plan_;
+  // SampleTokens: parameters in, ids and logprobs out.
+  DeviceBuffer sample_buffer_;
+  std::vector<cudaGraphExec_t> graphs_;
+  bool capturing_ = false;
   absl::Status sticky_;
 };
 

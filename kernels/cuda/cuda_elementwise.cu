@@ -59,27 +59,63 @@ __global__ void RmsNormKernel(const void* x, DType xdt, void* residual, DType rd
   }
 }
 
+// One thread per (token, head, rotation pair) over q's heads then k's: a decode token
+// has (Hq + Hk) * D/2 independent pairs, all in flight at once.
 __global__ void RopeKernel(void* q, int64_t q_cols, void* k, int64_t k_cols, DType dt, int64_t n,
                            const int32_t* positions, const float* inv_freq, int32_t head_dim) {
   const int32_t half = head_dim / 2;
+  const int64_t hq = q_cols / head_dim, hk = k_cols / head_dim;
+  const int64_t per_token = (hq + hk) * half;
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (idx >= n * half) return;
-  const int64_t t = idx / half;
-  const int32_t i = static_cast<int32_t>(idx % half);
+  if (idx >= n * per_token) return;
+  const int64_t t = idx / per_token, r = idx % per_token;
+  const int64_t h = r / half;
+  const int32_t i = static_cast<int32_t>(r % half);
   // The angle in double: position * inv_freq reaches 1e5 rad, where f32 keeps ~1e-2.
   double s, c;
   sincos(static_cast<double>(positions[t]) * static_cast<double>(inv_freq[i]), &s, &c);
   const float sn = static_cast<float>(s), cs = static_cast<float>(c);
-  auto rotate = [&](void* m, int64_t cols) {
-    for (int64_t h = 0; h < cols / head_dim; ++h) {
-      const int64_t a = t * cols + h * head_dim + i;
-      const float x1 = LoadAsFloat(m, dt, a), x2 = LoadAsFloat(m, dt, a + half);
-      StoreFromFloat(m, dt, a, x1 * cs - x2 * sn);
-      StoreFromFloat(m, dt, a + half, x2 * cs + x1 * sn);
+  void* m = h < hq ? q : k;
+  const int64_t cols = h < hq ? q_cols : k_cols;
+  const int64_t a = t * cols + (h < hq ? h : h - hq) * head_dim + i;
+  const float x1 = LoadAsFloat(m, dt, a), x2 = LoadAsFloat(m, dt, a + half);
+  StoreFromFloat(m, dt, a, x1 * cs - x2 * sn);
+  StoreFromFloat(m, dt, a + half, x2 * cs + x1 * sn);
+}
+
+// RmsNorm (optionally fused with residual += x) for bf16 rows of d = 8 * blockDim.x at
+// most, f32 weights: each thread keeps its 16-byte chunk in registers, so the row is
+// read once and written once, with one block reduction in between.
+__global__ void RmsNormBf16Kernel(const uint4* x, uint4* residual, const float4* w, float eps, int64_t chunks,
+                                  uint4* out) {
+  __shared__ float scratch[32];
+  const int64_t row = blockIdx.x;
+  const int64_t c = threadIdx.x;
+  const bool active = c < chunks;
+  float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  if (active) {
+    Bf16x8ToFloat(x[row * chunks + c], v);
+    if (residual != nullptr) {
+      float r[8];
+      Bf16x8ToFloat(residual[row * chunks + c], r);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) r[e] += v[e];
+      const uint4 rounded = FloatToBf16x8(r);
+      residual[row * chunks + c] = rounded;
+      Bf16x8ToFloat(rounded, v);  // the rounded value, as later layers read it
     }
-  };
-  rotate(q, q_cols);
-  rotate(k, k_cols);
+  }
+  float ss = 0.0f;
+#pragma unroll
+  for (int e = 0; e < 8; ++e) ss += v[e] * v[e];
+  const float inv = rsqrtf(BlockSum(ss, scratch) / static_cast<float>(chunks * 8) + eps);
+  if (!active) return;
+  const float4 w0 = w[2 * c], w1 = w[2 * c + 1];
+  const float wf[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
+  float o[8];
+#pragma unroll
+  for (int e = 0; e < 8; ++e) o[e] = v[e] * inv * wf[e];
+  out[row * chunks + c] = FloatToBf16x8(o);
 }
 
 __global__ void SiluMulKernel(const void* gu, DType idt, void* out, DType odt, int64_t rows, int64_t f) {
@@ -143,6 +179,16 @@ void LaunchRmsNorm(const void* x, DType x_dtype, void* residual, DType residual_
                    DType w_dtype, float eps, int64_t rows, int64_t d, void* out, DType out_dtype,
                    cudaStream_t stream) {
   if (rows <= 0) return;
+  const bool bf16 = x_dtype == DType::kBF16 && out_dtype == DType::kBF16 &&
+                    (residual == nullptr || residual_dtype == DType::kBF16) && w_dtype == DType::kF32;
+  if (bf16 && d % 8 == 0 && d / 8 <= 1024 && Aligned(x, 16) && Aligned(out, 16) && Aligned(w, 16) &&
+      (residual == nullptr || Aligned(residual, 16))) {
+    const int threads = static_cast<int>((d / 8 + 31) / 32 * 32);
+    RmsNormBf16Kernel<<<static_cast<unsigned>(rows), threads, 0, stream>>>(
+        static_cast<const uint4*>(x), static_cast<uint4*>(residual), static_cast<const float4*>(w), eps, d / 8,
+        static_cast<uint4*>(out));
+    return;
+  }
   const int threads = d >= 2048 ? 1024 : 256;
   RmsNormKernel<<<static_cast<unsigned>(rows), threads, 0, stream>>>(x, x_dtype, residual, residual_dtype, w,
                                                                       w_dtype, eps, d, out, out_dtype);
@@ -150,7 +196,7 @@ void LaunchRmsNorm(const void* x, DType x_dtype, void* residual, DType residual_
 
 void LaunchRope(void* q, int64_t q_cols, void* k, int64_t k_cols, DType dtype, int64_t n, const int32_t* positions,
                 const float* inv_freq, int32_t head_dim, cudaStream_t stream) {
-  const int64_t work = n * (head_dim / 2);
+  const int64_t work = n * (q_cols / head_dim + k_cols / head_dim) * (head_dim / 2);
   if (work <= 0) return;
   RopeKernel<<<static_cast<unsigned>((work + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
       q, q_cols, k, k_cols, dtype, n, positions, inv_freq, head_dim);

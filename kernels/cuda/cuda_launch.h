@@ -69,4 +69,24 @@ void LaunchDecodeAttention(const AttentionArgs& a, const DecodePlan& plan, float
 // Any mix of prefill chunks and decodes.
 void LaunchPrefillAttention(const AttentionArgs& a, cudaStream_t stream);
 
+// Skinny GEMM out[n, m] = x[n, k] · w[m, k]ᵀ for decode batches: bf16 x and w (16-byte
+// aligned, k % 8 == 0), bf16 or f32 out, n <= kMaxGemvRows.
+constexpr int64_t kMaxGemvRows = 4;  // beyond, cuBLASLt is as fast (bench/results/)
+bool GemvSupported(int64_t n, int64_t k, const void* x, const void* w);
+void LaunchGemv(const void* x, const void* w, void* out, DType out_dtype, int64_t n, int64_t k, int64_t m,
+                cudaStream_t stream);
+
+// One row's sampling parameters (Backend::SamplingRow, as the kernel reads it).
+struct SampleRowArgs {
+  float temperature;
+  float top_p;
+  float min_p;
+  int32_t top_k;
+  uint64_t seed;
+  uint64_t step;
+};
+// ids[r], logprobs[r] for rows r < rows of f32 logits [rows, stride] (vocab columns used).
+void LaunchSampleTokens(const float* logits, int64_t stride, int32_t rows, int32_t vocab, const SampleRowArgs* params,
+                        int32_t* ids, float* logprobs, cudaStream_t stream);
+
 }  // namespace tessera::cuda

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "runtime/common/status_macros.h"
@@ -9,6 +10,19 @@
 #include "runtime/tokenizer/detokenizer.h"
 
 namespace tessera {
+
+namespace {
+
+// Penalties need the token history, top-N logprobs a sorted row, and drift statistics the
+// whole distribution: those requests
+// sample on the host from a copy of their own row.
+bool NeedsHostSampling(const SamplingParams& p) {
+  // Drift statistics (collect_stats) need the whole distribution too.
+  return p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f ||
+         p.logprobs > 0 || p.collect_stats;
+}
+
+}  // namespace
 
 // Per-request state kept on the engine thread.
 struct Engine::Active {
@@ -22,6 +36,7 @@ struct Engine::Active {
   bool admitted = false;
   bool seen_first_schedule = false;
   LoraAdapterRef adapter_ref;  // keeps the adapter loaded until the request ends
+  uint64_t device_seed = 0;       // keys the device sampler's draws (the request's seed if given)
 };
 
 absl::Status EngineOptions::Validate() const {
@@ -56,6 +71,13 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(LlamaModel* model, const 
   const ModelConfig& c = model->config();
   e->max_model_len_ = options.max_model_len > 0 ? options.max_model_len : static_cast<int32_t>(c.max_position_embeddings);
   Backend& backend = model->backend();
+  const bool use_graphs = !options.enforce_eager && backend.SupportsGraphs() && !model->rope_depends_on_batch();
+  if (use_graphs) {
+    // Graphs hold workspace pointers: the largest step's workspace is taken now, before
+    // the KV budget is sized from the memory left.
+    RETURN_IF_ERROR(model->Reserve(std::max<int64_t>(options.max_num_batched_tokens, 256),
+                                   std::max<int64_t>(options.max_num_seqs, 256), e->max_model_len_));
+  }
   const DType kv_dtype = backend.activation_dtype();
   int64_t blocks = options.num_kv_blocks;
   if (blocks == 0) {
@@ -81,6 +103,19 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(LlamaModel* model, const 
   so.kv.enable_prefix_caching = options.enable_prefix_caching;
   ASSIGN_OR_RETURN(e->scheduler_, Scheduler::Create(so));
   ASSIGN_OR_RETURN(e->kv_, PagedKvStorage::Create(backend, c, e->num_kv_blocks_, options.block_size));
+  if (use_graphs) {
+    DecodeGraphOptions go;
+    go.buckets.clear();
+    for (int32_t b : DecodeGraphOptions().buckets) {
+      go.buckets.push_back(b);
+      if (b >= options.max_num_seqs) break;  // the smallest bucket that holds every sequence
+    }
+    go.max_model_len = e->max_model_len_;
+    go.block_size = options.block_size;
+    go.reserve_tokens = std::max<int64_t>(options.max_num_batched_tokens, 256);
+    go.reserve_logits = std::max<int64_t>(options.max_num_seqs, 256);
+    ASSIGN_OR_RETURN(e->graphs_, DecodeGraphRunner::Create(model, e->kv_.get(), go));
+  }
   e->PublishStats(0.0);
   e->thread_ = std::thread([raw = e.get()] { raw->Loop(); });
   return e;
@@ -125,6 +160,12 @@ absl::StatusOr<uint64_t> Engine::Submit(GenerationRequest request, OutputCallbac
   }
   auto a = std::make_unique<Active>();
   a->adapter_ref = std::move(adapter_ref);
+  if (request.sampling.seed.has_value()) {
+    a->device_seed = *request.sampling.seed;
+  } else {
+    std::random_device rd;
+    a->device_seed = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  }
   a->sampler = std::make_unique<SequenceSampler>(request.sampling, request.prompt_ids);
   if (tokenizer_) a->detok = std::make_unique<IncrementalDetokenizer>(tokenizer_, request.prompt_ids);
   a->stops = std::make_unique<StopStringChecker>(request.stop_strings);
@@ -279,33 +320,27 @@ void Engine::Step() {
     }
   }
   std::vector<uint64_t> sample_ids;
-  absl::StatusOr<std::vector<float>> logits = std::vector<float>();
+  absl::StatusOr<std::vector<SampleResult>> sampled_results = std::vector<SampleResult>();
   for (const auto& group : GroupByAdapterSlots(out)) {
     auto part = RunGroup(out, group, &sample_ids);
     if (!part.ok()) {
-      logits = part.status();
+      sampled_results = part.status();
       break;
     }
-    logits->insert(logits->end(), part->begin(), part->end());
+    sampled_results->insert(sampled_results->end(), part->begin(), part->end());
   }
-  if (!logits.ok()) {
+  if (!sampled_results.ok()) {
     // A failed step fails the requests in it; the engine keeps serving the rest.
     for (const ScheduledSequence& s : out.sequences) {
       scheduler_->Abort(s.id).IgnoreError();
-      FinishRequest(s.id, "error", logits.status());
+      FinishRequest(s.id, "error", sampled_results.status());
     }
     PublishStats(0.0);
     return;
   }
-  const int32_t vocab = static_cast<int32_t>(model_->config().vocab_size);
+  std::vector<SampleResult> results = std::move(*sampled_results);
   std::vector<SampledToken> sampled;
-  std::vector<SampleResult> results;
-  for (size_t i = 0; i < sample_ids.size(); ++i) {
-    Active& a = *active_.at(sample_ids[i]);
-    SampleResult r = a.sampler->Sample(logits->data() + i * vocab, vocab);
-    sampled.push_back({sample_ids[i], r.token});
-    results.push_back(std::move(r));
-  }
+  for (size_t i = 0; i < sample_ids.size(); ++i) sampled.push_back({sample_ids[i], results[i].token});
   auto finished = scheduler_->UpdateFromOutput(sampled);
   if (!finished.ok()) {
     for (const ScheduledSequence& s : out.sequences) {
@@ -399,7 +434,7 @@ std::vector<std::vector<const ScheduledSequence*>> Engine::GroupByAdapterSlots(c
   return groups;
 }
 
-absl::StatusOr<std::vector<float>> Engine::RunGroup(const SchedulerOutput& out,
+absl::StatusOr<std::vector<SampleResult>> Engine::RunGroup(const SchedulerOutput& out,
                                                     const std::vector<const ScheduledSequence*>& group,
                                                     std::vector<uint64_t>* sample_ids) {
   std::vector<uint64_t> adapters;  // distinct, non-base
@@ -442,10 +477,67 @@ absl::StatusOr<std::vector<float>> Engine::RunGroup(const SchedulerOutput& out,
       sampled.push_back(s.id);
     }
   }
-  auto logits = model_->Forward(layout, *kv_);
-  if (!adapters.empty()) lora_->ReleaseSlots(adapters);
-  if (logits.ok()) sample_ids->insert(sample_ids->end(), sampled.begin(), sampled.end());
-  return logits;
+  // Decode-only steps without adapters replay a captured graph; the rest run eagerly.
+  auto logits = graphs_ && layout.lora_slots.empty() && graphs_->Accepts(layout) ? graphs_->Run(layout)
+                                                                                : model_->ForwardLogits(layout, *kv_);
+  if (!adapters.empty()) lora_->ReleaseSlots(adapters);  // later uploads queue behind this forward
+  if (!logits.ok()) return logits.status();
+  // Sample before the next group's forward reuses the logits buffer.
+  ASSIGN_OR_RETURN(std::vector<SampleResult> results, SampleStep(*logits, sampled));
+  sample_ids->insert(sample_ids->end(), sampled.begin(), sampled.end());
+  return results;
+}
+
+absl::StatusOr<std::vector<SampleResult>> Engine::SampleStep(const TensorView& logits,
+                                                              const std::vector<uint64_t>& ids) {
+  Backend& b = model_->backend();
+  const int64_t vocab = logits.cols;
+  std::vector<SampleResult> results(ids.size());
+  std::vector<size_t> host_rows;
+  if (b.kind() == DeviceKind::kCpu) {
+    // The logits are already in host memory: the host sampler reads them in place.
+    for (size_t i = 0; i < ids.size(); ++i) host_rows.push_back(i);
+  } else {
+    std::vector<SamplingRow> rows(ids.size());
+    for (size_t i = 0; i < ids.size(); ++i) {
+      const Active& a = *active_.at(ids[i]);
+      const SamplingParams& p = a.request.sampling;
+      if (NeedsHostSampling(p)) {
+        host_rows.push_back(i);  // its row is sampled greedily here and redone below
+        continue;
+      }
+      rows[i].temperature = p.temperature;
+      rows[i].top_k = p.top_k;
+      rows[i].top_p = p.top_p;
+      rows[i].min_p = p.min_p;
+      rows[i].seed = a.device_seed;
+      rows[i].step = static_cast<uint64_t>(a.usage.completion_tokens);
+    }
+    std::vector<int32_t> tokens;
+    std::vector<float> logprobs;
+    RETURN_IF_ERROR(b.SampleTokens(logits, rows, &tokens, &logprobs));
+    size_t next_host = 0;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (next_host < host_rows.size() && host_rows[next_host] == i) {
+        ++next_host;
+        continue;
+      }
+      results[i].token = tokens[i];
+      results[i].logprob = logprobs[i];
+      active_.at(ids[i])->sampler->Record(tokens[i]);  // the history penalties would read
+    }
+  }
+  std::vector<float> row;
+  for (size_t i : host_rows) {
+    const float* src = static_cast<const float*>(logits.data) + i * vocab;
+    if (b.kind() != DeviceKind::kCpu) {
+      row.resize(vocab);
+      RETURN_IF_ERROR(b.CopyToHost(row.data(), src, vocab * sizeof(float)));
+      src = row.data();
+    }
+    results[i] = active_.at(ids[i])->sampler->Sample(src, static_cast<int32_t>(vocab));
+  }
+  return results;
 }
 
 }  // namespace tessera

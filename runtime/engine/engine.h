@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "runtime/engine/request.h"
 #include "runtime/lora/lora_registry.h"
+#include "runtime/model/decode_graph_runner.h"
 #include "runtime/model/llama_model.h"
 #include "runtime/scheduler/scheduler.h"
 #include "runtime/tokenizer/tokenizer.h"
@@ -34,6 +35,8 @@ struct EngineOptions {
   int32_t max_num_batched_tokens = 2048;
   int32_t max_model_len = 0;  // 0: the model's max_position_embeddings
   bool enable_prefix_caching = true;
+  // Decode steps replay captured device graphs unless this is set (or the backend has none).
+  bool enforce_eager = false;
 
   absl::Status Validate() const;
 };
@@ -73,6 +76,9 @@ class Engine {
   LlamaModel& model() { return *model_; }
   const Tokenizer* tokenizer() const { return tokenizer_; }
 
+  // Batch-size buckets whose decode graph has been captured so far.
+  int num_decode_graphs() const { return graphs_ ? graphs_->num_graphs() : 0; }
+
   // Observes every step (seconds, tokens fed); set before the first Submit.
   void SetStepObserver(std::function<void(double, int)> observer) { step_observer_ = std::move(observer); }
 
@@ -87,12 +93,16 @@ class Engine {
   void PublishStats(double step_seconds);
   // Splits a step's sequences into groups whose adapters fit the LoRA slots together.
   std::vector<std::vector<const ScheduledSequence*>> GroupByAdapterSlots(const SchedulerOutput& out) const;
-  // Runs one group through the model; appends the ids of the sequences it sampled.
-  absl::StatusOr<std::vector<float>> RunGroup(const SchedulerOutput& out,
+  // Runs one group through the model and samples its rows; appends the ids of the
+  // sequences it sampled (results in the same order).
+  absl::StatusOr<std::vector<SampleResult>> RunGroup(const SchedulerOutput& out,
                                               const std::vector<const ScheduledSequence*>& group,
                                               std::vector<uint64_t>* sample_ids);
   // The adapter whose slot a sequence needs; 0 for the base model.
   uint64_t AdapterOf(uint64_t seq_id) const;
+  // Samples one token for each sequence of `ids` from the step's device logits (row i
+  // for ids[i]): on the device where the request allows, on the host otherwise.
+  absl::StatusOr<std::vector<SampleResult>> SampleStep(const TensorView& logits, const std::vector<uint64_t>& ids);
 
   LlamaModel* model_ = nullptr;
   const Tokenizer* tokenizer_ = nullptr;
@@ -101,6 +111,7 @@ class Engine {
   int32_t num_kv_blocks_ = 0;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<PagedKvStorage> kv_;
+  std::unique_ptr<DecodeGraphRunner> graphs_;  // null: every step eager
   std::function<void(double, int)> step_observer_;
   LoraRegistry* lora_ = nullptr;
 

@@ -210,39 +210,67 @@ absl::Status LlamaModel::EnsureWorkspace(int64_t tokens, int64_t logits) {
     ASSIGN_OR_RETURN(gate_up_, backend_->Allocate(T * 2 * c.intermediate_size * es));
     ASSIGN_OR_RETURN(act_, backend_->Allocate(T * c.intermediate_size * es));
     ws_tokens_ = T;
+    ++workspace_generation_;
   }
   if (logits > ws_logits_) {
     const int64_t N = std::max<int64_t>(logits, 8);
     ASSIGN_OR_RETURN(hidden_last_, backend_->Allocate(N * c.hidden_size * es));
     ASSIGN_OR_RETURN(logits_, backend_->Allocate(N * c.vocab_size * sizeof(float)));
     ws_logits_ = N;
+    ++workspace_generation_;
   }
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<float>> LlamaModel::Forward(const BatchLayout& layout, PagedKvStorage& kv) {
+  ASSIGN_OR_RETURN(TensorView logits, ForwardLogits(layout, kv));
+  std::vector<float> out(static_cast<size_t>(logits.numel()));
+  if (out.empty()) return out;
+  RETURN_IF_ERROR(backend_->CopyToHost(out.data(), logits.data, out.size() * sizeof(float)));
+  RETURN_IF_ERROR(backend_->Synchronize());
+  RETURN_IF_ERROR(backend_->TakeOpError());
+  return out;
+}
+
+absl::Status LlamaModel::Reserve(int64_t tokens, int64_t logits, int64_t max_context_len) {
   const ModelConfig& c = config_;
-  const int64_t T = layout.num_tokens();
-  const int64_t N = static_cast<int64_t>(layout.logits_rows.size());
-  if (T == 0) return std::vector<float>();
-  for (int32_t id : layout.token_ids) {
-    if (id < 0 || id >= c.vocab_size) return absl::InvalidArgumentError(absl::StrCat("token id ", id, " is outside the vocabulary"));
-  }
-  RETURN_IF_ERROR(EnsureWorkspace(T, N));
-  Backend& b = *backend_;
-  const DType ad = b.activation_dtype();
+  RETURN_IF_ERROR(EnsureWorkspace(tokens, logits));
   // Rotary frequencies: fixed unless dynamic scaling depends on the batch's length.
-  const int64_t rope_len = c.rope_scaling.type == RopeScaling::Type::kDynamic ? layout.max_context_len() : 0;
+  const int64_t rope_len = rope_depends_on_batch() ? max_context_len : 0;
   if (inv_freq_len_ != rope_len || inv_freq_.data() == nullptr) {
     std::vector<float> inv = c.RopeInvFreq(rope_len);
     if (inv_freq_.data() == nullptr) {
-      ASSIGN_OR_RETURN(inv_freq_, b.Allocate(inv.size() * sizeof(float)));
+      ASSIGN_OR_RETURN(inv_freq_, backend_->Allocate(inv.size() * sizeof(float)));
     }
-    RETURN_IF_ERROR(b.CopyToDevice(inv_freq_.data(), inv.data(), inv.size() * sizeof(float)));
+    RETURN_IF_ERROR(backend_->CopyToDevice(inv_freq_.data(), inv.data(), inv.size() * sizeof(float)));
     inv_freq_len_ = rope_len;
   }
-  ASSIGN_OR_RETURN(DeviceBatch db, b.UploadBatch(layout));
+  return absl::OkStatus();
+}
 
+absl::StatusOr<TensorView> LlamaModel::ForwardLogits(const BatchLayout& layout, PagedKvStorage& kv) {
+  const ModelConfig& c = config_;
+  const int64_t T = layout.num_tokens();
+  const int64_t N = static_cast<int64_t>(layout.logits_rows.size());
+  if (T == 0) return TensorView{nullptr, DType::kF32, 0, c.vocab_size};
+  for (int32_t id : layout.token_ids) {
+    if (id < 0 || id >= c.vocab_size) return absl::InvalidArgumentError(absl::StrCat("token id ", id, " is outside the vocabulary"));
+  }
+  if (!layout.lora_slots.empty() && lora_tables_ == nullptr)
+    return absl::FailedPreconditionError("the batch uses LoRA adapters but the model has no adapter slot tables");
+  RETURN_IF_ERROR(Reserve(T, N, layout.max_context_len()));
+  ASSIGN_OR_RETURN(DeviceBatch db, backend_->UploadBatch(layout));
+  TensorView logits = EnqueueForward(db, kv);
+  RETURN_IF_ERROR(backend_->TakeOpError());  // ops that cannot run here (e.g. LoRA on a backend without it)
+  return logits;
+}
+
+TensorView LlamaModel::EnqueueForward(const DeviceBatch& db, PagedKvStorage& kv) {
+  const ModelConfig& c = config_;
+  const int64_t T = db.num_tokens;
+  const int64_t N = db.num_logits;
+  Backend& b = *backend_;
+  const DType ad = b.activation_dtype();
   const int64_t H = c.hidden_size, F = c.intermediate_size;
   const int64_t qdim = c.num_attention_heads * c.head_dim, kvdim = c.num_key_value_heads * c.head_dim;
   TensorView x = x_.View(ad, T, H), residual = residual_.View(ad, T, H), h = h_.View(ad, T, H);
@@ -256,8 +284,6 @@ absl::StatusOr<std::vector<float>> LlamaModel::Forward(const BatchLayout& layout
   const float eps = static_cast<float>(c.rms_norm_eps);
   const float* inv_freq = static_cast<const float*>(inv_freq_.data());
   // LoRA: after each adapted projection, out += its adapter delta for the tokens that have one.
-  if (db.lora_slots != nullptr && lora_tables_ == nullptr)
-    return absl::FailedPreconditionError("the batch uses LoRA adapters but the model has no adapter slot tables");
   const LoraBatch lora{db.lora_slots, static_cast<int32_t>(T), lora_tables_};
   auto apply_lora = [&](const TensorView& in, size_t layer, int target, TensorView out, int64_t col) {
     if (db.lora_slots != nullptr) b.LoraApply(in, lora, static_cast<int>(layer), target, out, col);
@@ -287,22 +313,15 @@ absl::StatusOr<std::vector<float>> LlamaModel::Forward(const BatchLayout& layout
     b.Matmul(act, L.down, x);
     apply_lora(act, l, kLoraDown, x, 0);
   }
-  std::vector<float> out(static_cast<size_t>(N * c.vocab_size));
-  if (N == 0) {
-    RETURN_IF_ERROR(b.TakeOpError());
-    return out;
-  }
+  TensorView logits = logits_.View(DType::kF32, N, c.vocab_size);
+  if (N == 0) return logits;
   b.AddRmsNorm(x, residual, final_norm_, eps, h);
   TensorView last = hidden_last_.View(ad, N, H);
   b.GatherRows(h, db.logits_rows, static_cast<int32_t>(N), last);
-  TensorView logits = logits_.View(DType::kF32, N, c.vocab_size);
   LinearWeight head;
   head.dense = lm_head_;
   b.Matmul(last, head, logits);
-  RETURN_IF_ERROR(b.CopyToHost(out.data(), logits.data, out.size() * sizeof(float)));
-  RETURN_IF_ERROR(b.Synchronize());
-  RETURN_IF_ERROR(b.TakeOpError());  // for backends whose Synchronize predates op errors
-  return out;
+  return logits;
 }
 
 }  // namespace tessera

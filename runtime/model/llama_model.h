@@ -57,6 +57,21 @@ class LlamaModel {
   // LoRA slot tables used for batches with lora_slots (owned by the adapter registry;
   // null detaches).
   void SetLoraTables(const LoraSlotTables* tables) { lora_tables_ = tables; }
+  // The same forward, leaving the f32 logits [layout.logits_rows.size(), vocab] on the
+  // device (valid until the next forward).
+  absl::StatusOr<TensorView> ForwardLogits(const BatchLayout& layout, PagedKvStorage& kv);
+
+  // The pieces of a forward, for callers that replay it as a captured graph:
+  // Reserve sizes the workspace for up to `tokens` tokens and `logits` logits rows and
+  // readies the rotary table for contexts up to `max_context_len`; EnqueueForward then
+  // only enqueues ops on an uploaded batch (no allocation, no copy, no synchronisation)
+  // and returns the device logits view. Errors surface at the backend's Synchronize.
+  absl::Status Reserve(int64_t tokens, int64_t logits, int64_t max_context_len);
+  TensorView EnqueueForward(const DeviceBatch& db, PagedKvStorage& kv);
+  // Changes whenever Reserve reallocates the workspace (graphs captured before are stale).
+  int64_t workspace_generation() const { return workspace_generation_; }
+  // Dynamic RoPE scaling recomputes the rotary table per batch, so no graph can hold it.
+  bool rope_depends_on_batch() const { return config_.rope_scaling.type == RopeScaling::Type::kDynamic; }
 
   struct Layer {
     TensorView input_norm, post_norm;  // F32 [hidden]
@@ -89,6 +104,7 @@ class LlamaModel {
 
   // Activation workspace, grown on demand.
   int64_t ws_tokens_ = 0, ws_logits_ = 0;
+  int64_t workspace_generation_ = 0;
   DeviceBuffer x_, residual_, h_, q_, k_, v_, attn_, gate_up_, act_, hidden_last_, logits_;
 };
 

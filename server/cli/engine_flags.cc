@@ -13,7 +13,8 @@ const char kEngineFlagsHelp[] =
     "  --device auto|cpu|cuda        --dtype auto|bfloat16|float16|float32\n"
     "  --kv-blocks N | --kv-cache-memory BYTES | --gpu-memory-utilization F (default 0.9)\n"
     "  --block-size 16  --max-num-seqs 256  --max-num-batched-tokens 2048  --max-model-len N\n"
-    "  --enable-prefix-caching (default) | --no-enable-prefix-caching  --tensor-parallel-size 1\n";
+    "  --enable-prefix-caching (default) | --no-enable-prefix-caching  --tensor-parallel-size 1\n"
+    "  --enforce-eager                no CUDA graphs for decode steps\n";
 
 void AddEngineFlags(std::set<std::string>* value_flags, std::set<std::string>* switches) {
   for (const char* f : {"model", "device", "dtype", "kv-blocks", "kv-cache-memory", "gpu-memory-utilization",
@@ -22,6 +23,7 @@ void AddEngineFlags(std::set<std::string>* value_flags, std::set<std::string>* s
     value_flags->insert(f);
   switches->insert("enable-prefix-caching");
   switches->insert("no-enable-prefix-caching");
+  switches->insert("enforce-eager");
 }
 
 absl::StatusOr<EngineOptions> ParseEngineOptions(const Args& args) {
@@ -43,6 +45,7 @@ absl::StatusOr<EngineOptions> ParseEngineOptions(const Args& args) {
   o.max_num_batched_tokens = static_cast<int32_t>(tokens);
   o.max_model_len = static_cast<int32_t>(len);
   o.enable_prefix_caching = !args.Has("no-enable-prefix-caching");
+  o.enforce_eager = args.Has("enforce-eager");
   RETURN_IF_ERROR(o.Validate());
   return o;
 }

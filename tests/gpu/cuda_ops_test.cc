@@ -108,21 +108,25 @@ TEST_F(CudaOpsTest, EmbeddingMatchesCpu) {
 }
 
 TEST_F(CudaOpsTest, RmsNormMatchesCpu) {
-  for (int64_t rows : {1, 5, 64}) {
-    for (int64_t d : {8, 100, 4096, 5120}) {
-      std::vector<float> x = RandomBf16(rows * d, rng_, 3.0f), w = RandomBf16(d, rng_);
-      Tensor cx = Put(cpu_, x, rows, d, DType::kF32), gx = Put(*gpu_, x, rows, d, DType::kBF16);
-      Tensor cw = Put(cpu_, w, 1, d, DType::kBF16), gw = Put(*gpu_, w, 1, d, DType::kBF16);
-      Tensor co = Poisoned(cpu_, rows, d, DType::kF32), go = Poisoned(*gpu_, rows, d, DType::kBF16);
-      cpu_.RmsNorm(cx.view, cw.view, 1e-5f, co.view);
-      gpu_->RmsNorm(gx.view, gw.view, 1e-5f, go.view);
-      EXPECT_LT(RelError(Get(*gpu_, go.view), Get(cpu_, co.view)), kBf16Tol) << rows << "x" << d;
+  // f32 weights with d % 8 == 0 (up to 8192) take the register-resident bf16 kernel.
+  for (DType wdt : {DType::kBF16, DType::kF32}) {
+    for (int64_t rows : {1, 5, 64}) {
+      for (int64_t d : {8, 100, 4096, 5120, 8192, 8200}) {
+        std::vector<float> x = RandomBf16(rows * d, rng_, 3.0f), w = RandomBf16(d, rng_);
+        Tensor cx = Put(cpu_, x, rows, d, DType::kF32), gx = Put(*gpu_, x, rows, d, DType::kBF16);
+        Tensor cw = Put(cpu_, w, 1, d, wdt), gw = Put(*gpu_, w, 1, d, wdt);
+        Tensor co = Poisoned(cpu_, rows, d, DType::kF32), go = Poisoned(*gpu_, rows, d, DType::kBF16);
+        cpu_.RmsNorm(cx.view, cw.view, 1e-5f, co.view);
+        gpu_->RmsNorm(gx.view, gw.view, 1e-5f, go.view);
+        EXPECT_LT(RelError(Get(*gpu_, go.view), Get(cpu_, co.view)), kBf16Tol)
+            << rows << "x" << d << " w " << DTypeName(wdt);
+      }
     }
   }
 }
 
 TEST_F(CudaOpsTest, AddRmsNormMatchesCpuAndUpdatesResidual) {
-  for (int64_t d : {8, 100, 4096}) {
+  for (int64_t d : {8, 100, 4096, 8192, 8200}) {
     const int64_t rows = 7;
     std::vector<float> x = RandomBf16(rows * d, rng_), r = RandomBf16(rows * d, rng_), w = RandomBf16(d, rng_);
     Tensor cx = Put(cpu_, x, rows, d, DType::kF32), gx = Put(*gpu_, x, rows, d, DType::kBF16);
@@ -139,7 +143,12 @@ TEST_F(CudaOpsTest, AddRmsNormMatchesCpuAndUpdatesResidual) {
 TEST_F(CudaOpsTest, MatmulMatchesCpuForBf16AndF32Outputs) {
   struct Shape { int64_t n, k, m; };
   for (Shape s : {Shape{1, 64, 96}, Shape{7, 4096, 4096}, Shape{33, 72, 1000}, Shape{128, 512, 1024},
-                  Shape{3, 100, 50}, Shape{5, 33, 17}}) {
+                  Shape{3, 100, 50}, Shape{5, 33, 17},
+                  // n <= 4 with k % 8 == 0 takes the skinny GEMM kernel: its unrolled
+                  // main loop and tail loop, each k split (1 to 8 warps per row), every
+                  // row count, and the f32 logits head.
+                  Shape{1, 4096, 32000}, Shape{2, 11008, 300}, Shape{4, 2048, 256}, Shape{2, 4096, 4096},
+                  Shape{3, 1000, 77}, Shape{1, 8, 5}}) {
     std::vector<float> x = RandomBf16(s.n * s.k, rng_), w = RandomBf16(s.m * s.k, rng_, 0.05f);
     Tensor cx = Put(cpu_, x, s.n, s.k, DType::kF32), gx = Put(*gpu_, x, s.n, s.k, DType::kBF16);
     Tensor cw = Put(cpu_, w, s.m, s.k, DType::kBF16), gw = Put(*gpu_, w, s.m, s.k, DType::kBF16);

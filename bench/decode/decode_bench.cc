@@ -1,0 +1,270 @@
+// Decode throughput through the engine against the memory roofline measured in the same
+// run: a device-to-device copy gives the bandwidth, and a decode step must read the
+// weights once plus each sequence's KV cache, so
+//   roofline tok/s = batch * bandwidth / (weight bytes read + batch * KV bytes read).
+//   tessera-bench-decode --model DIR --shape NAME [--batches 1,8,32] [--prompt-len 128]
+//       [--new-tokens 256] [--out FILE] [engine flags, e.g. --device cuda --enforce-eager]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <random>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "nlohmann/json.hpp"
+#include "runtime/engine/engine.h"
+#include "runtime/model/decode_graph_runner.h"
+#include "server/cli/args.h"
+#include "server/cli/engine_flags.h"
+#include "runtime/common/status_macros.h"
+
+#ifdef TESSERA_BENCH_CUDA
+#include <cuda_runtime.h>
+#endif
+
+namespace {
+
+using namespace tessera;
+using Clock = std::chrono::steady_clock;
+
+struct Device {
+  std::string name = "cpu";
+  double copy_gbs = 0.0;  // bytes read + written per second / 1e9
+};
+
+// Median of several 1 GiB device-to-device copies, counting bytes read and written.
+Device MeasureDevice(bool cuda) {
+  Device d;
+#ifdef TESSERA_BENCH_CUDA
+  if (!cuda) return d;
+  cudaDeviceProp prop{};
+  cudaGetDeviceProperties(&prop, 0);
+  d.name = prop.name;
+  const size_t bytes = size_t{1} << 30;
+  void *a = nullptr, *b = nullptr;
+  if (cudaMalloc(&a, bytes) != cudaSuccess || cudaMalloc(&b, bytes) != cudaSuccess) return d;
+  cudaMemset(a, 1, bytes);
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  std::vector<float> ms;
+  for (int i = 0; i < 12; ++i) {
+    cudaEventRecord(e0);
+    cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice);
+    cudaEventRecord(e1);
+    cudaEventSynchronize(e1);
+    float t = 0;
+    cudaEventElapsedTime(&t, e0, e1);
+    if (i >= 2) ms.push_back(t);  // the first copies warm the clocks up
+  }
+  std::sort(ms.begin(), ms.end());
+  d.copy_gbs = 2.0 * bytes / (ms[ms.size() / 2] * 1e-3) / 1e9;
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaFree(a);
+  cudaFree(b);
+#else
+  (void)cuda;
+#endif
+  return d;
+}
+
+struct RunResult {
+  double decode_tokens_per_s = 0;
+  int64_t tokens = 0;
+};
+
+// Submits `batch` requests of random prompts at once and measures the decode rate from
+// the moment every request has its first token until the last one finishes.
+absl::StatusOr<RunResult> RunBatch(Engine& engine, int batch, int prompt_len, int new_tokens, int64_t vocab,
+                                   uint64_t seed) {
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  std::mutex mu;
+  std::vector<Clock::time_point> first(batch);
+  std::vector<std::vector<Clock::time_point>> stamps(batch);
+  for (int i = 0; i < batch; ++i) {
+    GenerationRequest r;
+    for (int t = 0; t < prompt_len; ++t) r.prompt_ids.push_back(3 + static_cast<int32_t>(rng() % (vocab - 3)));
+    r.sampling.temperature = 0.0f;
+    r.max_tokens = new_tokens;
+    r.ignore_eos = true;
+    auto id = engine.Submit(r, [&, i](RequestOutput o) {
+      const auto now = Clock::now();
+      std::lock_guard<std::mutex> lock(mu);
+      for (size_t k = 0; k < o.token_ids.size(); ++k) stamps[i].push_back(now);
+    });
+    if (!id.ok()) return id.status();
+  }
+  engine.Drain();
+  Clock::time_point ready = Clock::time_point::min(), end = Clock::time_point::min();
+  for (const auto& s : stamps) {
+    if (s.empty()) return absl::InternalError("a request produced no tokens");
+    ready = std::max(ready, s.front());
+    end = std::max(end, s.back());
+  }
+  RunResult r;
+  for (const auto& s : stamps) r.tokens += std::count_if(s.begin(), s.end(), [&](auto t) { return t > ready; });
+  const double secs = std::chrono::duration<double>(end - ready).count();
+  r.decode_tokens_per_s = secs > 0 ? r.tokens / secs : 0.0;
+  return r;
+}
+
+
+// Seconds per decode forward of `batch` sequences at context `ctx` straight through the
+// model (graph replay, or eager), no engine: the step's device time plus the index upload.
+absl::StatusOr<double> ForwardSeconds(LlamaModel& model, int batch, int ctx, int max_model_len, bool graphs) {
+  const int bs = 16, per_seq = (ctx + bs) / bs;
+  ASSIGN_OR_RETURN(auto kv, PagedKvStorage::Create(model.backend(), model.config(), batch * per_seq, bs));
+  BatchLayout l;
+  l.block_size = bs;
+  l.max_blocks_per_seq = per_seq;
+  l.query_start.push_back(0);
+  for (int s = 0; s < batch; ++s) {
+    l.token_ids.push_back(5 + s);
+    l.positions.push_back(ctx);
+    l.slot_mapping.push_back(s * per_seq * bs + ctx);
+    l.query_start.push_back(s + 1);
+    l.context_lens.push_back(ctx + 1);
+    for (int b = 0; b < per_seq; ++b) l.block_tables.push_back(s * per_seq + b);
+    l.logits_rows.push_back(s);
+  }
+  std::unique_ptr<DecodeGraphRunner> runner;
+  if (graphs) {
+    DecodeGraphOptions o;
+    o.buckets = {1};
+    while (o.buckets.back() < batch) o.buckets.push_back(o.buckets.back() * 2);
+    o.max_model_len = max_model_len;
+    o.block_size = bs;
+    o.reserve_tokens = o.reserve_logits = std::max(256, o.buckets.back());
+    ASSIGN_OR_RETURN(runner, DecodeGraphRunner::Create(&model, kv.get(), o));
+  }
+  auto step = [&]() -> absl::Status {
+    auto logits = graphs ? runner->Run(l) : model.ForwardLogits(l, *kv);
+    if (!logits.ok()) return logits.status();
+    return model.backend().Synchronize();
+  };
+  for (int i = 0; i < 3; ++i) RETURN_IF_ERROR(step());
+  const int reps = 20;
+  const auto t0 = Clock::now();
+  for (int i = 0; i < reps; ++i) RETURN_IF_ERROR(step());
+  return std::chrono::duration<double>(Clock::now() - t0).count() / reps;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::set<std::string> values = {"shape", "batches", "prompt-len", "new-tokens", "out"};
+  std::set<std::string> switches;
+  cli::AddEngineFlags(&values, &switches);
+  auto args = cli::Args::Parse(std::vector<std::string>(argv + 1, argv + argc), values, switches);
+  if (!args.ok() || !args->Has("model")) {
+    std::fprintf(stderr, "usage: tessera-bench-decode --model DIR --shape NAME [--batches 1,8] [--prompt-len 128] "
+                         "[--new-tokens 256] [--out FILE] [engine flags]\n");
+    return 2;
+  }
+  auto opts = cli::ParseEngineOptions(*args);
+  if (!opts.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(opts.status().message()).c_str());
+    return 2;
+  }
+  const int prompt_len = static_cast<int>(*args->GetInt("prompt-len", 128));
+  const int new_tokens = static_cast<int>(*args->GetInt("new-tokens", 256));
+  std::vector<int> batches;
+  for (auto part : absl::StrSplit(args->GetOr("batches", "1"), ',')) {
+    int v;
+    if (absl::SimpleAtoi(part, &v) && v > 0) batches.push_back(v);
+  }
+  auto backend = CreateBackend(args->GetOr("device", "auto"));
+  if (!backend.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(backend.status().message()).c_str());
+    return 1;
+  }
+  const Device dev = MeasureDevice((*backend)->kind() == DeviceKind::kCuda);
+  ModelLoadOptions load;
+  load.dtype = args->GetOr("dtype", "auto");
+  const auto t_load = Clock::now();
+  auto model = LlamaModel::Load(*args->Get("model"), backend->get(), load);
+  if (!model.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(model.status().message()).c_str());
+    return 1;
+  }
+  std::fprintf(stderr, "loaded in %.1f s\n", std::chrono::duration<double>(Clock::now() - t_load).count());
+  const ModelConfig& c = (*model)->config();
+  const int max_batch = *std::max_element(batches.begin(), batches.end());
+  EngineOptions eo = *opts;
+  eo.max_num_seqs = std::max(eo.max_num_seqs, max_batch);
+  if (eo.max_model_len == 0) eo.max_model_len = std::min<int32_t>(static_cast<int32_t>(c.max_position_embeddings), 4096);
+  // Forward-only rates first (their KV cache is freed before the engine takes its pool).
+  const int mid_ctx = prompt_len + new_tokens / 2;
+  std::map<int, std::pair<double, double>> forward;  // batch -> (graph, eager) seconds per step
+  for (int batch : batches) {
+    auto g = ForwardSeconds(**model, batch, mid_ctx, eo.max_model_len, /*graphs=*/(*backend)->SupportsGraphs());
+    auto e = ForwardSeconds(**model, batch, mid_ctx, eo.max_model_len, /*graphs=*/false);
+    if (!g.ok() || !e.ok()) {
+      std::fprintf(stderr, "%s\n", std::string((g.ok() ? e.status() : g.status()).message()).c_str());
+      return 1;
+    }
+    forward[batch] = {*g, *e};
+  }
+  (*backend)->ClearGraphs();
+  auto engine = Engine::Create(model->get(), nullptr, eo);
+  if (!engine.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(engine.status().message()).c_str());
+    return 1;
+  }
+
+  // Bytes a decode step must read: every weight except the embedding table (one row
+  // per token), plus each sequence's K and V at the mean context of the run.
+  const size_t es = DTypeSize((*model)->weight_dtype());
+  const double embed_bytes = c.tie_word_embeddings ? 0.0 : static_cast<double>(c.vocab_size) * c.hidden_size * es;
+  const double weight_read = static_cast<double>((*model)->weight_bytes()) - embed_bytes;
+  const double mean_ctx = prompt_len + new_tokens / 2.0;
+  const double kv_read = 2.0 * c.num_hidden_layers * mean_ctx * c.num_key_value_heads * c.head_dim *
+                         DTypeSize((*backend)->activation_dtype());
+  const std::string shape = args->GetOr("shape", *args->Get("model"));
+  nlohmann::json results = nlohmann::json::array();
+  std::printf("device %s, copy bandwidth %.0f GB/s, %s: %.2f GB of weights read per step, %.1f MB KV per sequence\n",
+              dev.name.c_str(), dev.copy_gbs, shape.c_str(), weight_read / 1e9, kv_read / 1e6);
+  for (int batch : batches) {
+    // Warm-up at this batch size: captures its decode graph and sizes every workspace.
+    auto warm = RunBatch(**engine, batch, prompt_len, 8, c.vocab_size, 1);
+    if (!warm.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(warm.status().message()).c_str());
+      return 1;
+    }
+    auto run = RunBatch(**engine, batch, prompt_len, new_tokens, c.vocab_size, 2 + batch);
+    if (!run.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(run.status().message()).c_str());
+      return 1;
+    }
+    const double roofline = dev.copy_gbs > 0 ? batch * dev.copy_gbs * 1e9 / (weight_read + batch * kv_read) : 0.0;
+    const auto [graph_s, eager_s] = forward[batch];
+    std::printf("%-10s batch %4d: %9.1f tok/s decode   roofline %9.1f tok/s   %5.1f%% of roofline   "
+                "(forward alone: %.3f ms graph, %.3f ms eager, %.1f%% of roofline)\n",
+                shape.c_str(), batch, run->decode_tokens_per_s, roofline,
+                roofline > 0 ? 100.0 * run->decode_tokens_per_s / roofline : 0.0, graph_s * 1e3, eager_s * 1e3,
+                roofline > 0 ? 100.0 * batch / graph_s / roofline : 0.0);
+    std::fflush(stdout);
+    results.push_back({{"device", dev.name},
+                       {"shape", shape},
+                       {"dtype", std::string(DTypeName((*model)->weight_dtype()))},
+                       {"batch", batch},
+                       {"prompt_len", prompt_len},
+                       {"new_tokens", new_tokens},
+                       {"tokens_per_s", run->decode_tokens_per_s},
+                       {"roofline_tokens_per_s", roofline},
+                       {"fraction_of_roofline", roofline > 0 ? run->decode_tokens_per_s / roofline : 0.0},
+                       {"copy_bandwidth_gbs", dev.copy_gbs},
+                       {"weight_bytes_read_per_step", weight_read},
+                       {"kv_bytes_read_per_sequence_step", kv_read},
+                       {"cuda_graphs", !eo.enforce_eager && (*engine)->num_decode_graphs() > 0},
+                       {"forward_only_graph_ms", graph_s * 1e3},
+                       {"forward_only_eager_ms", eager_s * 1e3},
+                       {"forward_only_graph_tokens_per_s", batch / graph_s}});
+  }
+  if (args->Has("out")) std::ofstream(*args->Get("out")) << results.dump(2) << "\n";
+  return 0;
+}
