@@ -90,14 +90,19 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
       state_->writing = false;
       if (!ok) state_->broken = true;
     }
-    if (!ok) {
-      Cancel();
-      return;
-    }
+    if (!ok) Cancel();
+    // Even a broken or cancelled call must reach Finish, or the server's shutdown waits on it.
     Pump(state_);
   }
 
-  void OnCancel() override { Cancel(); }
+  void OnCancel() override {
+    {
+      std::lock_guard<std::mutex> lock(state_->mu);
+      state_->broken = true;
+    }
+    Cancel();
+    Pump(state_);
+  }
 
   void OnDone() override {
     {
