@@ -220,8 +220,8 @@ __global__ void __launch_bounds__(kGemvThreads) GptqGemvKernel(GptqArgs w, const
 template <int BITS, int ROWS>
 void LaunchGemvRows(const GptqArgs& w, const GptqGemvPlan& plan, const __nv_bfloat16* x, int rows, void* out,
                     DType odt, void* workspace, cudaStream_t stream) {
-  auto* partial = static_cast<float*>(workspace);
-  auto* counters = reinterpret_cast<unsigned*>(static_cast<char*>(workspace) + plan.counter_offset);
+  auto* counters = static_cast<unsigned*>(workspace);
+  auto* partial = reinterpret_cast<float*>(static_cast<char*>(workspace) + kGptqGemvPartialOffset);
   GptqGemvKernel<BITS, ROWS><<<dim3(plan.col_tiles, plan.splits), kGemvThreads, 0, stream>>>(
       w, x, rows, out, odt, plan.chunk_words, plan.splits, partial, counters);
 }
@@ -355,9 +355,8 @@ GptqGemvPlan PlanGptqGemv(const GptqArgs& w, int64_t /*rows*/, int num_sms) {
   p.chunk_words = static_cast<int32_t>((kw + splits - 1) / splits);
   p.splits = static_cast<int32_t>((kw + p.chunk_words - 1) / p.chunk_words);
   if (p.splits > 1) {
-    const size_t partial = static_cast<size_t>(p.splits) * kGemvMaxRows * w.out_features * sizeof(float);
-    p.counter_offset = (partial + 255) / 256 * 256;
-    p.workspace_bytes = p.counter_offset + static_cast<size_t>(p.col_tiles) * sizeof(unsigned);
+    p.workspace_bytes =
+        kGptqGemvPartialOffset + static_cast<size_t>(p.splits) * kGemvMaxRows * w.out_features * sizeof(float);
   }
   return p;
 }

@@ -27,12 +27,16 @@ struct GptqArgs {
 
 // Decode path (any row count, best at 1-8 rows): split-K GEMV whose blocks reduce their
 // partial sums in `workspace`; the last block of each column tile writes the output.
+// The workspace starts with the per-column-tile arrival counters at a fixed place (zeroed
+// once on allocation, left at zero by every launch, whatever the weight's shape), then the
+// partial sums.
+constexpr int32_t kGptqGemvMaxColTiles = 4096;  // 128 output features per tile
+constexpr size_t kGptqGemvPartialOffset = kGptqGemvMaxColTiles * sizeof(unsigned);
 struct GptqGemvPlan {
   int32_t splits = 1;
   int32_t chunk_words = 0;  // qweight word rows per split
   int32_t col_tiles = 0;
-  size_t workspace_bytes = 0;  // partial sums + per-tile arrival counters
-  size_t counter_offset = 0;   // byte offset of the counters (zero on allocation, self-resetting)
+  size_t workspace_bytes = 0;  // counters + partial sums; 0 when splits == 1
 };
 GptqGemvPlan PlanGptqGemv(const GptqArgs& w, int64_t rows, int num_sms);
 void LaunchGptqGemv(const GptqArgs& w, const GptqGemvPlan& plan, const void* x, int64_t rows, void* out,

@@ -58,6 +58,9 @@ void CudaBackend::QuantizedMatmul(const TensorView& x, const QuantizedWeight& q,
     return;
   }
   const cuda::GptqGemvPlan plan = cuda::PlanGptqGemv(w, x.rows, num_sms());
+  if (!Check(plan.col_tiles <= cuda::kGptqGemvMaxColTiles, "gptq matmul", "more output features than the GEMV tiles")) {
+    return;
+  }
   if (plan.workspace_bytes > 0) {
     const void* before = gptq_workspace_.data();
     absl::Status st = EnsureDevice(gptq_workspace_, plan.workspace_bytes);
