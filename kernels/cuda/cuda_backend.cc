@@ -246,10 +246,7 @@ void CudaBackend::AddRmsNorm(const TensorView& x, TensorView residual, const Ten
 }
 
 void CudaBackend::Matmul(const TensorView& x, const LinearWeight& w, TensorView out) {
-  if (w.quant != nullptr) {
-    Fail(absl::UnimplementedError("cuda matmul: quantized weights have no CUDA kernel in this backend"));
-    return;
-  }
+  if (w.quant != nullptr) return QuantizedMatmul(x, *w.quant, out);
   if (!Check(x.dtype == DType::kBF16 && w.dense.dtype == DType::kBF16, "matmul",
              "x and W must be bf16 (upload weights converted to bf16)") ||
       !Check(out.dtype == DType::kBF16 || out.dtype == DType::kF32, "matmul", "output must be bf16 or f32") ||

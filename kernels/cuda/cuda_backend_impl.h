@@ -66,6 +66,8 @@ class CudaBackend final : public Backend {
   void PagedAttention(const TensorView& q, const DeviceBatch& batch, const KvLayerView& cache,
                       const AttentionParams& params, TensorView out) override;
   void GatherRows(const TensorView& x, const int32_t* rows, int32_t count, TensorView out) override;
+  void LoraApply(const TensorView& x, const LoraBatch& lora, int layer, int target, TensorView out,
+                 int64_t col_offset) override;  // cuda_quant_ops.cc
 
  private:
   CudaBackend() = default;
@@ -75,6 +77,8 @@ class CudaBackend final : public Backend {
   void CheckLaunch(const char* op);
   // Grows a device buffer that only ever grows; synchronises when it must reallocate.
   absl::Status EnsureDevice(DeviceBuffer& buf, size_t bytes);
+  // GPTQ matmul (cuda_quant_ops.cc).
+  void QuantizedMatmul(const TensorView& x, const QuantizedWeight& q, TensorView out);
 
   CudaBackendOptions options_;
   cudaStream_t stream_ = nullptr;
@@ -100,6 +104,8 @@ class CudaBackend final : public Backend {
   DeviceBuffer sample_buffer_;
   std::vector<cudaGraphExec_t> graphs_;
   bool capturing_ = false;
+  DeviceBuffer gptq_workspace_;  // split-K partial sums and arrival counters
+  DeviceBuffer lora_workspace_;  // shrunk activations [tokens, max_rank]
   absl::Status sticky_;
 };
 

@@ -168,6 +168,7 @@ TEST_F(CudaOpsTest, MatmulMatchesCpuForBf16AndF32Outputs) {
 
 TEST_F(CudaOpsTest, QuantizedMatmulReportsErrorAtSynchronize) {
   QuantizedWeight q;
+  q.bits = 3;  // 2, 4 and 8 bits have CUDA kernels (cuda_quant_test.cc)
   q.in_features = 64;
   q.out_features = 64;
   Tensor x = Put(*gpu_, RandomBf16(64, rng_), 1, 64, DType::kBF16), out = Poisoned(*gpu_, 1, 64, DType::kBF16);

@@ -1,0 +1,123 @@
+// CudaBackend's GPTQ matmul and multi-LoRA ops: argument checks, kernel choice (GEMV for
+// decode batches, tensor-core GEMM for prefill) and their device workspaces. The kernels
+// are in cuda_gptq.cu and cuda_lora.cu.
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda/cuda_backend_impl.h"
+#include "kernels/cuda/cuda_quant_launch.h"
+
+namespace tessera {
+namespace {
+
+// Rows up to this count take the GEMV: it reads the weight once for up to 8 rows and
+// splits K to fill the device, where a 64-row GEMM tile would be mostly padding.
+constexpr int64_t kGemvMaxRows = 8;
+
+}  // namespace
+
+void CudaBackend::QuantizedMatmul(const TensorView& x, const QuantizedWeight& q, TensorView out) {
+  if (q.bits != 2 && q.bits != 4 && q.bits != 8) {
+    Fail(absl::UnimplementedError(
+        absl::StrCat("cuda matmul: ", q.bits, "-bit GPTQ weights have no CUDA kernel (2, 4 and 8 bits do)")));
+    return;
+  }
+  const int64_t fields = 32 / q.bits;
+  if (!Check(q.qweight != nullptr && q.qzeros != nullptr && q.scales != nullptr, "gptq matmul",
+             "the quantized weight has no device data") ||
+      !Check(q.group_size > 0 && q.in_features > 0 && q.out_features > 0, "gptq matmul",
+             "group size and features must be positive") ||
+      !Check(x.dtype == DType::kBF16, "gptq matmul", "x must be bf16") ||
+      !Check(out.dtype == DType::kBF16 || out.dtype == DType::kF32, "gptq matmul", "output must be bf16 or f32") ||
+      !Check(x.cols == q.in_features && out.rows == x.rows && out.cols == q.out_features, "gptq matmul",
+             "shape mismatch")) {
+    return;
+  }
+  if (q.group_size % fields != 0 && q.group_size < q.in_features) {
+    Fail(absl::UnimplementedError(absl::StrCat("cuda matmul: GPTQ group size ", q.group_size,
+                                               " splits a packed word of ", fields, " ", q.bits, "-bit fields")));
+    return;
+  }
+  if (x.rows == 0) return;
+  cuda::GptqArgs w;
+  w.bits = q.bits;
+  w.group_size = q.group_size;
+  w.in_features = q.in_features;
+  w.out_features = q.out_features;
+  w.qweight = q.qweight;
+  w.qzeros = q.qzeros;
+  w.scales = q.scales;
+  w.perm = q.perm;
+  w.zeros_minus_one = q.zeros_minus_one;
+
+  if (x.rows > kGemvMaxRows && cuda::GptqGemmSupported(w)) {
+    cuda::LaunchGptqGemm(w, x.data, x.rows, out.data, out.dtype, stream());
+    CheckLaunch("gptq gemm");
+    return;
+  }
+  const cuda::GptqGemvPlan plan = cuda::PlanGptqGemv(w, x.rows, num_sms());
+  if (!Check(plan.col_tiles <= cuda::kGptqGemvMaxColTiles, "gptq matmul", "more output features than the GEMV tiles")) {
+    return;
+  }
+  if (plan.workspace_bytes > 0) {
+    const void* before = gptq_workspace_.data();
+    absl::Status st = EnsureDevice(gptq_workspace_, plan.workspace_bytes);
+    if (!st.ok()) return Fail(std::move(st));
+    // The split-K arrival counters start at zero and every launch leaves them at zero.
+    if (gptq_workspace_.data() != before) {
+      cudaError_t e = cudaMemsetAsync(gptq_workspace_.data(), 0, gptq_workspace_.bytes(), stream());
+      if (e != cudaSuccess) return Fail(absl::InternalError(std::string("cuda: gptq workspace: ") + cudaGetErrorString(e)));
+    }
+  }
+  cuda::LaunchGptqGemv(w, plan, x.data, x.rows, out.data, out.dtype, gptq_workspace_.data(), stream());
+  CheckLaunch("gptq gemv");
+}
+
+void CudaBackend::LoraApply(const TensorView& x, const LoraBatch& lora, int layer, int target, TensorView out,
+                            int64_t col_offset) {
+  const LoraSlotTables* tables = lora.tables;
+  if (!Check(tables != nullptr && lora.token_slots != nullptr, "lora", "the batch has no slot tables or token slots") ||
+      !Check(layer >= 0 && layer < tables->num_layers && target >= 0 && target < kNumLoraTargets, "lora",
+             "no tables for this layer and target")) {
+    return;
+  }
+  const LoraModuleSlots& m = tables->module(layer, target);
+  if (!Check(tables->dtype == DType::kBF16 && x.dtype == DType::kBF16, "lora", "x and the slot tables must be bf16") ||
+      !Check(out.dtype == DType::kBF16 || out.dtype == DType::kF32, "lora", "output must be bf16 or f32") ||
+      !Check(m.a != nullptr && m.b_t != nullptr && m.ranks != nullptr, "lora", "the module has no slot tables")) {
+    return;
+  }
+  if (x.cols != m.in_features || x.rows != lora.num_tokens || out.rows != x.rows || col_offset < 0 ||
+      col_offset + m.out_features > out.cols) {
+    Fail(absl::InvalidArgumentError(absl::StrCat(
+        "cuda lora layer ", layer, " target ", target, ": x [", x.rows, ", ", x.cols, "] and out [", out.rows, ", ",
+        out.cols, "] at column ", col_offset, " do not fit A [", m.in_features, "] / B [", m.out_features, "] over ",
+        lora.num_tokens, " tokens")));
+    return;
+  }
+  cuda::LoraArgs a;
+  a.x = x.data;
+  a.out = out.data;
+  a.out_dtype = out.dtype;
+  a.out_cols = out.cols;
+  a.col_offset = col_offset;
+  a.token_slots = lora.token_slots;
+  a.num_tokens = lora.num_tokens;
+  a.a = m.a;
+  a.b_t = m.b_t;
+  a.ranks = m.ranks;
+  a.num_slots = tables->num_slots;
+  a.max_rank = tables->max_rank;
+  a.in_features = m.in_features;
+  a.out_features = m.out_features;
+  const size_t bytes = cuda::LoraWorkspaceBytes(a);
+  if (bytes == 0) return;
+  absl::Status st = EnsureDevice(lora_workspace_, bytes);
+  if (!st.ok()) return Fail(std::move(st));
+  cuda::LaunchLoraApply(a, static_cast<float*>(lora_workspace_.data()), stream());
+  CheckLaunch("lora");
+}
+
+}  // namespace tessera
