@@ -1,5 +1,6 @@
 #include "server/grpc/inference_service.h"
 
+#include <algorithm>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -33,7 +34,15 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(ServingContext* ctx, const
   } else {
     r.prompt_ids = tok.Encode(in.prompt(), tok.add_bos());
   }
-  r.max_tokens = in.has_max_tokens() ? static_cast<int32_t>(in.max_tokens()) : ctx->options().default_max_tokens;
+  r.max_tokens = in.has_max_tokens() ? static_cast<int32_t>(std::min<uint32_t>(in.max_tokens(), 1u << 30))
+                                      : ctx->options().default_max_tokens;
+  const int64_t prompt_len = static_cast<int64_t>(r.prompt_ids.size());
+  const int64_t max_len = ctx->engine().max_model_len();
+  if (prompt_len + r.max_tokens > max_len)
+    return absl::InvalidArgumentError(absl::StrCat("This model's maximum context length is ", max_len,
+                                                   " tokens. However, you requested ", prompt_len + r.max_tokens,
+                                                   " tokens (", prompt_len, " in the prompt, ", r.max_tokens,
+                                                   " in the completion)."));
   const v1::SamplingParams& s = in.sampling();
   if (s.has_temperature()) r.sampling.temperature = s.temperature();
   if (s.has_top_p()) r.sampling.top_p = s.top_p();

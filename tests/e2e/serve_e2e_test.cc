@@ -138,6 +138,19 @@ TEST_F(ServeE2ETest, GrpcGenerateMatchesExpectedGreedyAndTokenizes) {
     EXPECT_EQ(text, g.continuation);
     EXPECT_EQ(finish, tessera::v1::FINISH_REASON_LENGTH);
   }
+  {
+    grpc::ClientContext ctx;
+    tessera::v1::GenerateRequest req;
+    req.set_prompt("Zoo");
+    req.set_max_tokens(100000);
+    auto reader = stub->Generate(&ctx, req);
+    tessera::v1::GenerateResponse msg;
+    while (reader->Read(&msg)) {
+    }
+    grpc::Status st = reader->Finish();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(st.error_message(), HasSubstr("maximum context length"));
+  }
   grpc::ClientContext ctx;
   tessera::v1::TokenizeRequest treq;
   treq.set_text("Once upon a time");
