@@ -180,7 +180,7 @@ TEST_F(ClientCliTest, ServerRefusalsExitOneWithTheServersMessage) {
   EXPECT_THAT(r.out, HasSubstr("no-such-model"));
   r = RunClient({"--target", Target(), "generate", "--prompt", std::string(3000, 'a')}, true);
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_THAT(r.out, StartsWith("tessera-client: the prompt has"));
+  EXPECT_THAT(r.out, StartsWith("tessera-client: This model's maximum context length is 512 tokens"));
   r = RunClient({"--target", Target(), "generate", "--prompt", "x", "--top-p", "5"}, true);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.out, StartsWith("tessera-client: top_p"));
