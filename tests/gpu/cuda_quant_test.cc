@@ -15,71 +15,18 @@
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "tests/gpu/gpu_test_util.h"
 
 namespace tessera {
 namespace {
 
-template <typename T>
-T Must(absl::StatusOr<T> s) {
-  if (!s.ok()) {
-    ADD_FAILURE() << s.status();
-    std::abort();
-  }
-  return std::move(s).value();
-}
-
-std::vector<float> RandomBf16(size_t n, std::mt19937& rng, float scale = 1.0f) {
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = BF16ToF32(F32ToBF16(dist(rng)));
-  return v;
-}
-
-double RelError(const std::vector<float>& out, const std::vector<float>& ref) {
-  if (out.size() != ref.size()) return std::numeric_limits<double>::infinity();
-  double num = 0.0, den = 0.0;
-  for (size_t i = 0; i < out.size(); ++i) {
-    if (!std::isfinite(out[i])) return std::numeric_limits<double>::infinity();
-    num += (static_cast<double>(out[i]) - ref[i]) * (static_cast<double>(out[i]) - ref[i]);
-    den += static_cast<double>(ref[i]) * ref[i];
-  }
-  return den == 0.0 ? std::sqrt(num) : std::sqrt(num / den);
-}
-
-struct Tensor {
-  DeviceBuffer buf;
-  TensorView view;
-};
-
-Tensor Put(Backend& b, const std::vector<float>& host, int64_t rows, int64_t cols, DType dt) {
-  std::vector<uint8_t> raw(host.size() * DTypeSize(dt));
-  ConvertFromF32(host.data(), dt, raw.data(), host.size());
-  Tensor t;
-  t.buf = Must(b.Allocate(raw.size()));
-  EXPECT_TRUE(b.CopyToDevice(t.buf.data(), raw.data(), raw.size()).ok());
-  t.view = t.buf.View(dt, rows, cols);
-  return t;
-}
+using namespace gpu_testing;  // NOLINT: the tests' own helpers
 
 template <typename T>
 DeviceBuffer PutRaw(Backend& b, const std::vector<T>& host) {
   DeviceBuffer buf = Must(b.Allocate(host.size() * sizeof(T)));
   EXPECT_TRUE(b.CopyToDevice(buf.data(), host.data(), host.size() * sizeof(T)).ok());
   return buf;
-}
-
-Tensor Poisoned(Backend& b, int64_t rows, int64_t cols, DType dt) {
-  return Put(b, std::vector<float>(rows * cols, std::numeric_limits<float>::quiet_NaN()), rows, cols, dt);
-}
-
-std::vector<float> Get(Backend& b, const TensorView& v) {
-  absl::Status st = b.Synchronize();
-  EXPECT_TRUE(st.ok()) << st;
-  std::vector<uint8_t> raw(v.bytes());
-  EXPECT_TRUE(b.CopyToHost(raw.data(), v.data, raw.size()).ok());
-  std::vector<float> out(v.numel());
-  ConvertToF32(raw.data(), v.dtype, out.data(), out.size());
-  return out;
 }
 
 class CudaQuantTest : public ::testing::Test {
