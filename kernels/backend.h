@@ -181,6 +181,13 @@ struct SamplingRow {
   uint64_t step = 0;         // index of the token being sampled in its sequence
 };
 
+// Statistics of one row's distribution softmax(logits) (before temperature and cuts), as
+// drift monitoring reads them: entropy in nats and the top-1 probability.
+struct RowStats {
+  float entropy = 0.0f;
+  float top1_prob = 0.0f;
+};
+
 // Memory owned by a backend. Movable, frees on destruction.
 class DeviceBuffer {
  public:
@@ -243,9 +250,11 @@ class Backend {
   // the top_k, then the smallest set of highest-probability tokens (at temperature T,
   // renormalised over the top-k) holding top_p of the mass, then those with probability
   // >= min_p * the highest; ties at a cut are all kept. The draw is Gumbel-max with
-  // noise from Philox keyed by (seed, step, token id). Synchronises.
+  // noise from Philox keyed by (seed, step, token id). With `stats`, also each row's
+  // RowStats. Synchronises.
   virtual absl::Status SampleTokens(const TensorView& logits, const std::vector<SamplingRow>& rows,
-                                    std::vector<int32_t>* ids, std::vector<float>* logprobs) = 0;
+                                    std::vector<int32_t>* ids, std::vector<float>* logprobs,
+                                    std::vector<RowStats>* stats = nullptr) = 0;
   // Graph capture: the ops enqueued between BeginCapture and EndCapture are recorded,
   // not run, and Replay runs them again with the same arguments (pointers included).
   // Backends without graphs answer false / Unimplemented and are run eagerly.
@@ -279,6 +288,13 @@ class Backend {
   // Writes this step's k, v [n, Hk*D] into the cache at batch.slot_mapping.
   virtual void StoreKv(const TensorView& k, const TensorView& v, const DeviceBatch& batch,
                        const KvLayerView& cache) = 0;
+  // The fused-projection form of Rope + StoreKv: qkv [n, (Hq + 2·Hk)·D] holds each token's
+  // q, k and v side by side (one matmul against the stacked weight). Writes rotated q into
+  // q_out [n, Hq·D] and stores rotated k and v into the cache at batch.slot_mapping; qkv is
+  // left as it was. Same rounding as Rope then StoreKv.
+  virtual void RopeStoreKv(const TensorView& qkv, TensorView q_out, const int32_t* positions,
+                           const float* inv_freq, int32_t head_dim, const DeviceBatch& batch,
+                           const KvLayerView& cache) = 0;
   // Causal attention of each query token over its sequence's cached keys at positions
   // 0..positions[t] (GQA: head h reads kv head h / (Hq/Hk)). q, out: [n, Hq*D].
   virtual void PagedAttention(const TensorView& q, const DeviceBatch& batch, const KvLayerView& cache,

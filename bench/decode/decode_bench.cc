@@ -22,6 +22,7 @@
 #include "runtime/common/status_macros.h"
 
 #ifdef TESSERA_BENCH_CUDA
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 #endif
 
@@ -115,7 +116,10 @@ absl::StatusOr<RunResult> RunBatch(Engine& engine, int batch, int prompt_len, in
 
 // Seconds per decode forward of `batch` sequences at context `ctx` straight through the
 // model (graph replay, or eager), no engine: the step's device time plus the index upload.
-absl::StatusOr<double> ForwardSeconds(LlamaModel& model, int batch, int ctx, int max_model_len, bool graphs) {
+// With `profile`, the one step after the warm-up runs between cudaProfilerStart/Stop (for
+// `ncu --profile-from-start off`) and its wall time is returned.
+absl::StatusOr<double> ForwardSeconds(LlamaModel& model, int batch, int ctx, int max_model_len, bool graphs,
+                                      bool profile = false) {
   const int bs = 16, per_seq = (ctx + bs) / bs;
   ASSIGN_OR_RETURN(auto kv, PagedKvStorage::Create(model.backend(), model.config(), batch * per_seq, bs));
   BatchLayout l;
@@ -147,22 +151,30 @@ absl::StatusOr<double> ForwardSeconds(LlamaModel& model, int batch, int ctx, int
     return model.backend().Synchronize();
   };
   for (int i = 0; i < 3; ++i) RETURN_IF_ERROR(step());
-  const int reps = 20;
+  const int reps = profile ? 1 : 20;
+#ifdef TESSERA_BENCH_CUDA
+  if (profile) cudaProfilerStart();
+#endif
   const auto t0 = Clock::now();
   for (int i = 0; i < reps; ++i) RETURN_IF_ERROR(step());
+#ifdef TESSERA_BENCH_CUDA
+  if (profile) cudaProfilerStop();
+#endif
   return std::chrono::duration<double>(Clock::now() - t0).count() / reps;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::set<std::string> values = {"shape", "batches", "prompt-len", "new-tokens", "out"};
+  std::set<std::string> values = {"shape", "batches", "prompt-len", "new-tokens", "out", "profile-batches"};
   std::set<std::string> switches;
   cli::AddEngineFlags(&values, &switches);
   auto args = cli::Args::Parse(std::vector<std::string>(argv + 1, argv + argc), values, switches);
   if (!args.ok() || !args->Has("model")) {
     std::fprintf(stderr, "usage: tessera-bench-decode --model DIR --shape NAME [--batches 1,8] [--prompt-len 128] "
-                         "[--new-tokens 256] [--out FILE] [engine flags]\n");
+                         "[--new-tokens 256] [--out FILE] [--profile-batches 1,256] [engine flags]\n"
+                         "  --profile-batches: run one eager forward per batch between cudaProfilerStart/Stop\n"
+                         "  (for ncu --profile-from-start off) and exit\n");
     return 2;
   }
   auto opts = cli::ParseEngineOptions(*args);
@@ -195,10 +207,23 @@ int main(int argc, char** argv) {
   const ModelConfig& c = (*model)->config();
   const int max_batch = *std::max_element(batches.begin(), batches.end());
   EngineOptions eo = *opts;
+  const int mid_ctx = prompt_len + new_tokens / 2;
   eo.max_num_seqs = std::max(eo.max_num_seqs, max_batch);
   if (eo.max_model_len == 0) eo.max_model_len = std::min<int32_t>(static_cast<int32_t>(c.max_position_embeddings), 4096);
+  if (args->Has("profile-batches")) {
+    for (auto part : absl::StrSplit(*args->Get("profile-batches"), ',')) {
+      int batch;
+      if (!absl::SimpleAtoi(part, &batch) || batch <= 0) continue;
+      auto s = ForwardSeconds(**model, batch, mid_ctx, eo.max_model_len, /*graphs=*/false, /*profile=*/true);
+      if (!s.ok()) {
+        std::fprintf(stderr, "%s\n", std::string(s.status().message()).c_str());
+        return 1;
+      }
+      std::fprintf(stderr, "profiled one eager step at batch %d, context %d: %.3f ms\n", batch, mid_ctx, *s * 1e3);
+    }
+    return 0;
+  }
   // Forward-only rates first (their KV cache is freed before the engine takes its pool).
-  const int mid_ctx = prompt_len + new_tokens / 2;
   std::map<int, std::pair<double, double>> forward;  // batch -> (graph, eager) seconds per step
   for (int batch : batches) {
     auto g = ForwardSeconds(**model, batch, mid_ctx, eo.max_model_len, /*graphs=*/(*backend)->SupportsGraphs());

@@ -23,7 +23,8 @@ class CpuBackend final : public Backend {
   size_t FreeMemoryBytes() const override;
   absl::StatusOr<DeviceBatch> UploadBatch(const BatchLayout& layout) override;
   absl::Status SampleTokens(const TensorView& logits, const std::vector<SamplingRow>& rows,
-                            std::vector<int32_t>* ids, std::vector<float>* logprobs) override;
+                            std::vector<int32_t>* ids, std::vector<float>* logprobs,
+                            std::vector<RowStats>* stats = nullptr) override;
 
   void Embedding(const TensorView& table, const int32_t* ids, int32_t n, TensorView out) override;
   void RmsNorm(const TensorView& x, const TensorView& weight, float eps, TensorView out) override;
@@ -34,6 +35,8 @@ class CpuBackend final : public Backend {
             int32_t head_dim) override;
   void SiluMul(const TensorView& gate_up, TensorView out) override;
   void Add(const TensorView& x, TensorView out) override;
+  void RopeStoreKv(const TensorView& qkv, TensorView q_out, const int32_t* positions, const float* inv_freq,
+                   int32_t head_dim, const DeviceBatch& batch, const KvLayerView& cache) override;
   void StoreKv(const TensorView& k, const TensorView& v, const DeviceBatch& batch,
                const KvLayerView& cache) override;
   void PagedAttention(const TensorView& q, const DeviceBatch& batch, const KvLayerView& cache,

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "runtime/common/thread_pool.h"
 
@@ -56,28 +57,72 @@ void CpuBackend::AddRmsNorm(const TensorView& x, TensorView residual, const Tens
   }
 }
 
+namespace {
+
+// cos/sin of position * inv_freq[i] for i < half; the angle in double, so long positions
+// keep their precision.
+void RopeAngles(int32_t position, const float* inv_freq, int32_t half, float* cos_t, float* sin_t) {
+  for (int32_t i = 0; i < half; ++i) {
+    double a = static_cast<double>(position) * static_cast<double>(inv_freq[i]);
+    cos_t[i] = static_cast<float>(std::cos(a));
+    sin_t[i] = static_cast<float>(std::sin(a));
+  }
+}
+
+// Rotates `heads` consecutive heads of head_dim values in place (rotate_half layout).
+void RotateHeads(float* row, int64_t heads, int32_t head_dim, const float* cos_t, const float* sin_t) {
+  const int32_t half = head_dim / 2;
+  for (int64_t h = 0; h < heads; ++h) {
+    float* x = row + h * head_dim;
+    for (int32_t i = 0; i < half; ++i) {
+      float x1 = x[i], x2 = x[i + half];
+      x[i] = x1 * cos_t[i] - x2 * sin_t[i];
+      x[i + half] = x2 * cos_t[i] + x1 * sin_t[i];
+    }
+  }
+}
+
+}  // namespace
+
 void CpuBackend::Rope(TensorView q, TensorView k, const int32_t* positions, const float* inv_freq,
                       int32_t head_dim) {
   const int32_t half = head_dim / 2;
   std::vector<float> cos_t(half), sin_t(half);
   for (int64_t t = 0; t < q.rows; ++t) {
-    for (int32_t i = 0; i < half; ++i) {
-      // Angles in double then rounded, so long positions keep their precision.
-      double a = static_cast<double>(positions[t]) * static_cast<double>(inv_freq[i]);
-      cos_t[i] = static_cast<float>(std::cos(a));
-      sin_t[i] = static_cast<float>(std::sin(a));
-    }
+    RopeAngles(positions[t], inv_freq, half, cos_t.data(), sin_t.data());
     for (TensorView* m : {&q, &k}) {
-      float* row = static_cast<float*>(m->data) + t * m->cols;
-      for (int64_t h = 0; h < m->cols / head_dim; ++h) {
-        float* x = row + h * head_dim;
-        for (int32_t i = 0; i < half; ++i) {
-          float x1 = x[i], x2 = x[i + half];
-          x[i] = x1 * cos_t[i] - x2 * sin_t[i];
-          x[i + half] = x2 * cos_t[i] + x1 * sin_t[i];
-        }
-      }
+      RotateHeads(static_cast<float*>(m->data) + t * m->cols, m->cols / head_dim, head_dim, cos_t.data(),
+                  sin_t.data());
     }
+  }
+}
+
+void CpuBackend::RopeStoreKv(const TensorView& qkv, TensorView q_out, const int32_t* positions,
+                             const float* inv_freq, int32_t head_dim, const DeviceBatch& batch,
+                             const KvLayerView& cache) {
+  const int64_t width = static_cast<int64_t>(cache.num_kv_heads) * cache.head_dim;
+  const int64_t qdim = q_out.cols;
+  if (head_dim <= 0 || head_dim % 2 != 0 || qdim % head_dim != 0 || qkv.cols != qdim + 2 * width ||
+      q_out.rows != qkv.rows || batch.num_tokens > qkv.rows) {
+    RecordOpError(absl::InvalidArgumentError(absl::StrCat("cpu rope_store_kv: qkv [", qkv.rows, ", ", qkv.cols,
+                                                 "] does not hold q [", q_out.rows, ", ", qdim, "] and k, v of ",
+                                                 width, " columns")));
+    return;
+  }
+  const int32_t half = head_dim / 2;
+  std::vector<float> cos_t(half), sin_t(half), k(width);
+  for (int64_t t = 0; t < qkv.rows; ++t) {
+    const float* src = static_cast<const float*>(qkv.data) + t * qkv.cols;
+    float* q = static_cast<float*>(q_out.data) + t * qdim;
+    RopeAngles(positions[t], inv_freq, half, cos_t.data(), sin_t.data());
+    std::memcpy(q, src, qdim * sizeof(float));
+    RotateHeads(q, qdim / head_dim, head_dim, cos_t.data(), sin_t.data());
+    const int64_t slot = t < batch.num_tokens ? batch.slot_mapping[t] : -1;
+    if (slot < 0) continue;  // padding token: nothing to store
+    std::memcpy(k.data(), src + qdim, width * sizeof(float));
+    RotateHeads(k.data(), width / head_dim, head_dim, cos_t.data(), sin_t.data());
+    std::memcpy(static_cast<float*>(cache.k) + slot * width, k.data(), width * sizeof(float));
+    std::memcpy(static_cast<float*>(cache.v) + slot * width, src + qdim + width, width * sizeof(float));
   }
 }
 

@@ -63,10 +63,24 @@ std::pair<int32_t, float> SampleRow(const float* l, int32_t vocab, const Samplin
   return {token, l[token] - log_z};
 }
 
+// H = log Z - Σ p (l - m) with p = e^(l - m) / Z, m the row's maximum; top-1 = 1 / Z.
+RowStats RowStatistics(const float* l, int32_t vocab) {
+  float mx = l[0];
+  for (int32_t i = 1; i < vocab; ++i) mx = std::max(mx, l[i]);
+  double z = 0.0, weighted = 0.0;
+  for (int32_t i = 0; i < vocab; ++i) {
+    const double e = std::exp(static_cast<double>(l[i] - mx));
+    z += e;
+    weighted += e * static_cast<double>(l[i] - mx);
+  }
+  return {static_cast<float>(std::log(z) - weighted / z), static_cast<float>(1.0 / z)};
+}
+
 }  // namespace
 
 absl::Status CpuBackend::SampleTokens(const TensorView& logits, const std::vector<SamplingRow>& rows,
-                                      std::vector<int32_t>* ids, std::vector<float>* logprobs) {
+                                      std::vector<int32_t>* ids, std::vector<float>* logprobs,
+                                      std::vector<RowStats>* stats) {
   if (absl::Status st = ValidateSampleTokensArgs(logits, rows); !st.ok()) return st;
   ids->resize(rows.size());
   logprobs->resize(rows.size());
@@ -76,6 +90,10 @@ absl::Status CpuBackend::SampleTokens(const TensorView& logits, const std::vecto
     auto [token, lp] = SampleRow(base + r * logits.cols, vocab, rows[r]);
     (*ids)[r] = token;
     (*logprobs)[r] = lp;
+  }
+  if (stats != nullptr) {
+    stats->resize(rows.size());
+    for (size_t r = 0; r < rows.size(); ++r) (*stats)[r] = RowStatistics(base + r * logits.cols, vocab);
   }
   return absl::OkStatus();
 }

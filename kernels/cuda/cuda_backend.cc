@@ -293,6 +293,24 @@ void CudaBackend::Add(const TensorView& x, TensorView out) {
   CheckLaunch("add");
 }
 
+void CudaBackend::RopeStoreKv(const TensorView& qkv, TensorView q_out, const int32_t* positions,
+                              const float* inv_freq, int32_t head_dim, const DeviceBatch& batch,
+                              const KvLayerView& cache) {
+  const int64_t width = static_cast<int64_t>(cache.num_kv_heads) * cache.head_dim;
+  if (!Check(head_dim > 0 && head_dim % 2 == 0 && q_out.cols % head_dim == 0 && cache.head_dim == head_dim,
+             "rope_store_kv", "head_dim must be even and divide the rows") ||
+      !Check(qkv.dtype == q_out.dtype && IsActivation(qkv.dtype) && IsActivation(cache.dtype), "rope_store_kv",
+             "unsupported dtype") ||
+      !Check(qkv.cols == q_out.cols + 2 * width && qkv.rows == q_out.rows && batch.num_tokens <= qkv.rows,
+             "rope_store_kv", "qkv must hold q, k and v of each token")) {
+    return;
+  }
+  cuda::LaunchRopeStoreKv(qkv.data, qkv.dtype, q_out.data, q_out.cols / head_dim, cache.num_kv_heads, qkv.rows,
+                          positions, inv_freq, head_dim, batch.slot_mapping, batch.num_tokens, cache.k, cache.v,
+                          cache.dtype, stream_);
+  CheckLaunch("rope_store_kv");
+}
+
 void CudaBackend::StoreKv(const TensorView& k, const TensorView& v, const DeviceBatch& batch,
                           const KvLayerView& cache) {
   const int64_t width = static_cast<int64_t>(cache.num_kv_heads) * cache.head_dim;
@@ -373,7 +391,8 @@ void CudaBackend::GatherRows(const TensorView& x, const int32_t* rows, int32_t c
 // ---- sampling -----------------------------------------------------------------------
 
 absl::Status CudaBackend::SampleTokens(const TensorView& logits, const std::vector<SamplingRow>& rows,
-                                       std::vector<int32_t>* ids, std::vector<float>* logprobs) {
+                                       std::vector<int32_t>* ids, std::vector<float>* logprobs,
+                                       std::vector<RowStats>* stats) {
   RETURN_IF_ERROR(ValidateSampleTokensArgs(logits, rows));
   const size_t n = rows.size();
   ids->resize(n);
@@ -385,19 +404,26 @@ absl::Status CudaBackend::SampleTokens(const TensorView& logits, const std::vect
     args[i] = {r.temperature, r.top_p, r.min_p, r.top_k, r.seed, r.step};
   }
   const size_t param_bytes = Pad16(n * sizeof(cuda::SampleRowArgs));
-  RETURN_IF_ERROR(EnsureDevice(sample_buffer_, param_bytes + 2 * Pad16(n * 4)));
+  RETURN_IF_ERROR(EnsureDevice(sample_buffer_, param_bytes + 2 * Pad16(n * 4) + Pad16(n * sizeof(RowStats))));
   char* dev = static_cast<char*>(sample_buffer_.data());
   auto* d_params = reinterpret_cast<cuda::SampleRowArgs*>(dev);
   auto* d_ids = reinterpret_cast<int32_t*>(dev + param_bytes);
   auto* d_lp = reinterpret_cast<float*>(dev + param_bytes + Pad16(n * 4));
+  auto* d_stats = stats != nullptr ? reinterpret_cast<float*>(dev + param_bytes + 2 * Pad16(n * 4)) : nullptr;
   CUDA_RETURN_IF_ERROR("sample params",
                        cudaMemcpyAsync(d_params, args.data(), n * sizeof(args[0]), cudaMemcpyHostToDevice, stream_));
   cuda::LaunchSampleTokens(static_cast<const float*>(logits.data), logits.cols, static_cast<int32_t>(n),
-                           static_cast<int32_t>(logits.cols), d_params, d_ids, d_lp, stream_);
+                           static_cast<int32_t>(logits.cols), d_params, d_ids, d_lp, d_stats, stream_);
   CheckLaunch("sample_tokens");
   CUDA_RETURN_IF_ERROR("sample ids", cudaMemcpyAsync(ids->data(), d_ids, n * 4, cudaMemcpyDeviceToHost, stream_));
   CUDA_RETURN_IF_ERROR("sample logprobs",
                        cudaMemcpyAsync(logprobs->data(), d_lp, n * 4, cudaMemcpyDeviceToHost, stream_));
+  if (stats != nullptr) {
+    static_assert(sizeof(RowStats) == 2 * sizeof(float), "the kernel writes (entropy, top-1) float pairs");
+    stats->resize(n);
+    CUDA_RETURN_IF_ERROR("sample stats", cudaMemcpyAsync(stats->data(), d_stats, n * sizeof(RowStats),
+                                                         cudaMemcpyDeviceToHost, stream_));
+  }
   return Synchronize();
 }
 

@@ -29,6 +29,15 @@ __device__ __forceinline__ void StoreFromFloat(void* p, DType t, int64_t i, floa
   }
 }
 
+// v rounded to dtype t and back (what a store then a load would give).
+__device__ __forceinline__ float RoundTo(DType t, float v) {
+  switch (t) {
+    case DType::kBF16: return __bfloat162float(__float2bfloat16(v));
+    case DType::kF16: return __half2float(__float2half(v));
+    default: return v;
+  }
+}
+
 // Eight bf16 packed in 16 bytes -> eight floats.
 __device__ __forceinline__ void Bf16x8ToFloat(const uint4& v, float* f) {
   const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);

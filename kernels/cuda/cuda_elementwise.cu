@@ -83,6 +83,45 @@ __global__ void RopeKernel(void* q, int64_t q_cols, void* k, int64_t k_cols, DTy
   StoreFromFloat(m, dt, a + half, x2 * cs + x1 * sn);
 }
 
+// Rope + StoreKv over the fused projection qkv [n, (Hq + 2Hk)·D]: per token, one thread per
+// rotation pair of q (to q_out) and of k (to the cache), and one per v element (to the cache).
+__global__ void RopeStoreKvKernel(const void* qkv, DType dt, void* q_out, int64_t hq, int64_t hk, int64_t n,
+                                  const int32_t* positions, const float* inv_freq, int32_t head_dim,
+                                  const int32_t* slots, int32_t num_slots, void* kc, void* vc, DType cdt) {
+  const int32_t half = head_dim / 2;
+  const int64_t width = hk * head_dim, qdim = hq * head_dim, cols = qdim + 2 * width;
+  const int64_t pairs = (hq + hk) * half, per_token = pairs + width;
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= n * per_token) return;
+  const int64_t t = idx / per_token, r = idx % per_token;
+  const int64_t slot = t < num_slots ? slots[t] : -1;
+  const int64_t row = t * cols;
+  if (r >= pairs) {  // v element
+    const int64_t j = r - pairs;
+    if (slot >= 0) StoreFromFloat(vc, cdt, slot * width + j, LoadAsFloat(qkv, dt, row + qdim + width + j));
+    return;
+  }
+  const int64_t h = r / half;
+  const int32_t i = static_cast<int32_t>(r % half);
+  if (h >= hq && slot < 0) return;  // padding token: its k is not stored
+  double s, c;
+  sincos(static_cast<double>(positions[t]) * static_cast<double>(inv_freq[i]), &s, &c);
+  const float sn = static_cast<float>(s), cs = static_cast<float>(c);
+  const int64_t src = row + h * head_dim + i;  // k heads follow q's in the row
+  const float x1 = LoadAsFloat(qkv, dt, src), x2 = LoadAsFloat(qkv, dt, src + half);
+  // Rounded to the activation dtype first, as Rope then StoreKv would.
+  const float y1 = RoundTo(dt, x1 * cs - x2 * sn), y2 = RoundTo(dt, x2 * cs + x1 * sn);
+  if (h < hq) {
+    const int64_t o = t * qdim + h * head_dim + i;
+    StoreFromFloat(q_out, dt, o, y1);
+    StoreFromFloat(q_out, dt, o + half, y2);
+  } else {
+    const int64_t o = slot * width + (h - hq) * head_dim + i;
+    StoreFromFloat(kc, cdt, o, y1);
+    StoreFromFloat(kc, cdt, o + half, y2);
+  }
+}
+
 // RmsNorm (optionally fused with residual += x) for bf16 rows of d = 8 * blockDim.x at
 // most, f32 weights: each thread keeps its 16-byte chunk in registers, so the row is
 // read once and written once, with one block reduction in between.
@@ -200,6 +239,16 @@ void LaunchRope(void* q, int64_t q_cols, void* k, int64_t k_cols, DType dtype, i
   if (work <= 0) return;
   RopeKernel<<<static_cast<unsigned>((work + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
       q, q_cols, k, k_cols, dtype, n, positions, inv_freq, head_dim);
+}
+
+void LaunchRopeStoreKv(const void* qkv, DType dtype, void* q_out, int64_t q_heads, int64_t kv_heads, int64_t n,
+                       const int32_t* positions, const float* inv_freq, int32_t head_dim, const int32_t* slots,
+                       int32_t num_slots, void* k_cache, void* v_cache, DType cache_dtype, cudaStream_t stream) {
+  const int64_t work = n * ((q_heads + kv_heads) * (head_dim / 2) + kv_heads * head_dim);
+  if (work <= 0) return;
+  RopeStoreKvKernel<<<static_cast<unsigned>((work + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+      qkv, dtype, q_out, q_heads, kv_heads, n, positions, inv_freq, head_dim, slots, num_slots, k_cache, v_cache,
+      cache_dtype);
 }
 
 void LaunchSiluMul(const void* gate_up, DType in_dtype, void* out, DType out_dtype, int64_t rows, int64_t f,

@@ -24,6 +24,11 @@ void LaunchRope(void* q, int64_t q_cols, void* k, int64_t k_cols, DType dtype, i
 void LaunchSiluMul(const void* gate_up, DType in_dtype, void* out, DType out_dtype, int64_t rows, int64_t f,
                    cudaStream_t stream);
 void LaunchAdd(const void* x, DType x_dtype, void* out, DType out_dtype, int64_t n, cudaStream_t stream);
+// Rope + StoreKv over the fused projection qkv [n, (q_heads + 2·kv_heads)·head_dim]: rotated
+// q to q_out, rotated k and v into the cache at slots (tokens past num_slots, or slot -1, skip).
+void LaunchRopeStoreKv(const void* qkv, DType dtype, void* q_out, int64_t q_heads, int64_t kv_heads, int64_t n,
+                       const int32_t* positions, const float* inv_freq, int32_t head_dim, const int32_t* slots,
+                       int32_t num_slots, void* k_cache, void* v_cache, DType cache_dtype, cudaStream_t stream);
 void LaunchStoreKv(const void* k, const void* v, DType src_dtype, const int32_t* slots, int32_t n, void* k_cache,
                    void* v_cache, DType cache_dtype, int64_t width, cudaStream_t stream);
 void LaunchGatherRows(const void* x, size_t row_bytes, const int32_t* rows, int32_t count, void* out,
@@ -85,8 +90,9 @@ struct SampleRowArgs {
   uint64_t seed;
   uint64_t step;
 };
-// ids[r], logprobs[r] for rows r < rows of f32 logits [rows, stride] (vocab columns used).
+// ids[r], logprobs[r] for rows r < rows of f32 logits [rows, stride] (vocab columns used);
+// with `stats` (may be null), (entropy, top-1 probability) of row r at stats[2r], stats[2r+1].
 void LaunchSampleTokens(const float* logits, int64_t stride, int32_t rows, int32_t vocab, const SampleRowArgs* params,
-                        int32_t* ids, float* logprobs, cudaStream_t stream);
+                        int32_t* ids, float* logprobs, float* stats, cudaStream_t stream);
 
 }  // namespace tessera::cuda

@@ -58,7 +58,7 @@ __device__ T BlockSum(T v, T* red) {
 
 __global__ void __launch_bounds__(kThreads) SampleKernel(const float* logits, int64_t stride, int32_t vocab,
                                                          const SampleRowArgs* params, int32_t* ids,
-                                                         float* logprobs) {
+                                                         float* logprobs, float* stats) {
   using sampling::OrderedKey;
   __shared__ ArgMaxPair red_pair[kWarps];
   __shared__ float red_f[kWarps];
@@ -71,10 +71,22 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(const float* logits, in
   for (int i = tid; i < vocab; i += kThreads) best = Better(best, ArgMaxPair{l[i], i});
   best = BlockArgMax(best, red_pair);
   const float mx = best.score;
-  float z = 0.0f;
-  for (int i = tid; i < vocab; i += kThreads) z += expf(l[i] - mx);
+  float z = 0.0f, weighted = 0.0f;
+  for (int i = tid; i < vocab; i += kThreads) {
+    const float d = l[i] - mx, e = expf(d);
+    z += e;
+    weighted += e * d;
+  }
   z = BlockSum(z, red_f);
   const float log_z = mx + logf(z);
+  if (stats != nullptr) {
+    // Entropy H = log Z - Σ p (l - m), p = e^(l - m) / Z; the top-1 probability is 1 / Z.
+    weighted = BlockSum(weighted, red_f);
+    if (tid == 0) {
+      stats[2 * row] = logf(z) - weighted / z;
+      stats[2 * row + 1] = 1.0f / z;
+    }
+  }
   if (p.temperature < 1e-5f) {
     if (tid == 0) {
       ids[row] = best.index;
@@ -138,9 +150,9 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(const float* logits, in
 }  // namespace
 
 void LaunchSampleTokens(const float* logits, int64_t stride, int32_t rows, int32_t vocab, const SampleRowArgs* params,
-                        int32_t* ids, float* logprobs, cudaStream_t stream) {
+                        int32_t* ids, float* logprobs, float* stats, cudaStream_t stream) {
   if (rows <= 0) return;
-  SampleKernel<<<rows, kThreads, 0, stream>>>(logits, stride, vocab, params, ids, logprobs);
+  SampleKernel<<<rows, kThreads, 0, stream>>>(logits, stride, vocab, params, ids, logprobs, stats);
 }
 
 }  // namespace tessera::cuda

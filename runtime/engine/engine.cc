@@ -17,9 +17,9 @@ namespace {
 // whole distribution: those requests
 // sample on the host from a copy of their own row.
 bool NeedsHostSampling(const SamplingParams& p) {
-  // Drift statistics (collect_stats) need the whole distribution too.
+  // Drift statistics (collect_stats) come from the device sampler (RowStats).
   return p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f ||
-         p.logprobs > 0 || p.collect_stats;
+         p.logprobs > 0;
 }
 
 }  // namespace
@@ -499,6 +499,7 @@ absl::StatusOr<std::vector<SampleResult>> Engine::SampleStep(const TensorView& l
     for (size_t i = 0; i < ids.size(); ++i) host_rows.push_back(i);
   } else {
     std::vector<SamplingRow> rows(ids.size());
+    bool want_stats = false;
     for (size_t i = 0; i < ids.size(); ++i) {
       const Active& a = *active_.at(ids[i]);
       const SamplingParams& p = a.request.sampling;
@@ -512,10 +513,12 @@ absl::StatusOr<std::vector<SampleResult>> Engine::SampleStep(const TensorView& l
       rows[i].min_p = p.min_p;
       rows[i].seed = a.device_seed;
       rows[i].step = static_cast<uint64_t>(a.usage.completion_tokens);
+      want_stats = want_stats || p.collect_stats;
     }
     std::vector<int32_t> tokens;
     std::vector<float> logprobs;
-    RETURN_IF_ERROR(b.SampleTokens(logits, rows, &tokens, &logprobs));
+    std::vector<RowStats> stats;
+    RETURN_IF_ERROR(b.SampleTokens(logits, rows, &tokens, &logprobs, want_stats ? &stats : nullptr));
     size_t next_host = 0;
     for (size_t i = 0; i < ids.size(); ++i) {
       if (next_host < host_rows.size() && host_rows[next_host] == i) {
@@ -524,6 +527,10 @@ absl::StatusOr<std::vector<SampleResult>> Engine::SampleStep(const TensorView& l
       }
       results[i].token = tokens[i];
       results[i].logprob = logprobs[i];
+      if (want_stats) {
+        results[i].entropy = stats[i].entropy;
+        results[i].top1_prob = stats[i].top1_prob;
+      }
       active_.at(ids[i])->sampler->Record(tokens[i]);  // the history penalties would read
     }
   }

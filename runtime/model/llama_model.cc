@@ -100,12 +100,16 @@ absl::StatusOr<TensorView> LlamaModel::Upload(const TensorInfo& t, DType dtype) 
   return v;
 }
 
-absl::StatusOr<TensorView> LlamaModel::UploadConcatRows(const TensorInfo& a, const TensorInfo& b, DType dtype) {
-  const int64_t cols = a.shape[1];
-  const int64_t rows = a.shape[0] + b.shape[0];
+absl::StatusOr<TensorView> LlamaModel::UploadConcatRows(const std::vector<const TensorInfo*>& parts, DType dtype) {
+  const int64_t cols = parts.front()->shape[1];
+  int64_t rows = 0;
+  for (const TensorInfo* t : parts) rows += t->shape[0];
   std::vector<float> f(static_cast<size_t>(rows * cols));
-  ConvertToF32(a.data, a.dtype, f.data(), a.numel());
-  ConvertToF32(b.data, b.dtype, f.data() + a.numel(), b.numel());
+  float* dst = f.data();
+  for (const TensorInfo* t : parts) {
+    ConvertToF32(t->data, t->dtype, dst, t->numel());
+    dst += t->numel();
+  }
   std::vector<char> host(f.size() * DTypeSize(dtype));
   ConvertFromF32(f.data(), dtype, host.data(), f.size());
   ASSIGN_OR_RETURN(DeviceBuffer buf, backend_->Allocate(host.size()));
@@ -151,11 +155,10 @@ absl::Status LlamaModel::LoadWeights(const WeightStore& store) {
     ASSIGN_OR_RETURN(const TensorInfo* wg, store.Get(p + "mlp.gate_proj.weight", {F, H}));
     ASSIGN_OR_RETURN(const TensorInfo* wu, store.Get(p + "mlp.up_proj.weight", {F, H}));
     ASSIGN_OR_RETURN(const TensorInfo* wdn, store.Get(p + "mlp.down_proj.weight", {H, F}));
-    ASSIGN_OR_RETURN(L.q.dense, Upload(*wq, wd));
-    ASSIGN_OR_RETURN(L.k.dense, Upload(*wk, wd));
-    ASSIGN_OR_RETURN(L.v.dense, Upload(*wv, wd));
+    ASSIGN_OR_RETURN(L.qkv.dense, UploadConcatRows({wq, wk, wv}, wd));
+    L.fused_qkv = true;
     ASSIGN_OR_RETURN(L.o.dense, Upload(*wo, wd));
-    ASSIGN_OR_RETURN(L.gate_up.dense, UploadConcatRows(*wg, *wu, wd));
+    ASSIGN_OR_RETURN(L.gate_up.dense, UploadConcatRows({wg, wu}, wd));
     ASSIGN_OR_RETURN(L.down.dense, Upload(*wdn, wd));
   }
   return absl::OkStatus();
@@ -173,16 +176,30 @@ absl::Status LlamaModel::LoadGptqLayer(const WeightStore& store, const std::stri
   const ModelConfig& c = config_;
   const int64_t H = c.hidden_size, F = c.intermediate_size;
   const int64_t qdim = c.num_attention_heads * c.head_dim, kvdim = c.num_key_value_heads * c.head_dim;
-  const std::pair<LinearWeight*, std::tuple<const char*, int64_t, int64_t>> plain[] = {
-      {&L.q, {"self_attn.q_proj", H, qdim}}, {&L.k, {"self_attn.k_proj", H, kvdim}},
-      {&L.v, {"self_attn.v_proj", H, kvdim}}, {&L.o, {"self_attn.o_proj", qdim, H}},
-      {&L.down, {"mlp.down_proj", F, H}}};
-  for (const auto& [dst, spec] : plain) {
-    const auto& [name, in, out] = spec;
-    ASSIGN_OR_RETURN(GptqHostWeight host, LoadGptqLinear(store, p + name, in, out, *gptq_));
+  auto upload = [&](const GptqHostWeight& host, LinearWeight* dst) -> absl::Status {
     ASSIGN_OR_RETURN(auto dev, GptqDeviceWeight::Upload(*backend_, host));
     *dst = AddQuantized(std::move(dev));
+    return absl::OkStatus();
+  };
+  ASSIGN_OR_RETURN(GptqHostWeight q, LoadGptqLinear(store, p + "self_attn.q_proj", H, qdim, *gptq_));
+  ASSIGN_OR_RETURN(GptqHostWeight k, LoadGptqLinear(store, p + "self_attn.k_proj", H, kvdim, *gptq_));
+  ASSIGN_OR_RETURN(GptqHostWeight v, LoadGptqLinear(store, p + "self_attn.v_proj", H, kvdim, *gptq_));
+  // q, k and v share their input, so they stack into one product unless their act-order
+  // input orders differ; then they stay three.
+  absl::StatusOr<GptqHostWeight> qk = ConcatGptqOutFeatures(q, k);
+  absl::StatusOr<GptqHostWeight> qkv = qk.ok() ? ConcatGptqOutFeatures(*qk, v) : qk.status();
+  if (qkv.ok()) {
+    RETURN_IF_ERROR(upload(*qkv, &L.qkv));
+    L.fused_qkv = true;
+  } else {
+    RETURN_IF_ERROR(upload(q, &L.q));
+    RETURN_IF_ERROR(upload(k, &L.k));
+    RETURN_IF_ERROR(upload(v, &L.v));
   }
+  ASSIGN_OR_RETURN(GptqHostWeight o, LoadGptqLinear(store, p + "self_attn.o_proj", qdim, H, *gptq_));
+  RETURN_IF_ERROR(upload(o, &L.o));
+  ASSIGN_OR_RETURN(GptqHostWeight down, LoadGptqLinear(store, p + "mlp.down_proj", F, H, *gptq_));
+  RETURN_IF_ERROR(upload(down, &L.down));
   ASSIGN_OR_RETURN(GptqHostWeight gate, LoadGptqLinear(store, p + "mlp.gate_proj", H, F, *gptq_));
   ASSIGN_OR_RETURN(GptqHostWeight up, LoadGptqLinear(store, p + "mlp.up_proj", H, F, *gptq_));
   auto gate_up = ConcatGptqOutFeatures(gate, up);
@@ -203,6 +220,7 @@ absl::Status LlamaModel::EnsureWorkspace(int64_t tokens, int64_t logits) {
     ASSIGN_OR_RETURN(x_, backend_->Allocate(T * c.hidden_size * es));
     ASSIGN_OR_RETURN(residual_, backend_->Allocate(T * c.hidden_size * es));
     ASSIGN_OR_RETURN(h_, backend_->Allocate(T * c.hidden_size * es));
+    ASSIGN_OR_RETURN(qkv_, backend_->Allocate(T * (qdim + 2 * kvdim) * es));
     ASSIGN_OR_RETURN(q_, backend_->Allocate(T * qdim * es));
     ASSIGN_OR_RETURN(k_, backend_->Allocate(T * kvdim * es));
     ASSIGN_OR_RETURN(v_, backend_->Allocate(T * kvdim * es));
@@ -275,6 +293,7 @@ TensorView LlamaModel::EnqueueForward(const DeviceBatch& db, PagedKvStorage& kv)
   const int64_t qdim = c.num_attention_heads * c.head_dim, kvdim = c.num_key_value_heads * c.head_dim;
   TensorView x = x_.View(ad, T, H), residual = residual_.View(ad, T, H), h = h_.View(ad, T, H);
   TensorView q = q_.View(ad, T, qdim), k = k_.View(ad, T, kvdim), v = v_.View(ad, T, kvdim);
+  TensorView qkv = qkv_.View(ad, T, qdim + 2 * kvdim);
   TensorView attn = attn_.View(ad, T, qdim), gu = gate_up_.View(ad, T, 2 * F), act = act_.View(ad, T, F);
   AttentionParams ap;
   ap.num_heads = static_cast<int32_t>(c.num_attention_heads);
@@ -294,14 +313,22 @@ TensorView LlamaModel::EnqueueForward(const DeviceBatch& db, PagedKvStorage& kv)
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& L = layers_[l];
     if (l > 0) b.AddRmsNorm(x, residual, L.input_norm, eps, h);  // x holds the previous MLP output
-    b.Matmul(h, L.q, q);
-    b.Matmul(h, L.k, k);
-    b.Matmul(h, L.v, v);
-    apply_lora(h, l, kLoraQ, q, 0);
-    apply_lora(h, l, kLoraK, k, 0);
-    apply_lora(h, l, kLoraV, v, 0);
-    b.Rope(q, k, db.positions, inv_freq, ap.head_dim);
-    b.StoreKv(k, v, db, kv.layer(static_cast<int>(l)));
+    if (L.fused_qkv) {
+      b.Matmul(h, L.qkv, qkv);
+      apply_lora(h, l, kLoraQ, qkv, 0);
+      apply_lora(h, l, kLoraK, qkv, qdim);
+      apply_lora(h, l, kLoraV, qkv, qdim + kvdim);
+      b.RopeStoreKv(qkv, q, db.positions, inv_freq, ap.head_dim, db, kv.layer(static_cast<int>(l)));
+    } else {
+      b.Matmul(h, L.q, q);
+      b.Matmul(h, L.k, k);
+      b.Matmul(h, L.v, v);
+      apply_lora(h, l, kLoraQ, q, 0);
+      apply_lora(h, l, kLoraK, k, 0);
+      apply_lora(h, l, kLoraV, v, 0);
+      b.Rope(q, k, db.positions, inv_freq, ap.head_dim);
+      b.StoreKv(k, v, db, kv.layer(static_cast<int>(l)));
+    }
     b.PagedAttention(q, db, kv.layer(static_cast<int>(l)), ap, attn);
     b.Matmul(attn, L.o, x);
     apply_lora(attn, l, kLoraO, x, 0);

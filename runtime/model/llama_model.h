@@ -75,17 +75,21 @@ class LlamaModel {
 
   struct Layer {
     TensorView input_norm, post_norm;  // F32 [hidden]
-    LinearWeight q, k, v, o, gate_up, down;
+    // q, k and v stacked into one product (qkv) when possible; else the three apart.
+    LinearWeight qkv, q, k, v, o, gate_up, down;
+    bool fused_qkv = false;
   };
 
  private:
   LlamaModel() = default;
   absl::Status LoadWeights(const WeightStore& store);
-  // GPTQ checkpoints: q/k/v/o/down as quantized linears, gate and up stacked into gate_up.
+  // GPTQ checkpoints: q/k/v stacked into qkv (when their input orders agree), o and down
+  // as they are, gate and up stacked into gate_up.
   absl::Status LoadGptqLayer(const WeightStore& store, const std::string& prefix, Layer& layer);
   LinearWeight AddQuantized(std::unique_ptr<GptqDeviceWeight> w);
   absl::StatusOr<TensorView> Upload(const TensorInfo& t, DType dtype);
-  absl::StatusOr<TensorView> UploadConcatRows(const TensorInfo& a, const TensorInfo& b, DType dtype);
+  // The tensors stacked along their rows (output features), converted to dtype.
+  absl::StatusOr<TensorView> UploadConcatRows(const std::vector<const TensorInfo*>& parts, DType dtype);
   absl::Status EnsureWorkspace(int64_t tokens, int64_t logits);
 
   ModelConfig config_;
@@ -105,7 +109,7 @@ class LlamaModel {
   // Activation workspace, grown on demand.
   int64_t ws_tokens_ = 0, ws_logits_ = 0;
   int64_t workspace_generation_ = 0;
-  DeviceBuffer x_, residual_, h_, q_, k_, v_, attn_, gate_up_, act_, hidden_last_, logits_;
+  DeviceBuffer x_, residual_, h_, qkv_, q_, k_, v_, attn_, gate_up_, act_, hidden_last_, logits_;
 };
 
 }  // namespace tessera

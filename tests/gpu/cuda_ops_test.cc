@@ -211,6 +211,66 @@ TEST_F(CudaOpsTest, StoreKvWritesSlotsAndSkipsPadding) {
   }
 }
 
+// The fused form must give exactly what Rope then StoreKv give on the same device, and
+// match the CPU reference; padding tokens (slot -1) still get their q rotated.
+TEST_F(CudaOpsTest, RopeStoreKvEqualsRopeThenStoreKv) {
+  struct Cfg { int hq, hk, d; };
+  for (Cfg c : {Cfg{4, 2, 8}, Cfg{32, 32, 128}, Cfg{32, 8, 128}, Cfg{6, 1, 64}}) {
+    const int block_size = 16, num_blocks = 7, n = 23;
+    const int64_t qdim = c.hq * c.d, width = c.hk * c.d, slots = num_blocks * block_size;
+    std::vector<float> inv(c.d / 2);
+    for (int i = 0; i < c.d / 2; ++i) inv[i] = 1.0f / std::pow(10000.0f, 2.0f * i / c.d);
+    std::vector<int32_t> perm(slots);
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng_);
+    BatchLayout layout;
+    layout.slot_mapping.assign(perm.begin(), perm.begin() + n);
+    layout.slot_mapping[4] = -1;
+    layout.token_ids.assign(n, 0);
+    for (int i = 0; i < n; ++i) layout.positions.push_back(static_cast<int32_t>(rng_() % 70000));
+    layout.query_start = {0, n};
+    layout.context_lens = {n};
+    DeviceBatch cb = Must(cpu_.UploadBatch(layout)), gb = Must(gpu_->UploadBatch(layout));
+    DeviceBuffer ginv = Must(gpu_->Allocate(inv.size() * 4));
+    ASSERT_TRUE(gpu_->CopyToDevice(ginv.data(), inv.data(), inv.size() * 4).ok());
+    const auto* gi = static_cast<const float*>(ginv.data());
+    std::vector<float> qkv = RandomBf16(n * (qdim + 2 * width), rng_);
+    std::vector<float> cache0 = RandomBf16(slots * width, rng_);
+    // Reference on the device: split, Rope, StoreKv.
+    std::vector<float> q(n * qdim), k(n * width), v(n * width);
+    for (int t = 0; t < n; ++t) {
+      const float* row = qkv.data() + t * (qdim + 2 * width);
+      std::copy_n(row, qdim, q.begin() + t * qdim);
+      std::copy_n(row + qdim, width, k.begin() + t * width);
+      std::copy_n(row + qdim + width, width, v.begin() + t * width);
+    }
+    Tensor rq = Put(*gpu_, q, n, qdim, DType::kBF16), rk = Put(*gpu_, k, n, width, DType::kBF16);
+    Tensor rv = Put(*gpu_, v, n, width, DType::kBF16);
+    Tensor rkc = Put(*gpu_, cache0, slots, width, DType::kBF16), rvc = Put(*gpu_, cache0, slots, width, DType::kBF16);
+    KvLayerView rc{rkc.buf.data(), rvc.buf.data(), DType::kBF16, num_blocks, block_size, c.hk, c.d};
+    gpu_->Rope(rq.view, rk.view, gb.positions, gi, c.d);
+    gpu_->StoreKv(rk.view, rv.view, gb, rc);
+    // Fused, on the device and on the CPU.
+    Tensor gqkv = Put(*gpu_, qkv, n, qdim + 2 * width, DType::kBF16);
+    Tensor gq = Poisoned(*gpu_, n, qdim, DType::kBF16);
+    Tensor gkc = Put(*gpu_, cache0, slots, width, DType::kBF16), gvc = Put(*gpu_, cache0, slots, width, DType::kBF16);
+    KvLayerView gc{gkc.buf.data(), gvc.buf.data(), DType::kBF16, num_blocks, block_size, c.hk, c.d};
+    gpu_->RopeStoreKv(gqkv.view, gq.view, gb.positions, gi, c.d, gb, gc);
+    Tensor cqkv = Put(cpu_, qkv, n, qdim + 2 * width, DType::kF32);
+    Tensor cq = Poisoned(cpu_, n, qdim, DType::kF32);
+    Tensor ckc = Put(cpu_, cache0, slots, width, DType::kF32), cvc = Put(cpu_, cache0, slots, width, DType::kF32);
+    KvLayerView cc{ckc.buf.data(), cvc.buf.data(), DType::kF32, num_blocks, block_size, c.hk, c.d};
+    cpu_.RopeStoreKv(cqkv.view, cq.view, cb.positions, inv.data(), c.d, cb, cc);
+    ASSERT_TRUE(gpu_->Synchronize().ok());
+    EXPECT_EQ(RelError(Get(*gpu_, gq.view), Get(*gpu_, rq.view)), 0.0) << "q hq=" << c.hq << " d=" << c.d;
+    EXPECT_EQ(RelError(Get(*gpu_, gkc.view), Get(*gpu_, rkc.view)), 0.0) << "k cache hk=" << c.hk;
+    EXPECT_EQ(RelError(Get(*gpu_, gvc.view), Get(*gpu_, rvc.view)), 0.0) << "v cache hk=" << c.hk;
+    EXPECT_LT(RelError(Get(*gpu_, gq.view), Get(cpu_, cq.view)), kBf16Tol) << "q vs cpu";
+    EXPECT_LT(RelError(Get(*gpu_, gkc.view), Get(cpu_, ckc.view)), kBf16Tol) << "k cache vs cpu";
+    EXPECT_LT(RelError(Get(*gpu_, gvc.view), Get(cpu_, cvc.view)), kBf16Tol) << "v cache vs cpu";
+  }
+}
+
 // ---- paged attention ----------------------------------------------------------------
 
 struct AttentionCase {

@@ -73,6 +73,29 @@ TEST(SampleTokensCpuTest, GreedyIsTheFirstArgMaxWithItsLogSoftmax) {
   EXPECT_NEAR(lp[0], 2.0 - std::log(z), 1e-5);
 }
 
+TEST(SampleTokensCpuTest, RowStatsAreEntropyAndTopProbabilityOfTheRawSoftmax) {
+  CpuBackend cpu;
+  std::vector<float> l = {2.0f, 0.5f, -1.0f, 2.0f, 0.0f, /* row 2: uniform */ 3.0f, 3.0f, 3.0f, 3.0f, 3.0f};
+  std::vector<int32_t> ids;
+  std::vector<float> lp;
+  std::vector<RowStats> stats;
+  SamplingRow hot;
+  hot.temperature = 0.5f;  // temperature and cuts do not change the statistics
+  hot.top_k = 2;
+  ASSERT_TRUE(cpu.SampleTokens(HostView(l, 2, 5), {hot, SamplingRow{}}, &ids, &lp, &stats).ok());
+  ASSERT_EQ(stats.size(), 2u);
+  double z = 0, h = 0;
+  for (int i = 0; i < 5; ++i) z += std::exp(static_cast<double>(l[i]));
+  for (int i = 0; i < 5; ++i) {
+    const double p = std::exp(static_cast<double>(l[i])) / z;
+    h -= p * std::log(p);
+  }
+  EXPECT_NEAR(stats[0].entropy, h, 1e-5);
+  EXPECT_NEAR(stats[0].top1_prob, std::exp(2.0) / z, 1e-6);
+  EXPECT_NEAR(stats[1].entropy, std::log(5.0), 1e-5);
+  EXPECT_NEAR(stats[1].top1_prob, 0.2, 1e-6);
+}
+
 TEST(SampleTokensCpuTest, DrawFrequenciesFollowTheTruncatedDistribution) {
   CpuBackend cpu;
   std::mt19937 rng(7);
@@ -155,11 +178,14 @@ TEST(SampleTokensCudaTest, MatchesTheCpuReferenceRowByRow) {
     ASSERT_TRUE(gpu->CopyToDevice(buf.data(), l.data(), l.size() * 4).ok());
     std::vector<int32_t> want, got;
     std::vector<float> want_lp, got_lp;
-    ASSERT_TRUE(cpu.SampleTokens(HostView(l, rows, vocab), params, &want, &want_lp).ok());
-    ASSERT_TRUE(gpu->SampleTokens(buf.View(DType::kF32, rows, vocab), params, &got, &got_lp).ok());
+    std::vector<RowStats> want_stats, got_stats;
+    ASSERT_TRUE(cpu.SampleTokens(HostView(l, rows, vocab), params, &want, &want_lp, &want_stats).ok());
+    ASSERT_TRUE(gpu->SampleTokens(buf.View(DType::kF32, rows, vocab), params, &got, &got_lp, &got_stats).ok());
     for (int r = 0; r < rows; ++r) {
       EXPECT_EQ(got[r], want[r]) << "vocab " << vocab << " row " << r;
       EXPECT_NEAR(got_lp[r], want_lp[r], 1e-3) << "vocab " << vocab << " row " << r;
+      EXPECT_NEAR(got_stats[r].entropy, want_stats[r].entropy, 1e-3 * (1 + want_stats[r].entropy)) << "row " << r;
+      EXPECT_NEAR(got_stats[r].top1_prob, want_stats[r].top1_prob, 1e-4) << "row " << r;
     }
   }
 }

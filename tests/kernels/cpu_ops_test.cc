@@ -212,6 +212,50 @@ TEST(CpuOpsTest, StoreKvSkipsNegativeSlotsAndGatherRowsPicksRows) {
   EXPECT_EQ(g, (std::vector<float>{-5, -6, -7, -8}));
 }
 
+TEST(CpuOpsTest, RopeStoreKvEqualsSplitThenRopeThenStoreKv) {
+  std::mt19937 rng(11);
+  CpuBackend cpu;
+  const int T = 5, D = 8, Hq = 4, Hk = 2, slots = 9;
+  const int qdim = Hq * D, width = Hk * D, cols = qdim + 2 * width;
+  auto qkv = Random(T * cols, rng);
+  std::vector<float> inv = {1.0f, 0.3f, 0.01f, 0.002f};
+  BatchLayout L;
+  L.token_ids.assign(T, 0);
+  L.positions = {0, 3, 17, 400, 9000};
+  L.slot_mapping = {8, 2, -1, 0, 5};
+  L.query_start = {0, T};
+  L.context_lens = {T};
+  auto db = cpu.UploadBatch(L);
+  ASSERT_TRUE(db.ok());
+  // Reference: the three projections apart, then the two ops.
+  std::vector<float> q(T * qdim), k(T * width), v(T * width);
+  for (int t = 0; t < T; ++t) {
+    std::copy_n(qkv.begin() + t * cols, qdim, q.begin() + t * qdim);
+    std::copy_n(qkv.begin() + t * cols + qdim, width, k.begin() + t * width);
+    std::copy_n(qkv.begin() + t * cols + qdim + width, width, v.begin() + t * width);
+  }
+  std::vector<float> rkc(slots * width, -7.0f), rvc(slots * width, -7.0f);
+  KvLayerView rkv{rkc.data(), rvc.data(), DType::kF32, slots, 1, Hk, D};
+  cpu.Rope(View(q, T, qdim), View(k, T, width), L.positions.data(), inv.data(), D);
+  cpu.StoreKv(View(k, T, width), View(v, T, width), *db, rkv);
+
+  const auto qkv0 = qkv;
+  std::vector<float> fq(T * qdim, 0.0f), fkc(slots * width, -7.0f), fvc(slots * width, -7.0f);
+  KvLayerView fkv{fkc.data(), fvc.data(), DType::kF32, slots, 1, Hk, D};
+  cpu.RopeStoreKv(View(qkv, T, cols), View(fq, T, qdim), L.positions.data(), inv.data(), D, *db, fkv);
+  ASSERT_TRUE(cpu.TakeOpError().ok());
+  EXPECT_EQ(fq, q);
+  EXPECT_EQ(fkc, rkc);
+  EXPECT_EQ(fvc, rvc);
+  EXPECT_EQ(qkv, qkv0);  // the projection output is left as it was
+
+  // A qkv row that does not hold q, k and v is refused and nothing is written.
+  std::vector<float> bad(T * (cols - 1));
+  cpu.RopeStoreKv(View(bad, T, cols - 1), View(fq, T, qdim), L.positions.data(), inv.data(), D, *db, fkv);
+  EXPECT_EQ(cpu.TakeOpError().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(fkc, rkc);
+}
+
 TEST(ThreadPoolTest, ParallelForCoversEveryIndexOnce) {
   ThreadPool pool(3);
   std::vector<int> hits(1001, 0);
