@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Serving benchmark on the device: random-weight Llama-2-7B shape (bf16), `tessera serve`
+# driven by `tessera-loadgen`, 128-token prompts -> 128 tokens, at each concurrency in
+# $CONCURRENCY (max-num-seqs follows the concurrency). Drift monitoring stays on (the
+# default) unless DRIFT=0. Run from the repo root with the bundle in $D; JSON to $OUT.
+set -u
+D=${D:-.device-m}
+OUT=${OUT:-/tmp/out}
+MODEL=${MODEL:-/tmp/models/llama2-7b}
+CONCURRENCY=${CONCURRENCY:-256}
+PROMPTS_PER_STREAM=${PROMPTS_PER_STREAM:-4}
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH=$PWD/$D/bundle/lib:/usr/local/cuda/lib64
+export TESSERA_SPM_PLUGIN=$PWD/$D/lib/libtessera_spm.so
+[ -f "$MODEL/config.json" ] || "$D/bin/tessera-make-random-model" --shape llama2-7b --out "$MODEL" \
+  --tokenizer tests/data/llama2-tokenizer/tokenizer.model > /dev/null 2>&1
+[ -f "$MODEL/tokenizer.model" ] || cp tests/data/llama2-tokenizer/tokenizer.model "$MODEL/"
+drift_flag=""
+[ "${DRIFT:-1}" = 1 ] || drift_flag=--disable-drift-monitoring
+for c in $CONCURRENCY; do
+  "$D/bin/tessera" serve --model "$MODEL" --served-model-name llama2-7b-random --port 0 --grpc-port 0 $drift_flag \
+    --max-num-seqs "$c" --max-num-batched-tokens 8192 --max-waiting 100000 ${SERVE_FLAGS:-} \
+    > /tmp/serve.out 2> /tmp/serve.err &
+  pid=$!
+  for i in $(seq 1 240); do grep -q "listening http" /tmp/serve.out && break; sleep 0.5; done
+  port=$(grep "listening http" /tmp/serve.out | sed 's/.*://')
+  [ -n "$port" ] || { echo "server did not start"; cat /tmp/serve.out; tail -5 /tmp/serve.err; exit 1; }
+  tag="c${c}_drift${DRIFT:-1}"
+  "$D/bin/tessera-loadgen" --port "$port" --model llama2-7b-random --num-prompts $((c * PROMPTS_PER_STREAM)) \
+    --max-concurrency "$c" --random-input-len 128 --random-output-len 128 --out "$OUT/serve_7b_$tag.json" 2>&1 \
+    | grep -E "throughput|ITL|TPOT|TTFT|failed|Failed" | head -12
+  echo "== above: concurrency $c, drift ${DRIFT:-1}"
+  kill -TERM $pid; wait $pid
+done
