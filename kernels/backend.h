@@ -89,6 +89,11 @@ struct BatchLayout {
 
   int32_t num_tokens() const { return static_cast<int32_t>(token_ids.size()); }
   int32_t num_seqs() const { return static_cast<int32_t>(context_lens.size()); }
+  int32_t num_single_token_seqs() const {
+    int32_t n = 0;
+    for (size_t s = 0; s + 1 < query_start.size(); ++s) n += query_start[s + 1] - query_start[s] == 1;
+    return n;
+  }
   int32_t max_query_len() const {
     int32_t m = 0;
     for (size_t s = 0; s + 1 < query_start.size(); ++s) m = std::max(m, query_start[s + 1] - query_start[s]);
@@ -118,6 +123,7 @@ struct DeviceBatch {
   int32_t block_size = 16;
   int32_t max_query_len = 0;
   int32_t max_context_len = 0;
+  int32_t num_single_token_seqs = 0;  // sequences with one query token (decodes)
 };
 
 // One layer's paged KV cache.

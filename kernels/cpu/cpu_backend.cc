@@ -62,6 +62,7 @@ absl::StatusOr<DeviceBatch> CpuBackend::UploadBatch(const BatchLayout& layout) {
   b.max_blocks_per_seq = uploaded_.max_blocks_per_seq;
   b.block_size = uploaded_.block_size;
   b.max_query_len = uploaded_.max_query_len();
+  b.num_single_token_seqs = uploaded_.num_single_token_seqs();
   b.max_context_len = uploaded_.max_context_len();
   return b;
 }

@@ -207,6 +207,7 @@ absl::StatusOr<DeviceBatch> CudaBackend::UploadBatch(const BatchLayout& layout) 
   b.max_blocks_per_seq = layout.max_blocks_per_seq;
   b.block_size = layout.block_size;
   b.max_query_len = layout.max_query_len();
+  b.num_single_token_seqs = layout.num_single_token_seqs();
   b.max_context_len = layout.max_context_len();
   return b;
 }
@@ -362,7 +363,8 @@ void CudaBackend::PagedAttention(const TensorView& q, const DeviceBatch& batch, 
   a.q_stride = q.cols;
   a.out_stride = out.cols;
   a.scale = p.scale;
-  if (batch.max_query_len <= 1) {
+  // Decodes take the split-K decode kernel, also beside prefill chunks in a mixed batch.
+  if (batch.max_query_len <= 1 || batch.num_single_token_seqs > 0) {
     const PlanKey key{a.num_seqs, a.max_context_len, a.num_heads, a.num_kv_heads, a.head_dim};
     if (!(key == plan_key_)) {
       plan_ = cuda::PlanDecodeAttention(a, num_sms_);
@@ -374,7 +376,9 @@ void CudaBackend::PagedAttention(const TensorView& q, const DeviceBatch& batch, 
       if (!st.ok()) return Fail(std::move(st));
     }
     cuda::LaunchDecodeAttention(a, plan, static_cast<float*>(attention_workspace_.data()), stream_);
-  } else {
+  }
+  if (batch.max_query_len > 1) {
+    a.single_token_seqs_elsewhere = batch.num_single_token_seqs > 0;
     cuda::LaunchPrefillAttention(a, stream_);
   }
   CheckLaunch("attention");

@@ -18,6 +18,7 @@ constexpr int kTile = 32;  // tokens per pipeline stage; one softmax lane per to
 constexpr int kStages = 3;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr int kHeadsPerUnit = 4;
+constexpr int kMaxStagedPages = 1024;  // block-table entries a CTA stages (4 KiB)
 
 template <int D>
 struct DecodeShape {
@@ -27,9 +28,12 @@ struct DecodeShape {
   static constexpr int kRowBytes = D * 2 + 16;           // +16: conflict-free 16-byte reads
   static constexpr int kStageBytes = 2 * kTile * kRowBytes;
   static_assert(((kMaxAttentionGroup + 3) / 4) * kChunks <= kThreads, "one p·V unit per thread at most");
-  static size_t SmemBytes(int group) {
+  // Pipeline stages, then q, scores and softmax state of each head, then the partition's
+  // page numbers (`pages` ints).
+  static size_t SmemBytes(int group, int pages) {
     return static_cast<size_t>(kStages) * kStageBytes +
-           sizeof(float) * (static_cast<size_t>(group) * D + group * kTile + 3 * group);
+           sizeof(float) * (static_cast<size_t>(group) * D + group * kTile + 3 * group) +
+           sizeof(int32_t) * static_cast<size_t>(pages);
   }
 };
 
@@ -98,15 +102,18 @@ __device__ __forceinline__ void PvHeads(float (&acc)[kHeadsPerUnit][8], const ch
 
 // Partial results of split s for (seq, head): o [D] normalised by its own sum, then
 // (max in log2 units, sum) in ml.
+// The partition's block-table entries are staged in shared memory first (`page_cap` of
+// them fit): read from global memory inside the tile loads, each page lookup would be a
+// dependent L2 round trip ahead of its cp.async, and the loads would trickle out serially.
 template <int D>
-__global__ void __launch_bounds__(kThreads) DecodeKernel(AttentionArgs a, int partition, float* o_part,
-                                                         float* ml_part) {
+__global__ void __launch_bounds__(kThreads) DecodeKernel(AttentionArgs a, int partition, int page_cap,
+                                                         float* o_part, float* ml_part) {
   using S = DecodeShape<D>;
   const int kvh = blockIdx.x, seq = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int G = a.num_heads / a.num_kv_heads;
   const int t = a.query_start[seq];
-  if (a.query_start[seq + 1] == t) return;
+  if (a.query_start[seq + 1] - t != 1) return;  // empty, or a prefill (its own kernel)
   const int len = a.positions[t] + 1;
   const int start = split * partition;
   const int end = split == splits - 1 ? len : min(len, start + partition);
@@ -118,6 +125,7 @@ __global__ void __launch_bounds__(kThreads) DecodeKernel(AttentionArgs a, int pa
   float* ms = ss + G * kTile;
   float* ls = ms + G;
   float* alphas = ls + G;
+  int32_t* pages = reinterpret_cast<int32_t*>(alphas + G);
 
   if (start >= end) {  // nothing of this sequence falls in this partition
     for (int u = tid; u < G * D; u += kThreads) {
@@ -151,6 +159,13 @@ __global__ void __launch_bounds__(kThreads) DecodeKernel(AttentionArgs a, int pa
   const int bs = a.block_size;
   const bool bs_pow2 = (bs & (bs - 1)) == 0;
   const int bs_shift = __ffs(bs) - 1;
+  const int first_page = bs_pow2 ? start >> bs_shift : start / bs;
+  const int last_page = bs_pow2 ? (end - 1) >> bs_shift : (end - 1) / bs;
+  const bool staged = last_page - first_page < page_cap;  // uniform across the CTA
+  if (staged) {
+    for (int i = tid; i <= last_page - first_page; i += kThreads) pages[i] = table[first_page + i];
+    __syncthreads();  // the prologue's tile loads read the staged pages
+  }
   auto load_tile = [&](int tile, int stage) {
     char* kd = kv + stage * S::kStageBytes;
     char* vd = kd + kTile * S::kRowBytes;
@@ -162,7 +177,8 @@ __global__ void __launch_bounds__(kThreads) DecodeKernel(AttentionArgs a, int pa
       int64_t off = 0;
       if (valid) {
         const int page = bs_pow2 ? j >> bs_shift : j / bs;
-        const int64_t slot = static_cast<int64_t>(table[page]) * bs + (j - page * bs);
+        const int32_t block = staged ? pages[page - first_page] : table[page];
+        const int64_t slot = static_cast<int64_t>(block) * bs + (j - page * bs);
         off = slot * slot_bytes + (kvh * D + c * 8) * 2;
       }
       CpAsync16(kd + tok * S::kRowBytes + c * 16, kc + off, valid);
@@ -307,7 +323,7 @@ __global__ void __launch_bounds__(kThreads) DecodeKernel(AttentionArgs a, int pa
 __global__ void DecodeReduceKernel(AttentionArgs a, int splits, const float* o_part, const float* ml_part) {
   const int h = blockIdx.x, seq = blockIdx.y;
   const int t = a.query_start[seq];
-  if (a.query_start[seq + 1] == t) return;
+  if (a.query_start[seq + 1] - t != 1) return;  // empty, or a prefill (its own kernel)
   const int D = a.head_dim;
   const int64_t row0 = (static_cast<int64_t>(seq) * a.num_heads + h) * splits;
   float m = -INFINITY;
@@ -331,14 +347,17 @@ __global__ void DecodeReduceKernel(AttentionArgs a, int splits, const float* o_p
 template <int D>
 void LaunchDecode(const AttentionArgs& a, const DecodePlan& plan, float* workspace, cudaStream_t stream) {
   const int group = a.num_heads / a.num_kv_heads;
-  const size_t smem = DecodeShape<D>::SmemBytes(group);
-  static const cudaError_t attr = cudaFuncSetAttribute(
-      DecodeKernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(DecodeShape<D>::SmemBytes(kMaxAttentionGroup)));
+  // A partition of P tokens touches at most P / block_size + 2 pages.
+  const int page_cap = std::min(plan.partition_tokens / std::max(a.block_size, 1) + 2, kMaxStagedPages);
+  const size_t smem = DecodeShape<D>::SmemBytes(group, page_cap);
+  static const cudaError_t attr =
+      cudaFuncSetAttribute(DecodeKernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(DecodeShape<D>::SmemBytes(kMaxAttentionGroup, kMaxStagedPages)));
   (void)attr;
   float* o_part = workspace;
   float* ml_part = workspace ? workspace + static_cast<size_t>(a.num_seqs) * a.num_heads * plan.splits * D : nullptr;
   dim3 grid(a.num_kv_heads, a.num_seqs, plan.splits);
-  DecodeKernel<D><<<grid, kThreads, smem, stream>>>(a, plan.partition_tokens, o_part, ml_part);
+  DecodeKernel<D><<<grid, kThreads, smem, stream>>>(a, plan.partition_tokens, page_cap, o_part, ml_part);
   if (plan.splits > 1) {
     DecodeReduceKernel<<<dim3(a.num_heads, a.num_seqs), 128, 0, stream>>>(a, plan.splits, o_part, ml_part);
   }

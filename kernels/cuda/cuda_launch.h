@@ -55,6 +55,9 @@ struct AttentionArgs {
   int64_t q_stride = 0;
   int64_t out_stride = 0;
   float scale = 1.0f;
+  // Mixed batches: sequences of one query token go to the decode kernel, and the prefill
+  // kernel leaves them alone.
+  bool single_token_seqs_elsewhere = false;
 };
 
 // Head dims and GQA group sizes the attention kernels are built for.

@@ -38,7 +38,7 @@ __global__ void __launch_bounds__(PrefillShape<D>::kThreads) PrefillKernel(Atten
   const int tokens_per_tile = kRows / G;
   const int q_begin = a.query_start[seq];
   const int q_len = a.query_start[seq + 1] - q_begin;
-  if (q_tile * tokens_per_tile >= q_len) return;
+  if (q_tile * tokens_per_tile >= q_len || (a.single_token_seqs_elsewhere && q_len == 1)) return;
 
   extern __shared__ uint4 smem_raw[];
   float* qs = reinterpret_cast<float*>(smem_raw);

@@ -75,6 +75,7 @@ absl::StatusOr<std::unique_ptr<DecodeGraphRunner>> DecodeGraphRunner::Create(Lla
     db.max_blocks_per_seq = r->max_blocks_;
     db.block_size = options.block_size;
     db.max_query_len = 1;
+    db.num_single_token_seqs = size;
     db.max_context_len = options.max_model_len;  // the attention plan fits every context
     r->buckets_.push_back(std::move(bucket));
   }
