@@ -1,0 +1,314 @@
+// int4 x bf16 matmul on the repacked layout (int4_layout.h), one kernel for every batch:
+// mma.sync m16n8k16 with the weight fragment dequantised in registers. Each warp streams one
+// 16-column block of the weight with a ring of 16-byte loads several chunks deep (the bytes
+// in flight that decode needs to reach HBM bandwidth); activations and the per-group
+// metadata go through a cp.async multi-stage pipeline in shared memory. Integer weights
+// (q - zero, exact in bf16) are multiplied in the tensor cores and each group's f32 partial
+// sum is scaled once, so the result is as exact as an f32 dequantise-then-multiply.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+
+#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/cuda_int4_launch.h"
+#include "kernels/cuda/cuda_quant_launch.h"
+
+namespace tessera::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;  // one 16-column block per warp: 128 columns per block
+constexpr int kStages = 4;             // cp.async stages of (activations, metadata) per 64-input chunk
+constexpr int kRing = 8;               // weight chunks in flight per warp
+constexpr int kLdA = 64 + 8;           // bf16 per staged activation row: 144 B keeps ldmatrix rows on distinct banks
+constexpr int kMetaSlotBytes = kWarps * 64;  // one group's records for the block's 8 column blocks
+constexpr int kMetaSlots = 4;                // a 64-input chunk spans at most 4 groups of >= 16
+
+template <int MT>
+constexpr int StageBytes() {
+  return 16 * MT * kLdA * 2 + kMetaSlots * kMetaSlotBytes;
+}
+
+__device__ __forceinline__ uint32_t SmemAddr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes global -> shared; src_bytes 0 writes zeros without reading.
+__device__ __forceinline__ void CpAsync16(void* dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SmemAddr(dst)), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void CpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(SmemAddr(p)));
+}
+
+__device__ __forceinline__ void Mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// (a & b) | c in one instruction.
+__device__ __forceinline__ uint32_t Lop3AndOr(uint32_t a, uint32_t b, uint32_t c) {
+  uint32_t r;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+  return r;
+}
+
+// Two nibbles at bits 0-3 and 16-19 of q as bf16x2 (128 + q) minus the pair (128 + zero):
+// q - zero exactly.
+__device__ __forceinline__ uint32_t DequantPair(uint32_t q, uint32_t zero_pair) {
+  const uint32_t v = Lop3AndOr(q, 0x000F000Fu, 0x43004300u);
+  __nv_bfloat162 r = __hsub2(*reinterpret_cast<const __nv_bfloat162*>(&v),
+                             *reinterpret_cast<const __nv_bfloat162*>(&zero_pair));
+  return *reinterpret_cast<uint32_t*>(&r);
+}
+
+__device__ __forceinline__ uint4 LoadWeights(const uint4* p) {
+  uint4 v;
+  // Read once per call: keep it out of L1.
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+template <int MT>
+__global__ void __launch_bounds__(kThreads, MT == 1 ? 2 : 1)
+    Int4MmaKernel(Int4Args w, const __nv_bfloat16* x, int64_t lda, int64_t k_valid, int64_t rows, void* out,
+                  DType odt, int chunks_per_split, int splits, float* partial, unsigned* counters) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  constexpr int kABytes = 16 * MT * kLdA * 2;
+  constexpr int kStage = StageBytes<MT>();
+  __shared__ bool last_block;
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int tile = blockIdx.x, split = blockIdx.y, rb = blockIdx.z;
+  const int64_t m0 = static_cast<int64_t>(rb) * 16 * MT;
+  const int64_t nb0 = static_cast<int64_t>(tile) * kWarps;
+  const int64_t nb = nb0 + warp;
+  const bool active = nb < w.n_blocks;
+  const int64_t c0 = static_cast<int64_t>(split) * chunks_per_split;
+  const int64_t c1 = min(c0 + chunks_per_split, w.k_chunks);
+  const int64_t gs = w.group_size;
+  const int64_t n = w.out_features;
+
+  auto issue = [&](int64_t c, int slot) {
+    if (c < c1) {
+      unsigned char* st = smem + slot * kStage;
+      for (int i = tid; i < 16 * MT * 8; i += kThreads) {
+        const int r = i / 8, seg = i % 8;
+        const int64_t row = m0 + r, col = c * 64 + seg * 8;
+        const bool ok = row < rows && col < k_valid;
+        CpAsync16(st + (r * kLdA + seg * 8) * 2, ok ? x + row * lda + col : x, ok ? 16 : 0);
+      }
+      const int64_t g0 = c * 64 / gs, g1 = (c * 64 + 63) / gs;
+      unsigned char* ms = st + kABytes;
+      for (int i = tid; i < (g1 - g0 + 1) * (kMetaSlotBytes / 16); i += kThreads) {
+        const int s = i / (kMetaSlotBytes / 16), part = i % (kMetaSlotBytes / 16);
+        const int64_t rec = nb0 + part / 4;
+        const bool ok = rec < w.n_blocks;
+        const unsigned char* src = ok ? w.meta + ((g0 + s) * w.n_blocks + rec) * 64 + (part % 4) * 16 : w.meta;
+        CpAsync16(ms + s * kMetaSlotBytes + part * 16, src, ok ? 16 : 0);
+      }
+    }
+    CpAsyncCommit();  // empty groups keep the wait count uniform
+  };
+
+  float acc[MT][2][4], tmp[MT][2][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[mt][h][e] = tmp[mt][h][e] = 0.0f;
+
+  const uint4* wp = reinterpret_cast<const uint4*>(w.words) + (active ? nb : 0) * w.k_chunks * 32 + lane;
+  uint4 ring[kRing];
+#pragma unroll
+  for (int d = 0; d < kRing; ++d) {
+    ring[d] = make_uint4(0, 0, 0, 0);
+    if (active && c0 + d < c1) ring[d] = LoadWeights(wp + (c0 + d) * 32);
+  }
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) issue(c0 + s, s);
+
+  uint32_t zero_pair[2] = {0, 0};
+  int64_t cur_group = -1;
+  for (int64_t cb = c0; cb < c1; cb += kRing) {
+#pragma unroll
+    for (int d = 0; d < kRing; ++d) {
+      const int64_t c = cb + d;
+      if (c >= c1) break;
+      CpAsyncWait<kStages - 2>();
+      __syncthreads();
+      issue(c + kStages - 1, static_cast<int>((c - c0 + kStages - 1) % kStages));
+      const uint4 q4 = ring[d];
+      if (active && c + kRing < c1) ring[d] = LoadWeights(wp + (c + kRing) * 32);
+      if (!active) continue;
+      const unsigned char* st = smem + static_cast<int>((c - c0) % kStages) * kStage;
+      const int64_t gbase = c * 64 / gs;
+      const uint32_t qw[4] = {q4.x, q4.y, q4.z, q4.w};
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int64_t k0 = c * 64 + j * 16;
+        const int64_t grp = k0 / gs;
+        const auto* rec =
+            reinterpret_cast<const uint16_t*>(st + kABytes + (grp - gbase) * kMetaSlotBytes + warp * 64);
+        if (grp != cur_group) {
+          cur_group = grp;
+          const uint32_t z0 = rec[16 + g], z1 = rec[24 + g];
+          zero_pair[0] = z0 | (z0 << 16);
+          zero_pair[1] = z1 | (z1 << 16);
+        }
+        uint32_t a[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+          LdMatrixX4(a[mt], st + ((mt * 16 + lane % 16) * kLdA + j * 16 + (lane / 16) * 8) * 2);
+        uint32_t b[4];
+#pragma unroll
+        for (int r = 0; r < 4; ++r) b[r] = DequantPair(qw[j] >> (4 * r), zero_pair[r / 2]);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          Mma(tmp[mt][0], a[mt], b[0], b[1]);
+          Mma(tmp[mt][1], a[mt], b[2], b[3]);
+        }
+        if ((k0 + 16) % gs == 0 || (j == 3 && c + 1 == c1)) {
+          // Columns 2t, 2t+1 of each 8-column tile, where this lane's accumulators sit.
+          const float2 s0 = __half22float2(*reinterpret_cast<const __half2*>(rec + 2 * t));
+          const float2 s1 = __half22float2(*reinterpret_cast<const __half2*>(rec + 8 + 2 * t));
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              acc[mt][0][e] = fmaf(tmp[mt][0][e], e % 2 ? s0.y : s0.x, acc[mt][0][e]);
+              acc[mt][1][e] = fmaf(tmp[mt][1][e], e % 2 ? s1.y : s1.x, acc[mt][1][e]);
+              tmp[mt][0][e] = tmp[mt][1][e] = 0.0f;
+            }
+          }
+        }
+      }
+    }
+  }
+  CpAsyncWait<0>();
+
+  // Accumulator e of tile h sits at row 16*mt + g + 8*(e / 2), column 16*nb + 8*h + 2*t + e % 2.
+  auto for_each_acc = [&](auto&& fn) {
+    if (!active) return;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int64_t row = m0 + mt * 16 + g + 8 * (e / 2), col = nb * 16 + h * 8 + 2 * t + e % 2;
+          if (row < rows && col < n) fn(row, col, acc[mt][h][e]);
+        }
+  };
+  if (splits == 1) {
+    for_each_acc([&](int64_t row, int64_t col, float v) { StoreFromFloat(out, odt, row * n + col, v); });
+    return;
+  }
+  for_each_acc([&](int64_t row, int64_t col, float v) { partial[(split * rows + row) * n + col] = v; });
+  __threadfence();
+  __syncthreads();
+  unsigned* counter = counters + static_cast<int64_t>(rb) * gridDim.x + tile;
+  if (tid == 0) last_block = atomicAdd(counter, 1u) == static_cast<unsigned>(splits - 1);
+  __syncthreads();
+  if (!last_block) return;
+  __threadfence();
+  const int nrows = static_cast<int>(min(static_cast<int64_t>(16 * MT), rows - m0));
+  const int ncols = static_cast<int>(min(static_cast<int64_t>(16 * kWarps), n - nb0 * 16));
+  for (int idx = tid; idx < nrows * ncols; idx += kThreads) {
+    const int64_t row = m0 + idx / ncols, col = nb0 * 16 + idx % ncols;
+    float s = 0.0f;
+    // Other blocks wrote these: read around L1, which is not coherent across SMs.
+    for (int sp = 0; sp < splits; ++sp) s += __ldcg(partial + (sp * rows + row) * n + col);
+    StoreFromFloat(out, odt, row * n + col, s);
+  }
+  if (tid == 0) *counter = 0;  // ready for the next launch (CUDA-graph replays too)
+}
+
+// Activations through the act-order permutation (or just re-strided), zero-padded to ld.
+__global__ void GatherKernel(const __nv_bfloat16* x, int64_t k, const int32_t* perm, int64_t rows, int64_t ld,
+                             __nv_bfloat16* xg) {
+  const int64_t total = rows * ld;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = i / ld, j = i % ld;
+    xg[i] = j < k ? x[r * k + (perm != nullptr ? perm[j] : j)] : __float2bfloat16(0.0f);
+  }
+}
+
+template <int MT>
+void LaunchMt(const Int4Args& w, const Int4Plan& p, const __nv_bfloat16* x, int64_t lda, int64_t k_valid,
+              int64_t rows, void* out, DType odt, float* partial, unsigned* counters, cudaStream_t stream) {
+  const dim3 grid(p.col_tiles, p.splits, p.row_blocks);
+  Int4MmaKernel<MT><<<grid, kThreads, kStages * StageBytes<MT>(), stream>>>(
+      w, x, lda, k_valid, rows, out, odt, p.chunks_per_split, p.splits, partial, counters);
+}
+
+size_t AlignUp(size_t v, size_t a) { return (v + a - 1) / a * a; }
+
+}  // namespace
+
+Int4Plan PlanInt4Matmul(const Int4Args& w, int64_t rows, bool x_direct, int num_sms) {
+  Int4Plan p;
+  p.mt = rows <= 16 ? 1 : rows <= 32 ? 2 : 4;
+  p.row_blocks = static_cast<int32_t>((rows + 16 * p.mt - 1) / (16 * p.mt));
+  p.col_tiles = static_cast<int32_t>((w.n_blocks + kWarps - 1) / kWarps);
+  const int64_t tiles = static_cast<int64_t>(p.col_tiles) * p.row_blocks;
+  // Two waves of blocks keep every multiprocessor streaming; split K only as far as needed,
+  // and keep a few chunks per split so the weight ring has something to run ahead on.
+  const int64_t want = (2 * static_cast<int64_t>(num_sms) + tiles - 1) / tiles;
+  int64_t splits = std::clamp<int64_t>(want, 1, std::max<int64_t>(1, w.k_chunks / 4));
+  if (tiles > kGptqGemvMaxColTiles) splits = 1;
+  p.chunks_per_split = static_cast<int32_t>((w.k_chunks + splits - 1) / splits);
+  p.splits = static_cast<int32_t>((w.k_chunks + p.chunks_per_split - 1) / p.chunks_per_split);
+  size_t bytes = kGptqGemvPartialOffset;
+  p.partial_offset = bytes;
+  if (p.splits > 1) bytes += static_cast<size_t>(p.splits) * rows * w.out_features * sizeof(float);
+  p.gather = !x_direct;
+  if (p.gather) {
+    p.gather_ld = (w.in_features + 7) / 8 * 8;
+    p.gather_offset = AlignUp(bytes, 256);
+    bytes = p.gather_offset + static_cast<size_t>(rows * p.gather_ld) * 2;
+  }
+  p.workspace_bytes = p.splits > 1 || p.gather ? bytes : 0;
+  return p;
+}
+
+void LaunchInt4Matmul(const Int4Args& w, const Int4Plan& p, const void* x, int64_t rows, void* out, DType odt,
+                      void* workspace, cudaStream_t stream) {
+  auto* base = static_cast<char*>(workspace);
+  const auto* xb = static_cast<const __nv_bfloat16*>(x);
+  int64_t lda = w.in_features, k_valid = w.in_features;
+  if (p.gather) {
+    auto* xg = reinterpret_cast<__nv_bfloat16*>(base + p.gather_offset);
+    const int64_t total = rows * p.gather_ld;
+    const int blocks = static_cast<int>(std::min<int64_t>((total + 255) / 256, 4096));
+    GatherKernel<<<blocks, 256, 0, stream>>>(xb, w.in_features, w.perm, rows, p.gather_ld, xg);
+    xb = xg;
+    lda = k_valid = p.gather_ld;
+  }
+  auto* counters = reinterpret_cast<unsigned*>(base);
+  auto* partial = reinterpret_cast<float*>(base + p.partial_offset);
+  switch (p.mt) {
+    case 1: LaunchMt<1>(w, p, xb, lda, k_valid, rows, out, odt, partial, counters, stream); break;
+    case 2: LaunchMt<2>(w, p, xb, lda, k_valid, rows, out, odt, partial, counters, stream); break;
+    default: LaunchMt<4>(w, p, xb, lda, k_valid, rows, out, odt, partial, counters, stream); break;
+  }
+}
+
+}  // namespace tessera::cuda
