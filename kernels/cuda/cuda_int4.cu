@@ -96,33 +96,43 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 2 : 1)
   const int g = lane / 4, t = lane % 4;
   const int tile = blockIdx.x, split = blockIdx.y, rb = blockIdx.z;
   const int64_t m0 = static_cast<int64_t>(rb) * 16 * MT;
-  const int64_t nb0 = static_cast<int64_t>(tile) * kWarps;
-  const int64_t nb = nb0 + warp;
+  const int nb0 = tile * kWarps;
+  const int nb = nb0 + warp;
   const bool active = nb < w.n_blocks;
-  const int64_t c0 = static_cast<int64_t>(split) * chunks_per_split;
-  const int64_t c1 = min(c0 + chunks_per_split, w.k_chunks);
-  const int64_t gs = w.group_size;
+  const int n_blocks = static_cast<int>(w.n_blocks);
+  const int c0 = split * chunks_per_split;
+  const int c1 = min(c0 + chunks_per_split, static_cast<int>(w.k_chunks));
   const int64_t n = w.out_features;
+  // Groups are whole 16-input steps. The hot loop tracks them with counters: integer
+  // division here would cost more than the rest of the loop.
+  const int gsteps = static_cast<int>(w.group_size / 16);
+  const int step0 = c0 * 4;
 
-  auto issue = [&](int64_t c, int slot) {
+  // Producer side: the group of the next chunk's first step and its steps left there.
+  int issue_group = step0 / gsteps, issue_left = gsteps - step0 % gsteps;
+  auto issue = [&](int c, int slot) {
     if (c < c1) {
       unsigned char* st = smem + slot * kStage;
+#pragma unroll
       for (int i = tid; i < 16 * MT * 8; i += kThreads) {
         const int r = i / 8, seg = i % 8;
         const int64_t row = m0 + r, col = c * 64 + seg * 8;
         const bool ok = row < rows && col < k_valid;
         CpAsync16(st + (r * kLdA + seg * 8) * 2, ok ? x + row * lda + col : x, ok ? 16 : 0);
       }
-      const int64_t g0 = c * 64 / gs, g1 = (c * 64 + 63) / gs;
+      int spanned = 1;
+      for (int left = issue_left; left < 4; left += gsteps) ++spanned;
       unsigned char* ms = st + kABytes;
-      for (int i = tid; i < (g1 - g0 + 1) * (kMetaSlotBytes / 16); i += kThreads) {
-        const int s = i / (kMetaSlotBytes / 16), part = i % (kMetaSlotBytes / 16);
-        const int64_t rec = nb0 + part / 4;
-        const bool ok = rec < w.n_blocks;
-        const unsigned char* src = ok ? w.meta + ((g0 + s) * w.n_blocks + rec) * 64 + (part % 4) * 16 : w.meta;
+      if (tid < spanned * (kMetaSlotBytes / 16)) {
+        const int s = tid / (kMetaSlotBytes / 16), part = tid % (kMetaSlotBytes / 16);
+        const int rec = nb0 + part / 4;
+        const bool ok = rec < n_blocks;
+        const unsigned char* src =
+            ok ? w.meta + (static_cast<int64_t>(issue_group + s) * n_blocks + rec) * 64 + (part % 4) * 16 : w.meta;
         CpAsync16(ms + s * kMetaSlotBytes + part * 16, src, ok ? 16 : 0);
       }
     }
+    for (issue_left -= 4; issue_left <= 0; issue_left += gsteps) ++issue_group;
     CpAsyncCommit();  // empty groups keep the wait count uniform
   };
 
@@ -134,7 +144,7 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 2 : 1)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[mt][h][e] = tmp[mt][h][e] = 0.0f;
 
-  const uint4* wp = reinterpret_cast<const uint4*>(w.words) + (active ? nb : 0) * w.k_chunks * 32 + lane;
+  const uint4* wp = reinterpret_cast<const uint4*>(w.words) + static_cast<int64_t>(active ? nb : 0) * w.k_chunks * 32 + lane;
   uint4 ring[kRing];
 #pragma unroll
   for (int d = 0; d < kRing; ++d) {
@@ -144,30 +154,32 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 2 : 1)
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) issue(c0 + s, s);
 
+  // Consumer side: steps left in the current group; the zero pairs are re-read at each group.
+  int group_left = gsteps - step0 % gsteps;
+  bool new_group = true;
   uint32_t zero_pair[2] = {0, 0};
-  int64_t cur_group = -1;
-  for (int64_t cb = c0; cb < c1; cb += kRing) {
+  int read_stage = 0, write_stage = kStages - 1;
+  for (int cb = c0; cb < c1; cb += kRing) {
 #pragma unroll
     for (int d = 0; d < kRing; ++d) {
-      const int64_t c = cb + d;
+      const int c = cb + d;
       if (c >= c1) break;
       CpAsyncWait<kStages - 2>();
       __syncthreads();
-      issue(c + kStages - 1, static_cast<int>((c - c0 + kStages - 1) % kStages));
+      issue(c + kStages - 1, write_stage);
+      write_stage = (write_stage + 1) % kStages;
+      const unsigned char* st = smem + read_stage * kStage;
+      read_stage = (read_stage + 1) % kStages;
       const uint4 q4 = ring[d];
       if (active && c + kRing < c1) ring[d] = LoadWeights(wp + (c + kRing) * 32);
       if (!active) continue;
-      const unsigned char* st = smem + static_cast<int>((c - c0) % kStages) * kStage;
-      const int64_t gbase = c * 64 / gs;
       const uint32_t qw[4] = {q4.x, q4.y, q4.z, q4.w};
+      const unsigned char* meta_slot = st + kABytes + warp * 64;
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        const int64_t k0 = c * 64 + j * 16;
-        const int64_t grp = k0 / gs;
-        const auto* rec =
-            reinterpret_cast<const uint16_t*>(st + kABytes + (grp - gbase) * kMetaSlotBytes + warp * 64);
-        if (grp != cur_group) {
-          cur_group = grp;
+        const auto* rec = reinterpret_cast<const uint16_t*>(meta_slot);
+        if (new_group) {
+          new_group = false;
           const uint32_t z0 = rec[16 + g], z1 = rec[24 + g];
           zero_pair[0] = z0 | (z0 << 16);
           zero_pair[1] = z1 | (z1 << 16);
@@ -184,7 +196,8 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 2 : 1)
           Mma(tmp[mt][0], a[mt], b[0], b[1]);
           Mma(tmp[mt][1], a[mt], b[2], b[3]);
         }
-        if ((k0 + 16) % gs == 0 || (j == 3 && c + 1 == c1)) {
+        const bool group_ends = --group_left == 0;
+        if (group_ends || (j == 3 && c + 1 == c1)) {
           // Columns 2t, 2t+1 of each 8-column tile, where this lane's accumulators sit.
           const float2 s0 = __half22float2(*reinterpret_cast<const __half2*>(rec + 2 * t));
           const float2 s1 = __half22float2(*reinterpret_cast<const __half2*>(rec + 8 + 2 * t));
@@ -197,6 +210,11 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 2 : 1)
               tmp[mt][0][e] = tmp[mt][1][e] = 0.0f;
             }
           }
+        }
+        if (group_ends) {
+          group_left = gsteps;
+          new_group = true;
+          meta_slot += kMetaSlotBytes;  // the chunk's next group (the next chunk restarts at its slot 0)
         }
       }
     }
@@ -212,7 +230,7 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 2 : 1)
       for (int h = 0; h < 2; ++h)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const int64_t row = m0 + mt * 16 + g + 8 * (e / 2), col = nb * 16 + h * 8 + 2 * t + e % 2;
+          const int64_t row = m0 + mt * 16 + g + 8 * (e / 2), col = static_cast<int64_t>(nb) * 16 + h * 8 + 2 * t + e % 2;
           if (row < rows && col < n) fn(row, col, acc[mt][h][e]);
         }
   };
@@ -229,9 +247,9 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 2 : 1)
   if (!last_block) return;
   __threadfence();
   const int nrows = static_cast<int>(min(static_cast<int64_t>(16 * MT), rows - m0));
-  const int ncols = static_cast<int>(min(static_cast<int64_t>(16 * kWarps), n - nb0 * 16));
+  const int ncols = static_cast<int>(min(static_cast<int64_t>(16 * kWarps), n - static_cast<int64_t>(nb0) * 16));
   for (int idx = tid; idx < nrows * ncols; idx += kThreads) {
-    const int64_t row = m0 + idx / ncols, col = nb0 * 16 + idx % ncols;
+    const int64_t row = m0 + idx / ncols, col = static_cast<int64_t>(nb0) * 16 + idx % ncols;
     float s = 0.0f;
     // Other blocks wrote these: read around L1, which is not coherent across SMs.
     for (int sp = 0; sp < splits; ++sp) s += __ldcg(partial + (sp * rows + row) * n + col);
