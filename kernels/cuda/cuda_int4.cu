@@ -19,7 +19,10 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;  // one 16-column block per warp: 128 columns per block
-constexpr int kStages = 4;             // cp.async stages of (activations, metadata) per 64-input chunk
+// cp.async stages of (activations, metadata), one per 64-input chunk. As deep as the weight
+// ring: a decode block waits on these small loads as long as on the weights, so a shallower
+// pipeline would cap it at kStages - 1 chunks per memory latency.
+constexpr int kStages = 8;
 constexpr int kRing = 8;               // weight chunks in flight per warp
 constexpr int kLdA = 64 + 8;           // bf16 per staged activation row: 144 B keeps ldmatrix rows on distinct banks
 constexpr int kMetaSlotBytes = kWarps * 64;  // one group's records for the block's 8 column blocks
@@ -279,6 +282,26 @@ void LaunchMt(const Int4Args& w, const Int4Plan& p, const __nv_bfloat16* x, int6
 
 size_t AlignUp(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
+// Opts the kernel for MT into its shared memory (over the 48 KiB default for MT 4) and
+// returns how many of its blocks one multiprocessor holds at once. Asked once per MT.
+template <int MT>
+int PrepareKernel() {
+  static const int blocks = [] {
+    constexpr int bytes = kStages * StageBytes<MT>();
+    int n = 0;
+    if (cudaFuncSetAttribute(Int4MmaKernel<MT>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, Int4MmaKernel<MT>, kThreads, bytes) != cudaSuccess) {
+      return 1;
+    }
+    return std::max(n, 1);
+  }();
+  return blocks;
+}
+
+int ResidentBlocksPerSm(int mt) {
+  return mt == 1 ? PrepareKernel<1>() : mt == 2 ? PrepareKernel<2>() : PrepareKernel<4>();
+}
+
 }  // namespace
 
 Int4Plan PlanInt4Matmul(const Int4Args& w, int64_t rows, bool x_direct, int num_sms) {
@@ -287,10 +310,11 @@ Int4Plan PlanInt4Matmul(const Int4Args& w, int64_t rows, bool x_direct, int num_
   p.row_blocks = static_cast<int32_t>((rows + 16 * p.mt - 1) / (16 * p.mt));
   p.col_tiles = static_cast<int32_t>((w.n_blocks + kWarps - 1) / kWarps);
   const int64_t tiles = static_cast<int64_t>(p.col_tiles) * p.row_blocks;
-  // Two waves of blocks keep every multiprocessor streaming; split K only as far as needed,
-  // and keep a few chunks per split so the weight ring has something to run ahead on.
-  const int64_t want = (2 * static_cast<int64_t>(num_sms) + tiles - 1) / tiles;
-  int64_t splits = std::clamp<int64_t>(want, 1, std::max<int64_t>(1, w.k_chunks / 4));
+  // Split K only to fill the blocks that fit on the device at once (one wave: a second,
+  // partial wave would leave most multiprocessors idle at the end), keeping a few chunks per
+  // split so the weight ring has something to run ahead on.
+  const int64_t resident = static_cast<int64_t>(ResidentBlocksPerSm(p.mt)) * num_sms;
+  int64_t splits = std::clamp<int64_t>(resident / tiles, 1, std::max<int64_t>(1, w.k_chunks / 4));
   if (tiles > kGptqGemvMaxColTiles) splits = 1;
   p.chunks_per_split = static_cast<int32_t>((w.k_chunks + splits - 1) / splits);
   p.splits = static_cast<int32_t>((w.k_chunks + p.chunks_per_split - 1) / p.chunks_per_split);
