@@ -1,8 +1,8 @@
 // int4 x bf16 matmul on the repacked layout (int4_layout.h), one kernel for every batch:
 // mma.sync m16n8k16 with the weight fragment dequantised in registers. Each warp streams one
-// 16-column block of the weight with a ring of 16-byte loads several chunks deep (the bytes
-// in flight that decode needs to reach HBM bandwidth); activations and the per-group
-// metadata go through a cp.async multi-stage pipeline in shared memory. Integer weights
+// 16-column block of the weight; weights, activations and per-group metadata go through one
+// cp.async pipeline in shared memory, kStages 64-input chunks deep (the bytes in flight
+// that decode needs to reach HBM bandwidth), behind a compact, not unrolled chunk loop. Integer weights
 // (q - zero, exact in bf16) are multiplied in the tensor cores and each group's f32 partial
 // sum is scaled once, so the result is as exact as an f32 dequantise-then-multiply.
 #include <cuda_bf16.h>
@@ -19,18 +19,17 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;  // one 16-column block per warp: 128 columns per block
-// cp.async stages of (activations, metadata), one per 64-input chunk. As deep as the weight
-// ring: a decode block waits on these small loads as long as on the weights, so a shallower
-// pipeline would cap it at kStages - 1 chunks per memory latency.
+// cp.async stages of (weights, activations, metadata), one per 64-input chunk: kStages - 1
+// chunks are in flight per block.
 constexpr int kStages = 8;
-constexpr int kRing = 8;               // weight chunks in flight per warp
+constexpr int kWeightBytes = kWarps * 32 * 16;  // one 16-byte load per thread per chunk
 constexpr int kLdA = 64 + 8;           // bf16 per staged activation row: 144 B keeps ldmatrix rows on distinct banks
 constexpr int kMetaSlotBytes = kWarps * 64;  // one group's records for the block's 8 column blocks
 constexpr int kMetaSlots = 4;                // a 64-input chunk spans at most 4 groups of >= 16
 
 template <int MT>
 constexpr int StageBytes() {
-  return 16 * MT * kLdA * 2 + kMetaSlots * kMetaSlotBytes;
+  return kWeightBytes + 16 * MT * kLdA * 2 + kMetaSlots * kMetaSlotBytes;
 }
 
 __device__ __forceinline__ uint32_t SmemAddr(const void* p) {
@@ -77,21 +76,13 @@ __device__ __forceinline__ uint32_t DequantPair(uint32_t q, uint32_t zero_pair) 
   return *reinterpret_cast<uint32_t*>(&r);
 }
 
-__device__ __forceinline__ uint4 LoadWeights(const uint4* p) {
-  uint4 v;
-  // Read once per call: keep it out of L1.
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-
 template <int MT>
-__global__ void __launch_bounds__(kThreads, MT == 1 ? 2 : 1)
+__global__ void __launch_bounds__(kThreads, MT == 1 ? 3 : MT == 2 ? 2 : 1)
     Int4MmaKernel(Int4Args w, const __nv_bfloat16* x, int64_t lda, int64_t k_valid, int64_t rows, void* out,
                   DType odt, int chunks_per_split, int splits, float* partial, unsigned* counters) {
   extern __shared__ __align__(16) unsigned char smem[];
-  constexpr int kABytes = 16 * MT * kLdA * 2;
+  // A stage: weights [8 warps][32 lanes][16 B], activations [16*MT][kLdA], metadata.
+  constexpr int kABytes = kWeightBytes + 16 * MT * kLdA * 2;  // end of the activations
   constexpr int kStage = StageBytes<MT>();
   __shared__ bool last_block;
 
@@ -111,17 +102,21 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 2 : 1)
   const int gsteps = static_cast<int>(w.group_size / 16);
   const int step0 = c0 * 4;
 
+  // This thread's 16-byte piece of its warp's weight chunk c is wsrc[32 * c].
+  const uint4* wsrc = reinterpret_cast<const uint4*>(w.words) + static_cast<int64_t>(active ? nb : 0) * w.k_chunks * 32 + lane;
   // Producer side: the group of the next chunk's first step and its steps left there.
   int issue_group = step0 / gsteps, issue_left = gsteps - step0 % gsteps;
   auto issue = [&](int c, int slot) {
     if (c < c1) {
       unsigned char* st = smem + slot * kStage;
+      CpAsync16(st + tid * 16, wsrc + c * 32, active ? 16 : 0);
+      unsigned char* as = st + kWeightBytes;
 #pragma unroll
       for (int i = tid; i < 16 * MT * 8; i += kThreads) {
         const int r = i / 8, seg = i % 8;
         const int64_t row = m0 + r, col = c * 64 + seg * 8;
         const bool ok = row < rows && col < k_valid;
-        CpAsync16(st + (r * kLdA + seg * 8) * 2, ok ? x + row * lda + col : x, ok ? 16 : 0);
+        CpAsync16(as + (r * kLdA + seg * 8) * 2, ok ? x + row * lda + col : x, ok ? 16 : 0);
       }
       int spanned = 1;
       for (int left = issue_left; left < 4; left += gsteps) ++spanned;
@@ -147,14 +142,7 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 2 : 1)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[mt][h][e] = tmp[mt][h][e] = 0.0f;
 
-  const uint4* wp = reinterpret_cast<const uint4*>(w.words) + static_cast<int64_t>(active ? nb : 0) * w.k_chunks * 32 + lane;
-  uint4 ring[kRing];
-#pragma unroll
-  for (int d = 0; d < kRing; ++d) {
-    ring[d] = make_uint4(0, 0, 0, 0);
-    if (active && c0 + d < c1) ring[d] = LoadWeights(wp + (c0 + d) * 32);
-  }
-#pragma unroll
+#pragma unroll 1
   for (int s = 0; s < kStages - 1; ++s) issue(c0 + s, s);
 
   // Consumer side: steps left in the current group; the zero pairs are re-read at each group.
@@ -162,20 +150,17 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 2 : 1)
   bool new_group = true;
   uint32_t zero_pair[2] = {0, 0};
   int read_stage = 0, write_stage = kStages - 1;
-  for (int cb = c0; cb < c1; cb += kRing) {
-#pragma unroll
-    for (int d = 0; d < kRing; ++d) {
-      const int c = cb + d;
-      if (c >= c1) break;
+#pragma unroll 1
+  for (int c = c0; c < c1; ++c) {
+    {
       CpAsyncWait<kStages - 2>();
       __syncthreads();
       issue(c + kStages - 1, write_stage);
-      write_stage = (write_stage + 1) % kStages;
+      write_stage = write_stage + 1 == kStages ? 0 : write_stage + 1;
       const unsigned char* st = smem + read_stage * kStage;
-      read_stage = (read_stage + 1) % kStages;
-      const uint4 q4 = ring[d];
-      if (active && c + kRing < c1) ring[d] = LoadWeights(wp + (c + kRing) * 32);
+      read_stage = read_stage + 1 == kStages ? 0 : read_stage + 1;
       if (!active) continue;
+      const uint4 q4 = *reinterpret_cast<const uint4*>(st + tid * 16);
       const uint32_t qw[4] = {q4.x, q4.y, q4.z, q4.w};
       const unsigned char* meta_slot = st + kABytes + warp * 64;
 #pragma unroll
@@ -190,7 +175,7 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 2 : 1)
         uint32_t a[MT][4];
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt)
-          LdMatrixX4(a[mt], st + ((mt * 16 + lane % 16) * kLdA + j * 16 + (lane / 16) * 8) * 2);
+          LdMatrixX4(a[mt], st + kWeightBytes + ((mt * 16 + lane % 16) * kLdA + j * 16 + (lane / 16) * 8) * 2);
         uint32_t b[4];
 #pragma unroll
         for (int r = 0; r < 4; ++r) b[r] = DequantPair(qw[j] >> (4 * r), zero_pair[r / 2]);
