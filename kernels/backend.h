@@ -61,6 +61,9 @@ struct QuantizedWeight {
   const uint16_t* scales = nullptr;  // [num_groups, out_features], fp16
   const int32_t* perm = nullptr;     // [in_features] or null
   bool zeros_minus_one = false;      // AutoGPTQ v1 convention: stored zero = zero - 1
+  // The same weight in a backend's own layout (Backend::PackQuantizedWeight), which its
+  // kernels read instead of the arrays above; those may then be null. Null: none.
+  const void* packed = nullptr;
 };
 
 // A linear layer's weight: dense, or quantized.
@@ -248,6 +251,15 @@ class Backend {
   virtual size_t FreeMemoryBytes() const = 0;
   // Uploads a per-step index layout; the returned pointers stay valid until the next call.
   virtual absl::StatusOr<DeviceBatch> UploadBatch(const BatchLayout& layout) = 0;
+  // Builds, once at load, this backend's own layout of a quantized weight from `host` (whose
+  // pointers refer to host memory) and sets dev->packed to it. Returns the buffer holding it,
+  // or an empty buffer when the backend reads the AutoGPTQ arrays for this weight (the
+  // default; also for shapes its fast kernels do not take), which must then be uploaded.
+  virtual absl::StatusOr<DeviceBuffer> PackQuantizedWeight(const QuantizedWeight& host, QuantizedWeight* dev) {
+    (void)host;
+    (void)dev;
+    return DeviceBuffer();
+  }
 
   // ---- sampling and graph capture ------------------------------------------------
   // Samples one token per row of f32 `logits` [rows, vocab] on the device and returns

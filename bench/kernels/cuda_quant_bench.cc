@@ -1,7 +1,9 @@
-// GPTQ int4 matmul and multi-LoRA benchmark on CUDA, each against cuBLAS bf16 measured in
-// the same run: the decode GEMV at batch 1 (and 8), the tensor-core GEMM at batch 16 (and
-// 128), and BGMV with 32 distinct rank-16 adapters in a batch of 32 against the base GEMM
-// it rides on. Weights rotate through copies larger than L2. Prints a table, writes JSON (argv[1]).
+// GPTQ int4 matmul and multi-LoRA benchmark on CUDA, each against the backend's bf16 matmul
+// measured in the same run (its skinny GEMV at the batches it takes, cuBLASLt above): the packed-layout int4 kernel at batches 1-128 on the Llama-7B projection
+// shapes (with the AutoGPTQ-layout kernels at batch 1 and 16 for reference, the achieved
+// GB/s and its fraction of the device copy bandwidth measured in the same run), and BGMV
+// with 32 distinct rank-16 adapters in a batch of 32 against the base GEMM it rides on.
+// Weights rotate through copies larger than L2. Prints a table, writes JSON (argv[1]).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -87,11 +89,13 @@ std::vector<uint16_t> RandomBf16(size_t n, std::mt19937& rng, float scale) {
 // Enough copies of a weight of `bytes` that cycling through them always misses L2.
 int CopiesFor(size_t bytes) { return static_cast<int>(std::clamp<size_t>((size_t{256} << 20) / bytes + 1, 2, 64)); }
 
-// `copies` random int4 weights (group 128, v2 zeros), each with its own device arrays.
+// `copies` random int4 weights (group 128, v2 zeros): the AutoGPTQ arrays (the generic
+// kernels' input) and the backend's packed layout, each copy with its own device memory.
 struct Int4Weights {
   std::vector<DeviceBuffer> buffers;
-  std::vector<QuantizedWeight> views;
-  size_t bytes_each = 0;
+  std::vector<QuantizedWeight> generic, packed;
+  size_t bytes_each = 0;         // AutoGPTQ arrays
+  size_t packed_bytes_each = 0;  // packed layout
 };
 
 Int4Weights MakeInt4(CudaBackend& be, int64_t k, int64_t m, std::mt19937& rng) {
@@ -104,22 +108,50 @@ Int4Weights MakeInt4(CudaBackend& be, int64_t k, int64_t m, std::mt19937& rng) {
   for (uint16_t& v : scales) v = F32ToF16(s(rng));
   Int4Weights w;
   w.bytes_each = (qweight.size() + qzeros.size()) * 4 + scales.size() * 2;
-  const int copies = CopiesFor(w.bytes_each);
+  QuantizedWeight host;
+  host.bits = 4;
+  host.group_size = 128;
+  host.in_features = k;
+  host.out_features = m;
+  host.qweight = qweight.data();
+  host.qzeros = qzeros.data();
+  host.scales = scales.data();
+  QuantizedWeight first = host;
+  w.buffers.push_back(Must(be.PackQuantizedWeight(host, &first)));
+  w.packed_bytes_each = w.buffers.back().bytes();
+  const int copies = CopiesFor(w.packed_bytes_each);
   for (int c = 0; c < copies; ++c) {
-    QuantizedWeight q;
-    q.bits = 4;
-    q.group_size = 128;
-    q.in_features = k;
-    q.out_features = m;
+    QuantizedWeight p = first;
+    if (c > 0) {
+      w.buffers.push_back(Must(be.Allocate(w.packed_bytes_each)));
+      CHECK_CUDA(cudaMemcpy(w.buffers.back().data(), first.packed, w.packed_bytes_each, cudaMemcpyDeviceToDevice));
+      p.packed = w.buffers.back().data();
+    }
+    w.packed.push_back(p);
+  }
+  for (int c = 0; c < CopiesFor(w.bytes_each); ++c) {
+    QuantizedWeight q = host;
+    q.packed = nullptr;
     w.buffers.push_back(Upload(be, qweight));
     q.qweight = static_cast<const int32_t*>(w.buffers.back().data());
     w.buffers.push_back(Upload(be, qzeros));
     q.qzeros = static_cast<const int32_t*>(w.buffers.back().data());
     w.buffers.push_back(Upload(be, scales));
     q.scales = static_cast<const uint16_t*>(w.buffers.back().data());
-    w.views.push_back(q);
+    w.generic.push_back(q);
   }
   return w;
+}
+
+// Device-to-device copy bandwidth (bytes read + written per second) over 256 MiB.
+double CopyBandwidth(CudaBackend& be) {
+  const size_t bytes = size_t{256} << 20;
+  DeviceBuffer a = Must(be.Allocate(bytes)), b = Must(be.Allocate(bytes));
+  CHECK_CUDA(cudaMemsetAsync(a.data(), 1, bytes, be.stream()));
+  const double t = MedianSeconds(be, [&] {
+    CHECK_CUDA(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, be.stream()));
+  });
+  return 2.0 * bytes / t;
 }
 
 struct DenseWeights {
@@ -157,37 +189,50 @@ int main(int argc, char** argv) {
   std::mt19937 rng(7);
   nlohmann::json rows = nlohmann::json::array();
 
-  std::printf("device %s, %d SMs\n\n", device.c_str(), prop.multiProcessorCount);
-  std::printf("%-22s %5s %11s %11s %9s %12s\n", "int4 gptq (out x in)", "batch", "int4 us", "cublas us", "speedup",
-              "int4 GB/s");
+  const double copy_bw = CopyBandwidth(*be);
+  std::printf("device %s, %d SMs; device-to-device copy %.0f GB/s (read + write)\n\n", device.c_str(),
+              prop.multiProcessorCount, copy_bw / 1e9);
+  rows.push_back({{"device", device}, {"kernel", "copy"}, {"bandwidth_gbs", copy_bw / 1e9}});
+  std::printf("%-22s %5s %9s %11s %10s %9s %10s %9s %12s\n", "int4 gptq (out x in)", "batch", "int4 us",
+              "generic us", "bf16 us", "speedup", "int4 GB/s", "of copy", "int4 TFLOP/s");
   struct Shape { int64_t m, k; };
-  for (Shape s : {Shape{4096, 4096}, Shape{11008, 4096}}) {
+  for (Shape s : {Shape{4096, 4096}, Shape{11008, 4096}, Shape{4096, 11008}}) {
     Int4Weights q = MakeInt4(*be, s.k, s.m, rng);
     DenseWeights d = MakeDense(*be, s.k, s.m, rng);
-    for (int64_t n : {1, 8, 16, 128}) {
+    for (int64_t n : {1, 2, 4, 8, 16, 32, 64, 128}) {
       const std::vector<uint16_t> xh = RandomBf16(static_cast<size_t>(n) * s.k, rng, 1.0f);
       DeviceBuffer x = Upload(*be, xh);
       DeviceBuffer y = Must(be->Allocate(static_cast<size_t>(n) * s.m * 2));
       const TensorView xv = x.View(DType::kBF16, n, s.k), yv = y.View(DType::kBF16, n, s.m);
+      auto time_int4 = [&](const std::vector<QuantizedWeight>& views) {
+        size_t next = 0;
+        return MedianSeconds(*be, [&] {
+          LinearWeight lw;
+          lw.quant = &views[next++ % views.size()];
+          be->Matmul(xv, lw, yv);
+        });
+      };
+      const double tq = time_int4(q.packed);
+      // The AutoGPTQ-layout kernels (2/8-bit and unpackable shapes) at the decode and GEMM batches.
+      const double tg = n == 1 || n == 16 ? time_int4(q.generic) : 0.0;
       size_t next = 0;
-      const double tq = MedianSeconds(*be, [&] {
-        LinearWeight lw;
-        lw.quant = &q.views[next++ % q.views.size()];
-        be->Matmul(xv, lw, yv);
-      });
-      next = 0;
       const double td = MedianSeconds(*be, [&] {
         LinearWeight lw{TensorView{static_cast<char*>(d.buf.data()) + (next++ % d.copies) * d.bytes_each,
                                    DType::kBF16, s.m, s.k}};
         be->Matmul(xv, lw, yv);
       });
-      const double gbs = (q.bytes_each + x.bytes() + y.bytes()) / tq / 1e9;
+      const double gbs = (q.packed_bytes_each + x.bytes() + y.bytes()) / tq / 1e9;
+      const double tflops = 2.0 * n * s.m * s.k / tq / 1e12;
       const std::string shape = std::to_string(s.m) + "x" + std::to_string(s.k);
-      std::printf("%-22s %5ld %11.2f %11.2f %8.2fx %12.0f\n", shape.c_str(), static_cast<long>(n), tq * 1e6, td * 1e6,
-                  td / tq, gbs);
-      rows.push_back({{"device", device}, {"kernel", n <= 8 ? "gptq_int4_gemv" : "gptq_int4_gemm"}, {"shape", shape},
-                      {"batch", n}, {"us", tq * 1e6}, {"cublas_bf16_us", td * 1e6}, {"speedup", td / tq},
-                      {"bandwidth_gbs", gbs}});
+      const std::string generic = tg > 0 ? std::to_string(tg * 1e6).substr(0, 6) : "-";
+      std::printf("%-22s %5ld %9.2f %11s %10.2f %8.2fx %10.0f %8.0f%% %12.1f\n", shape.c_str(), static_cast<long>(n),
+                  tq * 1e6, generic.c_str(), td * 1e6, td / tq, gbs, 100.0 * gbs * 1e9 / copy_bw, tflops);
+      nlohmann::json row = {{"device", device}, {"kernel", "gptq_int4_packed_mma"}, {"shape", shape},
+                            {"batch", n}, {"us", tq * 1e6}, {"bf16_us", td * 1e6}, {"speedup", td / tq},
+                            {"bandwidth_gbs", gbs}, {"fraction_of_copy_bw", gbs * 1e9 / copy_bw},
+                            {"tflops", tflops}};
+      if (tg > 0) row["generic_autogptq_us"] = tg * 1e6;
+      rows.push_back(row);
     }
   }
 

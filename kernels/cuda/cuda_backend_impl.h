@@ -43,6 +43,8 @@ class CudaBackend final : public Backend {
   absl::Status Synchronize() override;
   size_t FreeMemoryBytes() const override;
   absl::StatusOr<DeviceBatch> UploadBatch(const BatchLayout& layout) override;
+  // 4-bit GPTQ weights get the int4 tensor-core layout (cuda_quant_ops.cc).
+  absl::StatusOr<DeviceBuffer> PackQuantizedWeight(const QuantizedWeight& host, QuantizedWeight* dev) override;
 
   absl::Status SampleTokens(const TensorView& logits, const std::vector<SamplingRow>& rows,
                             std::vector<int32_t>* ids, std::vector<float>* logprobs,
@@ -82,6 +84,9 @@ class CudaBackend final : public Backend {
   absl::Status EnsureDevice(DeviceBuffer& buf, size_t bytes);
   // GPTQ matmul (cuda_quant_ops.cc).
   void QuantizedMatmul(const TensorView& x, const QuantizedWeight& q, TensorView out);
+  void PackedInt4Matmul(const TensorView& x, const QuantizedWeight& q, TensorView out);
+  // Grows gptq_workspace_, zeroing it (the split-K arrival counters) when it moves.
+  absl::Status EnsureGptqWorkspace(size_t bytes);
 
   CudaBackendOptions options_;
   cudaStream_t stream_ = nullptr;

@@ -1,13 +1,18 @@
-// CudaBackend's GPTQ matmul and multi-LoRA ops: argument checks, kernel choice (GEMV for
-// decode batches, tensor-core GEMM for prefill) and their device workspaces. The kernels
-// are in cuda_gptq.cu and cuda_lora.cu.
+// CudaBackend's GPTQ matmul and multi-LoRA ops: argument checks, kernel choice (the int4
+// tensor-core kernel on the repacked layout when the weight has one; otherwise the AutoGPTQ
+// GEMV for decode batches and GEMM for prefill) and their device workspaces. The kernels
+// are in cuda_int4.cu, cuda_gptq.cu and cuda_lora.cu.
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_backend_impl.h"
+#include "kernels/cuda/cuda_int4_launch.h"
 #include "kernels/cuda/cuda_quant_launch.h"
+#include "kernels/cuda/int4_layout.h"
 
 namespace tessera {
 namespace {
@@ -18,7 +23,67 @@ constexpr int64_t kGemvMaxRows = 8;
 
 }  // namespace
 
+absl::StatusOr<DeviceBuffer> CudaBackend::PackQuantizedWeight(const QuantizedWeight& host, QuantizedWeight* dev) {
+  if (!cuda::Int4LayoutSupported(host)) return DeviceBuffer();
+  if (host.qweight == nullptr || host.qzeros == nullptr || host.scales == nullptr)
+    return absl::InvalidArgumentError("cuda: packing a GPTQ weight needs its host qweight, qzeros and scales");
+  const cuda::Int4Layout layout = cuda::Int4LayoutOf(host);
+  std::vector<uint8_t> packed(layout.total_bytes());
+  cuda::PackInt4Layout(host, layout, packed.data());
+  auto buf = Allocate(packed.size());
+  if (!buf.ok()) return buf.status();
+  absl::Status st = CopyToDevice(buf->data(), packed.data(), packed.size());
+  if (!st.ok()) return st;
+  dev->packed = buf->data();
+  return buf;
+}
+
+absl::Status CudaBackend::EnsureGptqWorkspace(size_t bytes) {
+  const void* before = gptq_workspace_.data();
+  absl::Status st = EnsureDevice(gptq_workspace_, bytes);
+  if (!st.ok()) return st;
+  // The split-K arrival counters start at zero and every launch leaves them at zero.
+  if (gptq_workspace_.data() != before) {
+    cudaError_t e = cudaMemsetAsync(gptq_workspace_.data(), 0, gptq_workspace_.bytes(), stream());
+    if (e != cudaSuccess) return absl::InternalError(std::string("cuda: gptq workspace: ") + cudaGetErrorString(e));
+  }
+  return absl::OkStatus();
+}
+
+void CudaBackend::PackedInt4Matmul(const TensorView& x, const QuantizedWeight& q, TensorView out) {
+  const cuda::Int4Layout layout = cuda::Int4LayoutOf(q);
+  cuda::Int4Args w;
+  w.in_features = q.in_features;
+  w.out_features = q.out_features;
+  w.n_blocks = layout.n_blocks;
+  w.k_chunks = layout.k_chunks;
+  w.group_size = layout.group_size;
+  w.groups = layout.groups;
+  w.words = static_cast<const uint32_t*>(q.packed);
+  w.meta = static_cast<const unsigned char*>(q.packed) + layout.word_bytes;
+  w.perm = q.perm;
+  const bool x_direct = q.perm == nullptr && q.in_features % 8 == 0 && reinterpret_cast<uintptr_t>(x.data) % 16 == 0;
+  const cuda::Int4Plan plan = cuda::PlanInt4Matmul(w, x.rows, x_direct, num_sms());
+  if (plan.workspace_bytes > 0) {
+    absl::Status st = EnsureGptqWorkspace(plan.workspace_bytes);
+    if (!st.ok()) return Fail(std::move(st));
+  }
+  cuda::LaunchInt4Matmul(w, plan, x.data, x.rows, out.data, out.dtype, gptq_workspace_.data(), stream());
+  CheckLaunch("int4 matmul");
+}
+
 void CudaBackend::QuantizedMatmul(const TensorView& x, const QuantizedWeight& q, TensorView out) {
+  if (q.packed != nullptr) {
+    if (!Check(cuda::Int4LayoutSupported(q), "gptq matmul", "the packed weight's shape has no int4 kernel") ||
+        !Check(x.dtype == DType::kBF16, "gptq matmul", "x must be bf16") ||
+        !Check(out.dtype == DType::kBF16 || out.dtype == DType::kF32, "gptq matmul", "output must be bf16 or f32") ||
+        !Check(x.cols == q.in_features && out.rows == x.rows && out.cols == q.out_features, "gptq matmul",
+               "shape mismatch")) {
+      return;
+    }
+    if (x.rows > 0) PackedInt4Matmul(x, q, out);
+    return;
+  }
   if (q.bits != 2 && q.bits != 4 && q.bits != 8) {
     Fail(absl::UnimplementedError(
         absl::StrCat("cuda matmul: ", q.bits, "-bit GPTQ weights have no CUDA kernel (2, 4 and 8 bits do)")));
@@ -62,14 +127,8 @@ void CudaBackend::QuantizedMatmul(const TensorView& x, const QuantizedWeight& q,
     return;
   }
   if (plan.workspace_bytes > 0) {
-    const void* before = gptq_workspace_.data();
-    absl::Status st = EnsureDevice(gptq_workspace_, plan.workspace_bytes);
+    absl::Status st = EnsureGptqWorkspace(plan.workspace_bytes);
     if (!st.ok()) return Fail(std::move(st));
-    // The split-K arrival counters start at zero and every launch leaves them at zero.
-    if (gptq_workspace_.data() != before) {
-      cudaError_t e = cudaMemsetAsync(gptq_workspace_.data(), 0, gptq_workspace_.bytes(), stream());
-      if (e != cudaSuccess) return Fail(absl::InternalError(std::string("cuda: gptq workspace: ") + cudaGetErrorString(e)));
-    }
   }
   cuda::LaunchGptqGemv(w, plan, x.data, x.rows, out.data, out.dtype, gptq_workspace_.data(), stream());
   CheckLaunch("gptq gemv");

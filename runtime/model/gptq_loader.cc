@@ -155,15 +155,26 @@ absl::StatusOr<std::unique_ptr<GptqDeviceWeight>> GptqDeviceWeight::Upload(Backe
     d->bytes_ += bytes;
     return backend.CopyToDevice(buf->data(), src, bytes);
   };
-  RETURN_IF_ERROR(copy(h.qweight.data(), h.qweight.size() * sizeof(int32_t), &d->qweight_));
-  RETURN_IF_ERROR(copy(h.qzeros.data(), h.qzeros.size() * sizeof(int32_t), &d->qzeros_));
-  RETURN_IF_ERROR(copy(h.scales.data(), h.scales.size() * sizeof(uint16_t), &d->scales_));
-  if (!h.perm.empty()) RETURN_IF_ERROR(copy(h.perm.data(), h.perm.size() * sizeof(int32_t), &d->perm_));
   d->weight_ = h.View();
-  d->weight_.qweight = static_cast<const int32_t*>(d->qweight_.data());
-  d->weight_.qzeros = static_cast<const int32_t*>(d->qzeros_.data());
-  d->weight_.scales = static_cast<const uint16_t*>(d->scales_.data());
-  d->weight_.perm = h.perm.empty() ? nullptr : static_cast<const int32_t*>(d->perm_.data());
+  d->weight_.qweight = nullptr;
+  d->weight_.qzeros = nullptr;
+  d->weight_.scales = nullptr;
+  d->weight_.perm = nullptr;
+  // A backend with its own layout for this weight needs only that (and perm).
+  ASSIGN_OR_RETURN(d->packed_, backend.PackQuantizedWeight(h.View(), &d->weight_));
+  d->bytes_ += d->packed_.bytes();
+  if (d->packed_.data() == nullptr) {
+    RETURN_IF_ERROR(copy(h.qweight.data(), h.qweight.size() * sizeof(int32_t), &d->qweight_));
+    RETURN_IF_ERROR(copy(h.qzeros.data(), h.qzeros.size() * sizeof(int32_t), &d->qzeros_));
+    RETURN_IF_ERROR(copy(h.scales.data(), h.scales.size() * sizeof(uint16_t), &d->scales_));
+    d->weight_.qweight = static_cast<const int32_t*>(d->qweight_.data());
+    d->weight_.qzeros = static_cast<const int32_t*>(d->qzeros_.data());
+    d->weight_.scales = static_cast<const uint16_t*>(d->scales_.data());
+  }
+  if (!h.perm.empty()) {
+    RETURN_IF_ERROR(copy(h.perm.data(), h.perm.size() * sizeof(int32_t), &d->perm_));
+    d->weight_.perm = static_cast<const int32_t*>(d->perm_.data());
+  }
   return d;
 }
 

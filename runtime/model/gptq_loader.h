@@ -40,7 +40,8 @@ absl::StatusOr<GptqHostWeight> LoadGptqLinear(const WeightStore& store, const st
 // share bits, group size, input permutation and zero convention.
 absl::StatusOr<GptqHostWeight> ConcatGptqOutFeatures(const GptqHostWeight& a, const GptqHostWeight& b);
 
-// A GptqHostWeight copied onto a backend's device.
+// A GptqHostWeight copied onto a backend's device: in the backend's own layout when it has
+// one for this weight (Backend::PackQuantizedWeight), else as the AutoGPTQ arrays.
 class GptqDeviceWeight {
  public:
   static absl::StatusOr<std::unique_ptr<GptqDeviceWeight>> Upload(Backend& backend, const GptqHostWeight& host);
@@ -49,7 +50,7 @@ class GptqDeviceWeight {
 
  private:
   QuantizedWeight weight_;
-  DeviceBuffer qweight_, qzeros_, scales_, perm_;
+  DeviceBuffer qweight_, qzeros_, scales_, perm_, packed_;
   size_t bytes_ = 0;
 };
 
