@@ -24,25 +24,4 @@ timeout 240 "$NCU" --clock-control none --launch-skip "$n2" --launch-count "$per
   "$D/bin/tessera-logits" --model "$MODEL" --device cuda --prompt-ids "$ids" --steps 3 --out /dev/null \
   > "$OUT/ncu_7b_decode_step.csv" 2> "$OUT/ncu.err"
 echo "ncu exit $?"
-python3 - "$OUT/ncu_7b_decode_step.csv" <<'PY'
-import csv, sys, collections, re
-rows = [r for r in csv.DictReader(l for l in open(sys.argv[1]) if l.startswith('"'))]
-agg = collections.defaultdict(lambda: [0, 0.0, 0.0, 0.0])
-for r in rows:
-    name = re.sub(r'\(.*', '', r["Kernel Name"])[:60]
-    v = float(r["Metric Value"].replace(",", ""))
-    a = agg[name]
-    m = r["Metric Name"]
-    if m == "gpu__time_duration.sum":
-        scale = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3}[r["Metric Unit"]]
-        a[0] += 1; a[1] += v * scale
-    elif m.startswith("dram__bytes"):
-        unit = {"byte": 1, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9}[r["Metric Unit"]]
-        a[2] += v * unit
-total_us = sum(a[1] for a in agg.values())
-total_b = sum(a[2] for a in agg.values())
-print(f"{'kernel':60s} {'calls':>5s} {'us':>9s} {'share':>6s} {'GB/s':>7s}")
-for name, a in sorted(agg.items(), key=lambda kv: -kv[1][1]):
-    print(f"{name:60s} {a[0]:5d} {a[1]:9.1f} {100*a[1]/total_us:5.1f}% {a[2]/max(a[1],1e-9)/1e3:7.0f}")
-print(f"total kernel time {total_us/1e3:.3f} ms for {total_b/1e9:.2f} GB of DRAM traffic ({total_b/total_us/1e3:.0f} GB/s)")
-PY
+python3 "$(dirname "$0")/ncu_summary.py" "$OUT/ncu_7b_decode_step.csv" --label "7B eager decode step, batch 1"
