@@ -105,7 +105,7 @@ class CudaBackend final : public Backend {
   std::vector<cudaGraphExec_t> graphs_;
   bool capturing_ = false;
   DeviceBuffer gptq_workspace_;  // split-K partial sums and arrival counters
-  DeviceBuffer lora_workspace_;  // shrunk activations [tokens, max_rank]
+  DeviceBuffer lora_workspace_;  // BGMV arrival counters, then the shrunk activations
   absl::Status sticky_;
 };
 

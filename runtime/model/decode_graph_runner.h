@@ -2,7 +2,10 @@
 // per batch-size bucket: the batch is padded to the bucket (padding tokens write no KV:
 // slot -1), its index arrays are copied into the bucket's fixed buffer, and the graph
 // of the whole forward is replayed. The attention plan is sized for max_model_len, so a
-// graph serves every context length. Prefill and mixed steps stay eager.
+// graph serves every context length. Steps with LoRA adapters replay a second graph per
+// bucket that also reads each token's adapter slot from the bucket's buffer (the slot
+// tables never move, so uploads between replays are seen). Prefill and mixed steps stay
+// eager.
 #pragma once
 
 #include <cstdint>
@@ -33,7 +36,8 @@ class DecodeGraphRunner {
                                                                    const DecodeGraphOptions& options);
   ~DecodeGraphRunner();
 
-  // True for a decode step that fits a bucket and wants the logits of every sequence.
+  // True for a decode step that fits a bucket and wants the logits of every sequence
+  // (and, when it has adapter slots, the model has LoRA slot tables).
   bool Accepts(const BatchLayout& layout) const;
   // Runs an accepted step (capturing its bucket's graph on first use) and returns the
   // device logits: row i belongs to sequence i; rows past the batch are padding.
@@ -43,15 +47,17 @@ class DecodeGraphRunner {
  private:
   struct Bucket {
     int32_t size = 0;
-    DeviceBuffer indices;  // token ids, positions, slots, query_start, context lens, block tables, logits rows
-    DeviceBatch batch;     // points into `indices`
-    int graph = -1;
+    DeviceBuffer indices;  // token ids, positions, slots, query_start, context lens, block tables, logits
+                           // rows, LoRA slots
+    DeviceBatch batch;     // points into `indices`; lora_slots is null (base-model graph)
+    int graph = -1;        // base model only
+    int lora_graph = -1;   // with the LoRA ops
     TensorView logits;
   };
   DecodeGraphRunner() = default;
   // Index arrays of `layout` padded to the bucket, in the bucket buffer's order.
   void Pack(const BatchLayout* layout, const Bucket& bucket, std::vector<int32_t>& host) const;
-  absl::Status Capture(Bucket& bucket);
+  absl::Status Capture(Bucket& bucket, bool lora);
 
   LlamaModel* model_ = nullptr;
   PagedKvStorage* kv_ = nullptr;
