@@ -157,16 +157,51 @@ __global__ void __launch_bounds__(kThreads) LoraExpandKernel(LoraArgs a, const f
 
 // ---- BGMV (decode) -------------------------------------------------------------------
 constexpr int kBgmvThreads = 128;
-constexpr int kShrinkRows = 16;  // A rows (rank) read per pass: 16 loads of 16 bytes in flight
+constexpr int kShrinkRows = 16;    // A rows (rank) read per pass: 16 loads of 16 bytes in flight
+constexpr int kPrefetchRows = 16;  // Bᵀ rows of a thread's first output chunk loaded before the wait
 constexpr int kExpandRows = 8;
 
 __device__ __forceinline__ uint4 LoadRow16(const __nv_bfloat16* row, int64_t chunk, bool valid) {
   return valid ? __ldg(reinterpret_cast<const uint4*>(row) + chunk) : make_uint4(0, 0, 0, 0);
 }
 
+__device__ __forceinline__ void Fma8(const uint4& b, float h, float* acc) {
+  float f[8];
+  Bf16x8ToFloat(b, f);
+#pragma unroll
+  for (int e = 0; e < 8; ++e) acc[e] = fmaf(h, f[e], acc[e]);
+}
+
+// out[t, col_offset + 8c .. +8] += acc; `old` holds those 8 outputs when kVecOut.
+template <bool kVecOut>
+__device__ __forceinline__ void StoreChunk(const LoraArgs& a, int t, int64_t c, const float* acc, const uint4& old) {
+  const int64_t base = static_cast<int64_t>(t) * a.out_cols + a.col_offset + c * 8;
+  if constexpr (kVecOut) {
+    float o[8];
+    Bf16x8ToFloat(old, o);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) o[e] += acc[e];
+    *reinterpret_cast<uint4*>(static_cast<__nv_bfloat16*>(a.out) + base) = FloatToBf16x8(o);
+  } else {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      StoreFromFloat(a.out, a.out_dtype, base + e, LoadAsFloat(a.out, a.out_dtype, base + e) + acc[e]);
+    }
+  }
+}
+
+template <bool kVecOut>
+__device__ __forceinline__ uint4 LoadOutChunk(const LoraArgs& a, int t, int64_t c, bool valid) {
+  if (!kVecOut || !valid) return make_uint4(0, 0, 0, 0);
+  const int64_t base = static_cast<int64_t>(t) * a.out_cols + a.col_offset + c * 8;
+  return *reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(a.out) + base);
+}
+
 // Block (split, t): shrinks x[t] over input chunk range `split` into partials[t][split][:],
-// waits for the token's other splits, then expands over output chunk range `split`.
-// Every block of a launch must be resident at once (the launcher checks occupancy).
+// waits for the token's other splits, then expands over output chunk range `split`. The
+// Bᵀ rows and outputs of each thread's first output chunk are loaded before the shrink,
+// so the kernel waits for memory about twice, not five times. Every block of a launch
+// must be resident at once (the launcher checks occupancy).
 template <bool kVecOut>
 __global__ void __launch_bounds__(kBgmvThreads) LoraBgmvKernel(LoraArgs a, int splits, unsigned* counters,
                                                                 float* partials) {
@@ -179,6 +214,16 @@ __global__ void __launch_bounds__(kBgmvThreads) LoraBgmvKernel(LoraArgs a, int s
   __shared__ float red[kBgmvThreads / 32][kShrinkRows];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t in = a.in_features, nout = a.out_features;
+
+  const int64_t n8 = nout / 8, per_out = (n8 + splits - 1) / splits;
+  const int64_t c0 = split * per_out, c1 = min(n8, c0 + per_out);
+  const int64_t c_first = c0 + threadIdx.x;
+  const bool has_first = c_first < c1;
+  const auto* bt = static_cast<const __nv_bfloat16*>(a.b_t) + static_cast<int64_t>(s) * a.max_rank * nout;
+  uint4 b_first[kPrefetchRows];
+#pragma unroll
+  for (int j = 0; j < kPrefetchRows; ++j) b_first[j] = LoadRow16(bt + static_cast<int64_t>(j) * nout, c_first, has_first && j < rank);
+  const uint4 out_first = LoadOutChunk<kVecOut>(a, t, c_first, has_first);
 
   // Shrink: this split's input chunks (8 features each) against every rank row.
   const int64_t in8 = in / 8, per_in = (in8 + splits - 1) / splits;
@@ -229,7 +274,7 @@ __global__ void __launch_bounds__(kBgmvThreads) LoraBgmvKernel(LoraArgs a, int s
   __syncthreads();
   if (threadIdx.x == 0) {
     atomicAdd(arrive, 1u);
-    while (*reinterpret_cast<volatile unsigned*>(arrive) < static_cast<unsigned>(splits)) __nanosleep(32);
+    while (*reinterpret_cast<volatile unsigned*>(arrive) < static_cast<unsigned>(splits)) __nanosleep(20);
     __threadfence();
   }
   __syncthreads();
@@ -244,11 +289,28 @@ __global__ void __launch_bounds__(kBgmvThreads) LoraBgmvKernel(LoraArgs a, int s
     atomicExch(depart, 0u);
   }
 
-  // Expand: this split's output chunks (8 columns each).
-  const int64_t n8 = nout / 8, per_out = (n8 + splits - 1) / splits;
-  const int64_t c0 = split * per_out, c1 = min(n8, c0 + per_out);
-  const auto* bt = static_cast<const __nv_bfloat16*>(a.b_t) + static_cast<int64_t>(s) * a.max_rank * nout;
-  for (int64_t c = c0 + threadIdx.x; c < c1; c += kBgmvThreads) {
+  // Expand: this split's output chunks (8 columns each), the first from registers.
+  if (has_first) {
+    float acc[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[e] = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kPrefetchRows; ++j) {
+      if (j < rank) Fma8(b_first[j], h[j], acc);
+    }
+    for (int r0 = kPrefetchRows; r0 < rank; r0 += kExpandRows) {
+      uint4 bv[kExpandRows];
+#pragma unroll
+      for (int j = 0; j < kExpandRows; ++j) bv[j] = LoadRow16(bt + static_cast<int64_t>(r0 + j) * nout, c_first, r0 + j < rank);
+#pragma unroll
+      for (int j = 0; j < kExpandRows; ++j) {
+        if (r0 + j < rank) Fma8(bv[j], h[r0 + j], acc);
+      }
+    }
+    StoreChunk<kVecOut>(a, t, c_first, acc, out_first);
+  }
+  for (int64_t c = c_first + kBgmvThreads; c < c1; c += kBgmvThreads) {
+    const uint4 old = LoadOutChunk<kVecOut>(a, t, c, true);
     float acc[8];
 #pragma unroll
     for (int e = 0; e < 8; ++e) acc[e] = 0.0f;
@@ -258,28 +320,10 @@ __global__ void __launch_bounds__(kBgmvThreads) LoraBgmvKernel(LoraArgs a, int s
       for (int j = 0; j < kExpandRows; ++j) bv[j] = LoadRow16(bt + static_cast<int64_t>(r0 + j) * nout, c, r0 + j < rank);
 #pragma unroll
       for (int j = 0; j < kExpandRows; ++j) {
-        if (r0 + j >= rank) break;
-        float f[8];
-        Bf16x8ToFloat(bv[j], f);
-        const float hv = h[r0 + j];
-#pragma unroll
-        for (int e = 0; e < 8; ++e) acc[e] = fmaf(hv, f[e], acc[e]);
+        if (r0 + j < rank) Fma8(bv[j], h[r0 + j], acc);
       }
     }
-    const int64_t base = static_cast<int64_t>(t) * a.out_cols + a.col_offset + c * 8;
-    if constexpr (kVecOut) {
-      auto* p = reinterpret_cast<uint4*>(static_cast<__nv_bfloat16*>(a.out) + base);
-      float o[8];
-      Bf16x8ToFloat(*p, o);
-#pragma unroll
-      for (int e = 0; e < 8; ++e) o[e] += acc[e];
-      *p = FloatToBf16x8(o);
-    } else {
-#pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        StoreFromFloat(a.out, a.out_dtype, base + e, LoadAsFloat(a.out, a.out_dtype, base + e) + acc[e]);
-      }
-    }
+    StoreChunk<kVecOut>(a, t, c, acc, old);
   }
 }
 
@@ -313,8 +357,10 @@ LoraPlan PlanLoraApply(const LoraArgs& a, int num_sms) {
   if (!vec || a.num_tokens > kLoraBgmvMaxTokens || a.max_rank > 1024 || num_sms <= 0) return p;
   const int resident = BgmvResidentBlocks(num_sms);
   const int64_t in8 = a.in_features / 8;
-  // Enough input chunks per block to keep its threads busy, enough blocks to fill the SMs.
-  int64_t splits = std::max<int64_t>((in8 + kBgmvThreads - 1) / kBgmvThreads, (num_sms + a.num_tokens - 1) / a.num_tokens);
+  const int64_t n8 = a.out_features / 8;
+  // About one input and one output chunk per thread, and enough blocks to fill the SMs.
+  int64_t splits = std::max({(in8 + kBgmvThreads - 1) / kBgmvThreads, (n8 + kBgmvThreads - 1) / kBgmvThreads,
+                             static_cast<int64_t>((num_sms + a.num_tokens - 1) / a.num_tokens)});
   splits = std::min<int64_t>(splits, std::max<int64_t>(1, in8 / 32));
   splits = std::min<int64_t>(splits, resident / std::max(1, a.num_tokens));
   if (splits < 1) return p;

@@ -64,6 +64,9 @@ class CudaLoraEngineTest : public ::testing::Test {
     if (!CudaBackendAvailable()) GTEST_SKIP() << "no CUDA device visible";
     cpu_ = std::move(*CreateBackend("cpu"));
     gpu_ = std::move(*CreateBackend("cuda"));
+    // Merged models and their engines get their own backend: an engine's decode graphs
+    // belong to its backend, and a second engine on the same one would clear them.
+    merged_gpu_ = std::move(*CreateBackend("cuda"));
     model_ = Load(testing::DefaultModelDir(), *gpu_);
     tokenizer_ = std::move(*LoadTokenizer(testing::DefaultModelDir()));
     root_ = testing::MakeTempDir("cuda_lora_engine");
@@ -188,7 +191,7 @@ class CudaLoraEngineTest : public ::testing::Test {
     return slots.ok() ? (*slots)[0] : -1;
   }
 
-  std::unique_ptr<Backend> cpu_, gpu_;
+  std::unique_ptr<Backend> cpu_, gpu_, merged_gpu_;
   std::unique_ptr<LlamaModel> model_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::string root_;
@@ -211,7 +214,7 @@ TEST_F(CudaLoraEngineTest, AdapterGreedyOutputFollowsTheMergedModel) {
   const std::vector<std::string> prompts = {"Once upon a time", "The little dog was", "Lily"};
   for (const std::string& name : {"full", "partial"}) {
     const std::string merged_dir = MergedDir(name);
-    auto merged_gpu = Load(merged_dir, *gpu_);
+    auto merged_gpu = Load(merged_dir, *merged_gpu_);
     auto merged_cpu = Load(merged_dir, *cpu_);
     auto merged_engine = MakeEngine(merged_gpu.get(), nullptr);
     for (const std::string& p : prompts) {
@@ -225,10 +228,11 @@ TEST_F(CudaLoraEngineTest, AdapterGreedyOutputFollowsTheMergedModel) {
       const Logits f32 = TeacherForced(*merged_cpu, prompt_ids, gen, {})[0];
       const Logits base = TeacherForced(*model_, prompt_ids, gen, {})[0];
       const double err = MaxAbsDiff(lora, merged);
-      // Both bf16 paths stay within bf16 error of the f32 merged model, and the adapter
-      // moves the logits far more than the two paths differ.
-      EXPECT_LT(RelError(lora, f32), 1e-2) << name << ": " << p;
-      EXPECT_LT(RelError(merged, f32), 1e-2) << name << ": " << p;
+      // Both bf16 paths stay within bf16 error of the f32 merged model (the merged weights
+      // are rounded to bf16 once more than the base ones), and the adapter moves the
+      // logits far more than the two paths differ.
+      EXPECT_LT(RelError(lora, f32), 3e-2) << name << ": " << p;
+      EXPECT_LT(RelError(merged, f32), 3e-2) << name << ": " << p;
       EXPECT_GT(MaxAbsDiff(base, merged), 4 * err) << name << " barely changes the logits";
       const size_t tie = FirstNearTie(merged, 2 * err);
       for (size_t r = 0; r < merged.size(); ++r) {
