@@ -24,9 +24,10 @@ if has tests; then
   echo "== gpu tests" | tee -a "$LOG"
   for t in cuda_lora_test cuda_lora_engine_test "cuda_quant_test --gtest_filter=*Lora*" decode_graph_test cuda_engine_test; do
     name=${t%% *}
-    timeout 120 "$D/bin/"$t > "$OUT/test_$name.log" 2>&1
+    timeout 120 "$D/bin/"$t > /tmp/test_$name.log 2>&1
     echo "$name exit $?" | tee -a "$LOG"
-    grep -E "^\[  (PASSED|FAILED) |^(full|partial|graphs|eager|case)|FAILED|Failure|Expected|Which is|actual" "$OUT/test_$name.log" | head -30 | tee -a "$LOG"
+    grep -E "^\[  (PASSED|FAILED) |^(full|partial|graphs|eager|case)|FAILED|Failure|Expected|Which is|actual" /tmp/test_$name.log | head -30 | tee -a "$LOG"
+    cat /tmp/test_$name.log >> "$OUT/lora_tests.log"
   done
 fi
 if has kernels; then

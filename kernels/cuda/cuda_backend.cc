@@ -123,6 +123,19 @@ absl::Status CudaBackend::CopyToDevice(void* dst, const void* host_src, size_t b
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::shared_ptr<char>> CudaBackend::AllocateHostStaging(size_t bytes) {
+  void* p = nullptr;
+  CUDA_RETURN_IF_ERROR("pinned host memory", cudaMallocHost(&p, bytes > 0 ? bytes : 1));
+  // cudaFreeHost waits for the device, so a copy still reading the memory finishes first.
+  return std::shared_ptr<char>(static_cast<char*>(p), [](char* q) { cudaFreeHost(q); });
+}
+
+absl::Status CudaBackend::CopyToDeviceAsync(void* dst, const void* host_src, size_t bytes) {
+  if (bytes == 0) return absl::OkStatus();
+  CUDA_RETURN_IF_ERROR("copy to device", cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
+  return absl::OkStatus();
+}
+
 absl::Status CudaBackend::CopyToHost(void* host_dst, const void* src, size_t bytes) {
   if (bytes == 0) return absl::OkStatus();
   CUDA_RETURN_IF_ERROR("copy to host", cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));

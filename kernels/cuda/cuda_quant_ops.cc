@@ -84,6 +84,7 @@ void CudaBackend::LoraApply(const TensorView& x, const LoraBatch& lora, int laye
     return;
   }
   const LoraModuleSlots& m = tables->module(layer, target);
+  if (m.active != nullptr && *m.active == 0) return;  // no adapter has touched this module yet
   if (!Check(tables->dtype == DType::kBF16 && x.dtype == DType::kBF16, "lora", "x and the slot tables must be bf16") ||
       !Check(out.dtype == DType::kBF16 || out.dtype == DType::kF32, "lora", "output must be bf16 or f32") ||
       !Check(m.a != nullptr && m.b_t != nullptr && m.ranks != nullptr, "lora", "the module has no slot tables")) {

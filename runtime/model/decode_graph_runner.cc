@@ -126,6 +126,11 @@ void DecodeGraphRunner::Pack(const BatchLayout* layout, const Bucket& bucket, st
   host[il.query_start + b] = b;
 }
 
+uint64_t DecodeGraphRunner::LoraGeneration() const {
+  const LoraSlotTables* t = model_->lora_tables();
+  return t != nullptr && t->active_generation != nullptr ? *t->active_generation : 0;
+}
+
 absl::Status DecodeGraphRunner::Capture(Bucket& bucket, bool lora) {
   // A padding-only batch: reads block 0, writes nothing, applies no adapter.
   Pack(nullptr, bucket, host_);
@@ -145,15 +150,17 @@ absl::Status DecodeGraphRunner::Capture(Bucket& bucket, bool lora) {
 
 absl::StatusOr<TensorView> DecodeGraphRunner::Run(const BatchLayout& layout) {
   if (!Accepts(layout)) return absl::InvalidArgumentError("decode graphs: the step is not a decode step that fits a bucket");
-  if (model_->workspace_generation() != generation_) {
-    // The workspace moved: every graph points at freed memory.
+  const bool lora = !layout.lora_slots.empty();
+  // The workspace moved (every graph points at freed memory), or the LoRA graphs skip a
+  // projection that an adapter now adapts.
+  if (model_->workspace_generation() != generation_ || (lora && LoraGeneration() != lora_generation_)) {
     backend_->ClearGraphs();
     for (Bucket& b : buckets_) b.graph = b.lora_graph = -1;
     generation_ = model_->workspace_generation();
+    lora_generation_ = LoraGeneration();
   }
   const int32_t n = layout.num_seqs();
   Bucket& bucket = *std::find_if(buckets_.begin(), buckets_.end(), [n](const Bucket& b) { return b.size >= n; });
-  const bool lora = !layout.lora_slots.empty();
   if ((lora ? bucket.lora_graph : bucket.graph) < 0) RETURN_IF_ERROR(Capture(bucket, lora));
   Pack(&layout, bucket, host_);
   RETURN_IF_ERROR(backend_->CopyToDevice(bucket.indices.data(), host_.data(), host_.size() * sizeof(int32_t)));

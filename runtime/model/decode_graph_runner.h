@@ -4,8 +4,9 @@
 // of the whole forward is replayed. The attention plan is sized for max_model_len, so a
 // graph serves every context length. Steps with LoRA adapters replay a second graph per
 // bucket that also reads each token's adapter slot from the bucket's buffer (the slot
-// tables never move, so uploads between replays are seen). Prefill and mixed steps stay
-// eager.
+// tables never move, so uploads between replays are seen; the graphs are captured again
+// when a projection gets its first adapter, since they skip projections no adapter
+// touches). Prefill and mixed steps stay eager.
 #pragma once
 
 #include <cstdint>
@@ -58,6 +59,7 @@ class DecodeGraphRunner {
   // Index arrays of `layout` padded to the bucket, in the bucket buffer's order.
   void Pack(const BatchLayout* layout, const Bucket& bucket, std::vector<int32_t>& host) const;
   absl::Status Capture(Bucket& bucket, bool lora);
+  uint64_t LoraGeneration() const;
 
   LlamaModel* model_ = nullptr;
   PagedKvStorage* kv_ = nullptr;
@@ -65,6 +67,7 @@ class DecodeGraphRunner {
   DecodeGraphOptions options_;
   int32_t max_blocks_ = 0;
   int64_t generation_ = 0;
+  uint64_t lora_generation_ = 0;  // the slot tables' active_generation the LoRA graphs saw
   std::vector<Bucket> buckets_;
   std::vector<int32_t> host_;
 };

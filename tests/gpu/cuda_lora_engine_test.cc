@@ -212,7 +212,9 @@ TEST_F(CudaLoraEngineTest, AdapterGreedyOutputFollowsTheMergedModel) {
   ASSERT_TRUE(registry->Load("partial", WriteAdapter("partial", partial)).ok());
   auto engine = MakeEngine(model_.get(), registry.get());
   const std::vector<std::string> prompts = {"Once upon a time", "The little dog was", "Lily"};
-  for (const std::string& name : {"full", "partial"}) {
+  // "partial" first: its decode graphs skip the projections it leaves alone, so the
+  // graphs must be captured again once "full" adapts those too.
+  for (const std::string& name : {"partial", "full"}) {
     const std::string merged_dir = MergedDir(name);
     auto merged_gpu = Load(merged_dir, *merged_gpu_);
     auto merged_cpu = Load(merged_dir, *cpu_);
@@ -231,8 +233,8 @@ TEST_F(CudaLoraEngineTest, AdapterGreedyOutputFollowsTheMergedModel) {
       // Both bf16 paths stay within bf16 error of the f32 merged model (the merged weights
       // are rounded to bf16 once more than the base ones), and the adapter moves the
       // logits far more than the two paths differ.
-      EXPECT_LT(RelError(lora, f32), 3e-2) << name << ": " << p;
-      EXPECT_LT(RelError(merged, f32), 3e-2) << name << ": " << p;
+      EXPECT_LT(RelError(lora, f32), 5e-2) << name << ": " << p;
+      EXPECT_LT(RelError(merged, f32), 5e-2) << name << ": " << p;
       EXPECT_GT(MaxAbsDiff(base, merged), 4 * err) << name << " barely changes the logits";
       const size_t tie = FirstNearTie(merged, 2 * err);
       for (size_t r = 0; r < merged.size(); ++r) {
@@ -273,7 +275,9 @@ TEST_F(CudaLoraEngineTest, MixedBatchOf32AdaptersMatchesEachAlone) {
     slots.push_back(r.adapter.empty() ? -1 : SlotOf(*registry, r.adapter));
   }
   // Every sequence alone and all of them in one batch: the difference bounds what the
-  // batch shape alone changes, which sets the near-tie margin.
+  // batch shape changes in a prefill. Decode steps of other batch sizes take other matmul
+  // kernels, whose rounding differs by up to bf16's error, so the near-tie margin is at
+  // least the bf16 error of this model's logits (CUDA against the f32 CPU reference).
   const std::vector<Logits> batched = TeacherForced(*model_, prompt_ids, alone, slots);
   std::vector<Logits> single;
   double err = 0;
@@ -282,6 +286,10 @@ TEST_F(CudaLoraEngineTest, MixedBatchOf32AdaptersMatchesEachAlone) {
     err = std::max(err, MaxAbsDiff(single[i], batched[i]));
   }
   const std::vector<Logits> base = TeacherForced(*model_, prompt_ids, alone, {});
+  auto cpu_model = Load(testing::DefaultModelDir(), *cpu_);
+  const std::vector<Logits> f32_base = TeacherForced(*cpu_model, prompt_ids, alone, {});
+  double bf16_err = 0;
+  for (size_t i = 0; i < reqs.size(); ++i) bf16_err = std::max(bf16_err, MaxAbsDiff(base[i], f32_base[i]));
   int changed = 0;
   for (size_t i = 0; i < reqs.size(); ++i) {
     ASSERT_EQ(alone[i].size(), static_cast<size_t>(reqs[i].max_tokens));
@@ -295,14 +303,15 @@ TEST_F(CudaLoraEngineTest, MixedBatchOf32AdaptersMatchesEachAlone) {
     if (!eager) EXPECT_GT(engine->num_decode_graphs(), 0) << "mixed adapter decode steps should replay graphs";
     int identical = 0;
     for (size_t i = 0; i < reqs.size(); ++i) {
-      const size_t tie = FirstNearTie(single[i], 2 * std::max(err, 1e-3));
+      const size_t tie = FirstNearTie(single[i], 2 * std::max(err, bf16_err));
       const size_t same = CommonPrefix(together[i], alone[i]);
       identical += same == alone[i].size();
       EXPECT_GE(same, tie) << (eager ? "eager" : "graphs") << ", request " << i << " (adapter '" << reqs[i].adapter
                            << "') diverged before its first near-tie";
     }
-    std::printf("%s: %d of %zu requests identical to their run alone; batch-shape logit error %.4f\n",
-                eager ? "eager" : "graphs", identical, reqs.size(), err);
+    std::printf("%s: %d of %zu requests identical to their run alone; batch-shape logit error %.4f, bf16 %.4f\n",
+                eager ? "eager" : "graphs", identical, reqs.size(), err, bf16_err);
+    EXPECT_GE(identical, static_cast<int>(reqs.size()) * 3 / 4) << "most requests should not meet a near-tie";
   }
 }
 
