@@ -10,6 +10,10 @@
 
 namespace tessera {
 
+absl::StatusOr<std::shared_ptr<char>> Backend::AllocateHostStaging(size_t bytes) {
+  return std::shared_ptr<char>(new char[bytes > 0 ? bytes : 1], std::default_delete<char[]>());
+}
+
 void Backend::LoraApply(const TensorView&, const LoraBatch&, int, int, TensorView, int64_t) {
   RecordOpError(absl::UnimplementedError("the " + name() + " backend has no LoRA kernel; LoRA adapters need the cpu backend"));
 }

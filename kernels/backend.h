@@ -159,6 +159,9 @@ struct LoraModuleSlots {
   const int32_t* ranks = nullptr;  // [num_slots] on the device; 0: the slot leaves this module alone
   int64_t in_features = 0;
   int64_t out_features = 0;
+  // Host flag kept by the tables' owner: nonzero once some slot has had rank > 0 here.
+  // Backends may skip a module whose flag is zero (null: always run it).
+  const uint8_t* active = nullptr;
 };
 
 // Every slot table of a model, owned by the adapter registry.
@@ -168,6 +171,9 @@ struct LoraSlotTables {
   int32_t num_slots = 0;
   int32_t max_rank = 0;
   DType dtype = DType::kF32;  // the backend's activation dtype
+  // Host counter bumped whenever a module's `active` flag changes: a captured graph that
+  // skipped a module's LoRA op is stale after it changes (null: never changes).
+  const uint64_t* active_generation = nullptr;
   const LoraModuleSlots& module(int layer, int target) const { return modules[layer * kNumLoraTargets + target]; }
 };
 
@@ -246,6 +252,15 @@ class Backend {
   virtual absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) = 0;
   virtual absl::Status CopyToDevice(void* dst, const void* host_src, size_t bytes) = 0;
   virtual absl::Status CopyToHost(void* host_dst, const void* src, size_t bytes) = 0;
+  // Host memory that uploads read fastest and asynchronously (page-locked on CUDA, plain
+  // heap memory elsewhere), freed when the last reference goes. Callable from any thread.
+  virtual absl::StatusOr<std::shared_ptr<char>> AllocateHostStaging(size_t bytes);
+  // Enqueues a copy from AllocateHostStaging memory behind the work already enqueued and
+  // returns without waiting: the memory must stay unchanged until the next Synchronize.
+  // The default copies synchronously.
+  virtual absl::Status CopyToDeviceAsync(void* dst, const void* host_src, size_t bytes) {
+    return CopyToDevice(dst, host_src, bytes);
+  }
   virtual absl::Status Synchronize() = 0;
   // Bytes of device memory still free (CPU: a large number).
   virtual size_t FreeMemoryBytes() const = 0;

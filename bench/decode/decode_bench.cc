@@ -4,6 +4,12 @@
 //   roofline tok/s = batch * bandwidth / (weight bytes read + batch * KV bytes read).
 //   tessera-bench-decode --model DIR --shape NAME [--batches 1,8,32] [--prompt-len 128]
 //       [--new-tokens 256] [--out FILE] [engine flags, e.g. --device cuda --enforce-eager]
+//       [--lora-dir DIR --num-adapters N [--max-lora-rank R]] [--profile-batches 1,256]
+// --profile-batches runs one eager forward per batch between cudaProfilerStart/Stop (for
+// ncu --profile-from-start off) and exits.
+// With --lora-dir (adapters DIR/a0 .. DIR/a{N-1}, e.g. from tessera-make-random-adapter
+// --count N) each batch also runs with sequence i on adapter i mod N, in the same engine,
+// and the bench prints the LoRA rate over the base rate.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -16,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
 #include "runtime/engine/engine.h"
+#include "runtime/lora/lora_registry.h"
 #include "runtime/model/decode_graph_runner.h"
 #include "server/cli/args.h"
 #include "server/cli/engine_flags.h"
@@ -80,8 +87,9 @@ struct RunResult {
 
 // Submits `batch` requests of random prompts at once and measures the decode rate from
 // the moment every request has its first token until the last one finishes.
+// Request i uses adapters[i % adapters.size()] (none when `adapters` is empty).
 absl::StatusOr<RunResult> RunBatch(Engine& engine, int batch, int prompt_len, int new_tokens, int64_t vocab,
-                                   uint64_t seed) {
+                                   uint64_t seed, const std::vector<std::string>& adapters = {}) {
   std::mt19937 rng(static_cast<uint32_t>(seed));
   std::mutex mu;
   std::vector<Clock::time_point> first(batch);
@@ -92,6 +100,7 @@ absl::StatusOr<RunResult> RunBatch(Engine& engine, int batch, int prompt_len, in
     r.sampling.temperature = 0.0f;
     r.max_tokens = new_tokens;
     r.ignore_eos = true;
+    if (!adapters.empty()) r.adapter = adapters[i % adapters.size()];
     auto id = engine.Submit(r, [&, i](RequestOutput o) {
       const auto now = Clock::now();
       std::lock_guard<std::mutex> lock(mu);
@@ -116,10 +125,11 @@ absl::StatusOr<RunResult> RunBatch(Engine& engine, int batch, int prompt_len, in
 
 // Seconds per decode forward of `batch` sequences at context `ctx` straight through the
 // model (graph replay, or eager), no engine: the step's device time plus the index upload.
-// With `profile`, the one step after the warm-up runs between cudaProfilerStart/Stop (for
+// Sequence s uses adapter slot lora_slots[s % size] when `lora_slots` is not empty. With
+// `profile`, the one step after the warm-up runs between cudaProfilerStart/Stop (for
 // `ncu --profile-from-start off`) and its wall time is returned.
 absl::StatusOr<double> ForwardSeconds(LlamaModel& model, int batch, int ctx, int max_model_len, bool graphs,
-                                      bool profile = false) {
+                                      const std::vector<int32_t>& lora_slots = {}, bool profile = false) {
   const int bs = 16, per_seq = (ctx + bs) / bs;
   ASSIGN_OR_RETURN(auto kv, PagedKvStorage::Create(model.backend(), model.config(), batch * per_seq, bs));
   BatchLayout l;
@@ -134,6 +144,7 @@ absl::StatusOr<double> ForwardSeconds(LlamaModel& model, int batch, int ctx, int
     l.context_lens.push_back(ctx + 1);
     for (int b = 0; b < per_seq; ++b) l.block_tables.push_back(s * per_seq + b);
     l.logits_rows.push_back(s);
+    if (!lora_slots.empty()) l.lora_slots.push_back(lora_slots[s % lora_slots.size()]);
   }
   std::unique_ptr<DecodeGraphRunner> runner;
   if (graphs) {
@@ -166,15 +177,16 @@ absl::StatusOr<double> ForwardSeconds(LlamaModel& model, int batch, int ctx, int
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::set<std::string> values = {"shape", "batches", "prompt-len", "new-tokens", "out", "profile-batches"};
+  std::set<std::string> values = {"shape",    "batches",      "prompt-len",   "new-tokens",
+                                  "out",      "lora-dir",     "num-adapters", "max-lora-rank",
+                                  "profile-batches"};
   std::set<std::string> switches;
   cli::AddEngineFlags(&values, &switches);
   auto args = cli::Args::Parse(std::vector<std::string>(argv + 1, argv + argc), values, switches);
   if (!args.ok() || !args->Has("model")) {
     std::fprintf(stderr, "usage: tessera-bench-decode --model DIR --shape NAME [--batches 1,8] [--prompt-len 128] "
-                         "[--new-tokens 256] [--out FILE] [--profile-batches 1,256] [engine flags]\n"
-                         "  --profile-batches: run one eager forward per batch between cudaProfilerStart/Stop\n"
-                         "  (for ncu --profile-from-start off) and exit\n");
+                         "[--new-tokens 256] [--out FILE] [--lora-dir DIR --num-adapters N] "
+                         "[--profile-batches 1,256] [engine flags]\n");
     return 2;
   }
   auto opts = cli::ParseEngineOptions(*args);
@@ -207,14 +219,48 @@ int main(int argc, char** argv) {
   const ModelConfig& c = (*model)->config();
   const int max_batch = *std::max_element(batches.begin(), batches.end());
   EngineOptions eo = *opts;
-  const int mid_ctx = prompt_len + new_tokens / 2;
   eo.max_num_seqs = std::max(eo.max_num_seqs, max_batch);
   if (eo.max_model_len == 0) eo.max_model_len = std::min<int32_t>(static_cast<int32_t>(c.max_position_embeddings), 4096);
+  // Adapters (optional): all in device slots at once, one per sequence of a batch.
+  std::unique_ptr<LoraRegistry> lora;
+  std::vector<std::string> adapter_names;
+  std::vector<int32_t> adapter_slots;
+  if (args->Has("lora-dir")) {
+    LoraRegistryOptions lo;
+    lo.max_gpu_adapters = lo.max_cpu_adapters = static_cast<int32_t>(*args->GetInt("num-adapters", 32));
+    lo.max_lora_rank = static_cast<int32_t>(*args->GetInt("max-lora-rank", 16));
+    auto r = LoraRegistry::Create(backend->get(), c, lo);
+    if (!r.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(r.status().message()).c_str());
+      return 1;
+    }
+    lora = std::move(*r);
+    std::vector<uint64_t> ids;
+    for (int i = 0; i < lo.max_gpu_adapters; ++i) {
+      adapter_names.push_back("a" + std::to_string(i));
+      auto id = lora->Load(adapter_names.back(), *args->Get("lora-dir") + "/" + adapter_names.back());
+      if (!id.ok()) {
+        std::fprintf(stderr, "%s\n", std::string(id.status().message()).c_str());
+        return 1;
+      }
+      ids.push_back(*id);
+    }
+    auto slots = lora->AcquireSlots(ids);  // uploads every adapter now
+    if (!slots.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(slots.status().message()).c_str());
+      return 1;
+    }
+    adapter_slots = *slots;
+    lora->ReleaseSlots(ids);
+    (*model)->SetLoraTables(&lora->tables());
+  }
+  const int mid_ctx = prompt_len + new_tokens / 2;
   if (args->Has("profile-batches")) {
     for (auto part : absl::StrSplit(*args->Get("profile-batches"), ',')) {
       int batch;
       if (!absl::SimpleAtoi(part, &batch) || batch <= 0) continue;
-      auto s = ForwardSeconds(**model, batch, mid_ctx, eo.max_model_len, /*graphs=*/false, /*profile=*/true);
+      auto s = ForwardSeconds(**model, batch, mid_ctx, eo.max_model_len, /*graphs=*/false, adapter_slots,
+                              /*profile=*/true);
       if (!s.ok()) {
         std::fprintf(stderr, "%s\n", std::string(s.status().message()).c_str());
         return 1;
@@ -224,18 +270,29 @@ int main(int argc, char** argv) {
     return 0;
   }
   // Forward-only rates first (their KV cache is freed before the engine takes its pool).
-  std::map<int, std::pair<double, double>> forward;  // batch -> (graph, eager) seconds per step
+  struct Forward {
+    double graph = 0, eager = 0, lora_graph = 0, lora_eager = 0;  // seconds per step
+  };
+  std::map<int, Forward> forward;
+  const bool graphs = (*backend)->SupportsGraphs();
   for (int batch : batches) {
-    auto g = ForwardSeconds(**model, batch, mid_ctx, eo.max_model_len, /*graphs=*/(*backend)->SupportsGraphs());
-    auto e = ForwardSeconds(**model, batch, mid_ctx, eo.max_model_len, /*graphs=*/false);
-    if (!g.ok() || !e.ok()) {
-      std::fprintf(stderr, "%s\n", std::string((g.ok() ? e.status() : g.status()).message()).c_str());
-      return 1;
+    Forward& f = forward[batch];
+    for (auto [out, use_graphs, slots] : {std::tuple<double*, bool, const std::vector<int32_t>*>{&f.graph, graphs, nullptr},
+                                          {&f.eager, false, nullptr},
+                                          {&f.lora_graph, graphs, &adapter_slots},
+                                          {&f.lora_eager, false, &adapter_slots}}) {
+      if (slots != nullptr && slots->empty()) continue;
+      auto t = ForwardSeconds(**model, batch, mid_ctx, eo.max_model_len, use_graphs,
+                              slots ? *slots : std::vector<int32_t>());
+      if (!t.ok()) {
+        std::fprintf(stderr, "%s\n", std::string(t.status().message()).c_str());
+        return 1;
+      }
+      *out = *t;
     }
-    forward[batch] = {*g, *e};
   }
   (*backend)->ClearGraphs();
-  auto engine = Engine::Create(model->get(), nullptr, eo);
+  auto engine = Engine::Create(model->get(), nullptr, eo, lora.get());
   if (!engine.ok()) {
     std::fprintf(stderr, "%s\n", std::string(engine.status().message()).c_str());
     return 1;
@@ -266,29 +323,55 @@ int main(int argc, char** argv) {
       return 1;
     }
     const double roofline = dev.copy_gbs > 0 ? batch * dev.copy_gbs * 1e9 / (weight_read + batch * kv_read) : 0.0;
-    const auto [graph_s, eager_s] = forward[batch];
+    const Forward& f = forward[batch];
+    const double graph_s = f.graph, eager_s = f.eager;
     std::printf("%-10s batch %4d: %9.1f tok/s decode   roofline %9.1f tok/s   %5.1f%% of roofline   "
                 "(forward alone: %.3f ms graph, %.3f ms eager, %.1f%% of roofline)\n",
                 shape.c_str(), batch, run->decode_tokens_per_s, roofline,
                 roofline > 0 ? 100.0 * run->decode_tokens_per_s / roofline : 0.0, graph_s * 1e3, eager_s * 1e3,
                 roofline > 0 ? 100.0 * batch / graph_s / roofline : 0.0);
     std::fflush(stdout);
-    results.push_back({{"device", dev.name},
-                       {"shape", shape},
-                       {"dtype", std::string(DTypeName((*model)->weight_dtype()))},
-                       {"batch", batch},
-                       {"prompt_len", prompt_len},
-                       {"new_tokens", new_tokens},
-                       {"tokens_per_s", run->decode_tokens_per_s},
-                       {"roofline_tokens_per_s", roofline},
-                       {"fraction_of_roofline", roofline > 0 ? run->decode_tokens_per_s / roofline : 0.0},
-                       {"copy_bandwidth_gbs", dev.copy_gbs},
-                       {"weight_bytes_read_per_step", weight_read},
-                       {"kv_bytes_read_per_sequence_step", kv_read},
-                       {"cuda_graphs", !eo.enforce_eager && (*engine)->num_decode_graphs() > 0},
-                       {"forward_only_graph_ms", graph_s * 1e3},
-                       {"forward_only_eager_ms", eager_s * 1e3},
-                       {"forward_only_graph_tokens_per_s", batch / graph_s}});
+    nlohmann::json row = {{"device", dev.name},
+                          {"shape", shape},
+                          {"dtype", std::string(DTypeName((*model)->weight_dtype()))},
+                          {"batch", batch},
+                          {"prompt_len", prompt_len},
+                          {"new_tokens", new_tokens},
+                          {"tokens_per_s", run->decode_tokens_per_s},
+                          {"roofline_tokens_per_s", roofline},
+                          {"fraction_of_roofline", roofline > 0 ? run->decode_tokens_per_s / roofline : 0.0},
+                          {"copy_bandwidth_gbs", dev.copy_gbs},
+                          {"weight_bytes_read_per_step", weight_read},
+                          {"kv_bytes_read_per_sequence_step", kv_read},
+                          {"cuda_graphs", !eo.enforce_eager && (*engine)->num_decode_graphs() > 0},
+                          {"forward_only_graph_ms", graph_s * 1e3},
+                          {"forward_only_eager_ms", eager_s * 1e3},
+                          {"forward_only_graph_tokens_per_s", batch / graph_s}};
+    if (lora) {
+      // The same batch with sequence i on adapter i mod N, right after the base run.
+      auto warm_lora = RunBatch(**engine, batch, prompt_len, 8, c.vocab_size, 1, adapter_names);
+      auto with = warm_lora.ok() ? RunBatch(**engine, batch, prompt_len, new_tokens, c.vocab_size, 2 + batch, adapter_names)
+                                 : warm_lora;
+      if (!with.ok()) {
+        std::fprintf(stderr, "%s\n", std::string(with.status().message()).c_str());
+        return 1;
+      }
+      const int distinct = std::min<int>(batch, static_cast<int>(adapter_names.size()));
+      const double ratio = with->decode_tokens_per_s / run->decode_tokens_per_s;
+      std::printf("%-10s batch %4d: %9.1f tok/s decode with %d distinct adapters (rank <= %d): %.1f%% of the base "
+                  "rate   (forward alone: %.3f ms graph = %.1f%% of base, %.3f ms eager)\n",
+                  shape.c_str(), batch, with->decode_tokens_per_s, distinct, lora->tables().max_rank, 100.0 * ratio,
+                  f.lora_graph * 1e3, 100.0 * graph_s / f.lora_graph, f.lora_eager * 1e3);
+      std::fflush(stdout);
+      row["lora_adapters"] = distinct;
+      row["lora_dir"] = *args->Get("lora-dir");
+      row["lora_tokens_per_s"] = with->decode_tokens_per_s;
+      row["lora_over_base"] = ratio;
+      row["lora_forward_only_graph_ms"] = f.lora_graph * 1e3;
+      row["lora_forward_only_eager_ms"] = f.lora_eager * 1e3;
+      row["lora_forward_only_over_base"] = graph_s / f.lora_graph;
+    }
+    results.push_back(std::move(row));
   }
   if (args->Has("out")) std::ofstream(*args->Get("out")) << results.dump(2) << "\n";
   return 0;

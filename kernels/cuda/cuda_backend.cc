@@ -123,6 +123,19 @@ absl::Status CudaBackend::CopyToDevice(void* dst, const void* host_src, size_t b
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::shared_ptr<char>> CudaBackend::AllocateHostStaging(size_t bytes) {
+  void* p = nullptr;
+  CUDA_RETURN_IF_ERROR("pinned host memory", cudaMallocHost(&p, bytes > 0 ? bytes : 1));
+  // cudaFreeHost waits for the device, so a copy still reading the memory finishes first.
+  return std::shared_ptr<char>(static_cast<char*>(p), [](char* q) { cudaFreeHost(q); });
+}
+
+absl::Status CudaBackend::CopyToDeviceAsync(void* dst, const void* host_src, size_t bytes) {
+  if (bytes == 0) return absl::OkStatus();
+  CUDA_RETURN_IF_ERROR("copy to device", cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
+  return absl::OkStatus();
+}
+
 absl::Status CudaBackend::CopyToHost(void* host_dst, const void* src, size_t bytes) {
   if (bytes == 0) return absl::OkStatus();
   CUDA_RETURN_IF_ERROR("copy to host", cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
@@ -161,12 +174,15 @@ absl::Status CudaBackend::EnsureDevice(DeviceBuffer& buf, size_t bytes) {
 }
 
 absl::StatusOr<DeviceBatch> CudaBackend::UploadBatch(const BatchLayout& layout) {
+  if (!layout.lora_slots.empty() && layout.lora_slots.size() != layout.token_ids.size())
+    return absl::InvalidArgumentError("batch layout: lora_slots must have one entry per token");
   const std::vector<int32_t>* arrays[] = {&layout.token_ids,    &layout.positions,    &layout.slot_mapping,
                                           &layout.query_start,  &layout.context_lens, &layout.block_tables,
-                                          &layout.logits_rows};
-  size_t offsets[7];
+                                          &layout.logits_rows,  &layout.lora_slots};
+  constexpr int kArrays = 8;
+  size_t offsets[kArrays];
   size_t total = 0;
-  for (int i = 0; i < 7; ++i) {
+  for (int i = 0; i < kArrays; ++i) {
     offsets[i] = total;
     total += Pad16(arrays[i]->size() * sizeof(int32_t));
   }
@@ -184,7 +200,7 @@ absl::StatusOr<DeviceBatch> CudaBackend::UploadBatch(const BatchLayout& layout) 
     staging_bytes_[s] = total * 2;
   }
   char* host = static_cast<char*>(staging_[s]);
-  for (int i = 0; i < 7; ++i) {
+  for (int i = 0; i < kArrays; ++i) {
     if (!arrays[i]->empty()) std::memcpy(host + offsets[i], arrays[i]->data(), arrays[i]->size() * sizeof(int32_t));
   }
   RETURN_IF_ERROR(EnsureDevice(batch_buffer_, total));
@@ -201,6 +217,7 @@ absl::StatusOr<DeviceBatch> CudaBackend::UploadBatch(const BatchLayout& layout) 
   b.context_lens = at(4);
   b.block_tables = at(5);
   b.logits_rows = at(6);
+  b.lora_slots = layout.lora_slots.empty() ? nullptr : at(7);
   b.num_tokens = layout.num_tokens();
   b.num_seqs = layout.num_seqs();
   b.num_logits = static_cast<int32_t>(layout.logits_rows.size());

@@ -38,6 +38,8 @@ class CudaBackend final : public Backend {
   int num_sms() const { return num_sms_; }
 
   absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) override;
+  absl::StatusOr<std::shared_ptr<char>> AllocateHostStaging(size_t bytes) override;
+  absl::Status CopyToDeviceAsync(void* dst, const void* host_src, size_t bytes) override;
   absl::Status CopyToDevice(void* dst, const void* host_src, size_t bytes) override;
   absl::Status CopyToHost(void* host_dst, const void* src, size_t bytes) override;
   absl::Status Synchronize() override;
@@ -113,7 +115,7 @@ class CudaBackend final : public Backend {
   std::vector<cudaGraphExec_t> graphs_;
   bool capturing_ = false;
   DeviceBuffer gptq_workspace_;  // split-K partial sums and arrival counters
-  DeviceBuffer lora_workspace_;  // shrunk activations [tokens, max_rank]
+  DeviceBuffer lora_workspace_;  // BGMV arrival counters, then the shrunk activations
   absl::Status sticky_;
 };
 

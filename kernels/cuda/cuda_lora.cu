@@ -1,8 +1,13 @@
-// Multi-adapter LoRA on CUDA: shrink (h = x · Aᵀ into the rank) then expand
-// (out[:, col_offset:] += h · (scale·B)ᵀ). Each block takes a tile of 8 consecutive tokens and
-// walks the distinct slots in it: a prefill run of one adapter reads each A/Bᵀ row once
-// per tile (SGMV), scattered decode tokens fall back to one token per row read (BGMV).
+// Multi-adapter LoRA on CUDA: out[:, col_offset:] += (x · Aᵀ) · (scale·B)ᵀ per token slot.
+// Decode batches (few tokens, typically one adapter each) run BGMV: one fused kernel per
+// (layer, target) whose blocks split each token's shrink over the input features, meet
+// at a per-token arrival counter, then split the expand over the output columns, so each
+// adapter row is read once with 16-byte loads by all SMs. Larger batches (prefill runs of
+// one adapter) run SGMV: blocks take tiles of 8 tokens and read each A/Bᵀ row once per
+// tile for all the tile's tokens that share a slot.
 #include <cuda_bf16.h>
+
+#include <algorithm>
 
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_quant_launch.h"
@@ -150,33 +155,253 @@ __global__ void __launch_bounds__(kThreads) LoraExpandKernel(LoraArgs a, const f
   }
 }
 
+// ---- BGMV (decode) -------------------------------------------------------------------
+constexpr int kBgmvThreads = 128;
+constexpr int kShrinkRows = 16;    // A rows (rank) read per pass: 16 loads of 16 bytes in flight
+constexpr int kPrefetchRows = 16;  // Bᵀ rows of a thread's first output chunk loaded before the wait
+constexpr int kExpandRows = 8;
+
+__device__ __forceinline__ uint4 LoadRow16(const __nv_bfloat16* row, int64_t chunk, bool valid) {
+  return valid ? __ldg(reinterpret_cast<const uint4*>(row) + chunk) : make_uint4(0, 0, 0, 0);
+}
+
+__device__ __forceinline__ void Fma8(const uint4& b, float h, float* acc) {
+  float f[8];
+  Bf16x8ToFloat(b, f);
+#pragma unroll
+  for (int e = 0; e < 8; ++e) acc[e] = fmaf(h, f[e], acc[e]);
+}
+
+// out[t, col_offset + 8c .. +8] += acc; `old` holds those 8 outputs when kVecOut.
+template <bool kVecOut>
+__device__ __forceinline__ void StoreChunk(const LoraArgs& a, int t, int64_t c, const float* acc, const uint4& old) {
+  const int64_t base = static_cast<int64_t>(t) * a.out_cols + a.col_offset + c * 8;
+  if constexpr (kVecOut) {
+    float o[8];
+    Bf16x8ToFloat(old, o);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) o[e] += acc[e];
+    *reinterpret_cast<uint4*>(static_cast<__nv_bfloat16*>(a.out) + base) = FloatToBf16x8(o);
+  } else {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      StoreFromFloat(a.out, a.out_dtype, base + e, LoadAsFloat(a.out, a.out_dtype, base + e) + acc[e]);
+    }
+  }
+}
+
+template <bool kVecOut>
+__device__ __forceinline__ uint4 LoadOutChunk(const LoraArgs& a, int t, int64_t c, bool valid) {
+  if (!kVecOut || !valid) return make_uint4(0, 0, 0, 0);
+  const int64_t base = static_cast<int64_t>(t) * a.out_cols + a.col_offset + c * 8;
+  return *reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(a.out) + base);
+}
+
+// Block (split, t): shrinks x[t] over input chunk range `split` into partials[t][split][:],
+// waits for the token's other splits, then expands over output chunk range `split`. The
+// Bᵀ rows and outputs of each thread's first output chunk are loaded before the shrink,
+// so the kernel waits for memory about twice, not five times. Every block of a launch
+// must be resident at once (the launcher checks occupancy).
+template <bool kVecOut>
+__global__ void __launch_bounds__(kBgmvThreads) LoraBgmvKernel(LoraArgs a, int splits, unsigned* counters,
+                                                                float* partials) {
+  const int t = blockIdx.y, split = blockIdx.x;
+  const int s = a.token_slots[t];
+  if (s < 0 || s >= a.num_slots) return;
+  const int rank = SlotRank(a, s);
+  if (rank <= 0) return;
+  extern __shared__ float h[];  // [max_rank]
+  __shared__ float red[kBgmvThreads / 32][kShrinkRows];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t in = a.in_features, nout = a.out_features;
+
+  const int64_t n8 = nout / 8, per_out = (n8 + splits - 1) / splits;
+  const int64_t c0 = split * per_out, c1 = min(n8, c0 + per_out);
+  const int64_t c_first = c0 + threadIdx.x;
+  const bool has_first = c_first < c1;
+  const auto* bt = static_cast<const __nv_bfloat16*>(a.b_t) + static_cast<int64_t>(s) * a.max_rank * nout;
+  uint4 b_first[kPrefetchRows];
+#pragma unroll
+  for (int j = 0; j < kPrefetchRows; ++j) b_first[j] = LoadRow16(bt + static_cast<int64_t>(j) * nout, c_first, has_first && j < rank);
+  const uint4 out_first = LoadOutChunk<kVecOut>(a, t, c_first, has_first);
+
+  // Shrink: this split's input chunks (8 features each) against every rank row.
+  const int64_t in8 = in / 8, per_in = (in8 + splits - 1) / splits;
+  const int64_t k0 = split * per_in, k1 = min(in8, k0 + per_in);
+  const auto* x = reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(a.x) + static_cast<int64_t>(t) * in);
+  const auto* A = static_cast<const __nv_bfloat16*>(a.a) + static_cast<int64_t>(s) * a.max_rank * in;
+  float* part = partials + (static_cast<int64_t>(t) * splits + split) * a.max_rank;
+  for (int r0 = 0; r0 < rank; r0 += kShrinkRows) {
+    float acc[kShrinkRows];
+#pragma unroll
+    for (int j = 0; j < kShrinkRows; ++j) acc[j] = 0.0f;
+    for (int64_t k = k0 + threadIdx.x; k < k1; k += kBgmvThreads) {
+      uint4 av[kShrinkRows];
+#pragma unroll
+      for (int j = 0; j < kShrinkRows; ++j) av[j] = LoadRow16(A + static_cast<int64_t>(r0 + j) * in, k, r0 + j < rank);
+      float xv[8];
+      Bf16x8ToFloat(__ldg(x + k), xv);
+#pragma unroll
+      for (int j = 0; j < kShrinkRows; ++j) {
+        float f[8];
+        Bf16x8ToFloat(av[j], f);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[j] = fmaf(xv[e], f[e], acc[j]);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kShrinkRows; ++j) {
+      float v = acc[j];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (lane == 0) red[warp][j] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x < kShrinkRows && r0 + static_cast<int>(threadIdx.x) < rank) {
+      float v = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kBgmvThreads / 32; ++w) v += red[w][threadIdx.x];
+      part[r0 + threadIdx.x] = v;
+    }
+    __syncthreads();
+  }
+
+  // Meet the token's other splits; the last block to leave re-arms the counters for the
+  // next launch (they start at zero when the workspace is allocated).
+  unsigned* arrive = counters + t;
+  unsigned* depart = counters + kLoraBgmvMaxTokens + t;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    atomicAdd(arrive, 1u);
+    while (*reinterpret_cast<volatile unsigned*>(arrive) < static_cast<unsigned>(splits)) __nanosleep(20);
+    __threadfence();
+  }
+  __syncthreads();
+  for (int r = threadIdx.x; r < rank; r += kBgmvThreads) {
+    float v = 0.0f;
+    for (int sp = 0; sp < splits; ++sp) v += __ldcg(partials + (static_cast<int64_t>(t) * splits + sp) * a.max_rank + r);
+    h[r] = v;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0 && atomicAdd(depart, 1u) == static_cast<unsigned>(splits - 1)) {
+    atomicExch(arrive, 0u);
+    atomicExch(depart, 0u);
+  }
+
+  // Expand: this split's output chunks (8 columns each), the first from registers.
+  if (has_first) {
+    float acc[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[e] = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kPrefetchRows; ++j) {
+      if (j < rank) Fma8(b_first[j], h[j], acc);
+    }
+    for (int r0 = kPrefetchRows; r0 < rank; r0 += kExpandRows) {
+      uint4 bv[kExpandRows];
+#pragma unroll
+      for (int j = 0; j < kExpandRows; ++j) bv[j] = LoadRow16(bt + static_cast<int64_t>(r0 + j) * nout, c_first, r0 + j < rank);
+#pragma unroll
+      for (int j = 0; j < kExpandRows; ++j) {
+        if (r0 + j < rank) Fma8(bv[j], h[r0 + j], acc);
+      }
+    }
+    StoreChunk<kVecOut>(a, t, c_first, acc, out_first);
+  }
+  for (int64_t c = c_first + kBgmvThreads; c < c1; c += kBgmvThreads) {
+    const uint4 old = LoadOutChunk<kVecOut>(a, t, c, true);
+    float acc[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[e] = 0.0f;
+    for (int r0 = 0; r0 < rank; r0 += kExpandRows) {
+      uint4 bv[kExpandRows];
+#pragma unroll
+      for (int j = 0; j < kExpandRows; ++j) bv[j] = LoadRow16(bt + static_cast<int64_t>(r0 + j) * nout, c, r0 + j < rank);
+#pragma unroll
+      for (int j = 0; j < kExpandRows; ++j) {
+        if (r0 + j < rank) Fma8(bv[j], h[r0 + j], acc);
+      }
+    }
+    StoreChunk<kVecOut>(a, t, c, acc, old);
+  }
+}
+
 bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+bool VecOut(const LoraArgs& a) {
+  return a.out_dtype == DType::kBF16 && a.out_cols % 8 == 0 && a.col_offset % 8 == 0 && Aligned16(a.out);
+}
+
+// Blocks of the BGMV kernel that fit on the device at once (every block must be resident),
+// counted with the largest shared memory a launch asks for (max_rank <= 1024).
+int BgmvResidentBlocks(int num_sms) {
+  static const int per_sm = [] {
+    int vec = 0, scalar = 0;
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&vec, LoraBgmvKernel<true>, kBgmvThreads, 1024 * sizeof(float));
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&scalar, LoraBgmvKernel<false>, kBgmvThreads, 1024 * sizeof(float));
+    cudaGetLastError();
+    return std::min(vec, scalar);
+  }();
+  return per_sm * num_sms;
+}
 
 }  // namespace
 
-size_t LoraWorkspaceBytes(const LoraArgs& a) {
-  return static_cast<size_t>(a.num_tokens) * static_cast<size_t>(a.max_rank) * sizeof(float);
+LoraPlan PlanLoraApply(const LoraArgs& a, int num_sms) {
+  LoraPlan p;
+  const size_t sgmv_bytes = static_cast<size_t>(a.num_tokens) * static_cast<size_t>(a.max_rank) * sizeof(float);
+  p.workspace_bytes = kLoraCounterBytes + sgmv_bytes;
+  const bool vec = a.in_features % 8 == 0 && a.out_features % 8 == 0 && Aligned16(a.x) && Aligned16(a.a) &&
+                   Aligned16(a.b_t);
+  if (!vec || a.num_tokens > kLoraBgmvMaxTokens || a.max_rank > 1024 || num_sms <= 0) return p;
+  const int resident = BgmvResidentBlocks(num_sms);
+  const int64_t in8 = a.in_features / 8;
+  const int64_t n8 = a.out_features / 8;
+  // About one input and one output chunk per thread, and enough blocks to fill the SMs.
+  int64_t splits = std::max({(in8 + kBgmvThreads - 1) / kBgmvThreads, (n8 + kBgmvThreads - 1) / kBgmvThreads,
+                             static_cast<int64_t>((num_sms + a.num_tokens - 1) / a.num_tokens)});
+  splits = std::min<int64_t>(splits, std::max<int64_t>(1, in8 / 32));
+  splits = std::min<int64_t>(splits, resident / std::max(1, a.num_tokens));
+  if (splits < 1) return p;
+  p.bgmv = true;
+  p.splits = static_cast<int32_t>(splits);
+  p.workspace_bytes = kLoraCounterBytes + static_cast<size_t>(a.num_tokens) * splits * a.max_rank * sizeof(float);
+  return p;
 }
 
-void LaunchLoraApply(const LoraArgs& a, float* workspace, cudaStream_t stream) {
+void LaunchLoraApply(const LoraArgs& a, const LoraPlan& plan, void* workspace, cudaStream_t stream) {
   if (a.num_tokens == 0 || a.max_rank == 0 || a.out_features == 0) return;
+  auto* counters = static_cast<unsigned*>(workspace);
+  auto* floats = reinterpret_cast<float*>(static_cast<char*>(workspace) + kLoraCounterBytes);
+  if (plan.bgmv) {
+    const dim3 grid(static_cast<unsigned>(plan.splits), static_cast<unsigned>(a.num_tokens));
+    const size_t smem = static_cast<size_t>(a.max_rank) * sizeof(float);
+    if (VecOut(a)) {
+      LoraBgmvKernel<true><<<grid, kBgmvThreads, smem, stream>>>(a, plan.splits, counters, floats);
+    } else {
+      LoraBgmvKernel<false><<<grid, kBgmvThreads, smem, stream>>>(a, plan.splits, counters, floats);
+    }
+    return;
+  }
+  float* h = floats;
   const unsigned tiles = static_cast<unsigned>((a.num_tokens + kTile - 1) / kTile);
   const bool vec_in = a.in_features % 8 == 0 && Aligned16(a.x) && Aligned16(a.a);
   const dim3 shrink_grid(tiles, static_cast<unsigned>((a.max_rank + kWarps - 1) / kWarps));
   if (vec_in) {
-    LoraShrinkKernel<true><<<shrink_grid, kThreads, 0, stream>>>(a, workspace);
+    LoraShrinkKernel<true><<<shrink_grid, kThreads, 0, stream>>>(a, h);
   } else {
-    LoraShrinkKernel<false><<<shrink_grid, kThreads, 0, stream>>>(a, workspace);
+    LoraShrinkKernel<false><<<shrink_grid, kThreads, 0, stream>>>(a, h);
   }
   const bool vec_out = a.out_features % 8 == 0 && Aligned16(a.b_t) &&
                        (a.out_dtype != DType::kBF16 ||
                         (a.out_cols % 8 == 0 && a.col_offset % 8 == 0 && Aligned16(a.out)));
   if (vec_out) {
     const dim3 grid(tiles, static_cast<unsigned>((a.out_features / 8 + kThreads - 1) / kThreads));
-    LoraExpandKernel<8><<<grid, kThreads, 0, stream>>>(a, workspace);
+    LoraExpandKernel<8><<<grid, kThreads, 0, stream>>>(a, h);
   } else {
     const dim3 grid(tiles, static_cast<unsigned>((a.out_features + kThreads - 1) / kThreads));
-    LoraExpandKernel<1><<<grid, kThreads, 0, stream>>>(a, workspace);
+    LoraExpandKernel<1><<<grid, kThreads, 0, stream>>>(a, h);
   }
 }
 

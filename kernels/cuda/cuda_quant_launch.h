@@ -64,8 +64,18 @@ struct LoraArgs {
   int64_t in_features = 0;
   int64_t out_features = 0;
 };
-// Bytes of f32 scratch for the shrunk activations [num_tokens, max_rank].
-size_t LoraWorkspaceBytes(const LoraArgs& a);
-void LaunchLoraApply(const LoraArgs& a, float* workspace, cudaStream_t stream);
+// How one LoraApply runs. BGMV (decode, up to kLoraBgmvMaxTokens tokens): one fused
+// kernel, `splits` blocks per token. SGMV otherwise. The workspace starts with per-token
+// arrival counters (zeroed once on allocation, left at zero by every launch), then f32
+// scratch for the shrunk activations.
+constexpr int32_t kLoraBgmvMaxTokens = 128;
+constexpr size_t kLoraCounterBytes = 2 * kLoraBgmvMaxTokens * sizeof(unsigned);
+struct LoraPlan {
+  bool bgmv = false;
+  int32_t splits = 1;
+  size_t workspace_bytes = 0;
+};
+LoraPlan PlanLoraApply(const LoraArgs& a, int num_sms);
+void LaunchLoraApply(const LoraArgs& a, const LoraPlan& plan, void* workspace, cudaStream_t stream);
 
 }  // namespace tessera::cuda

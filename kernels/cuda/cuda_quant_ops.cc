@@ -143,6 +143,7 @@ void CudaBackend::LoraApply(const TensorView& x, const LoraBatch& lora, int laye
     return;
   }
   const LoraModuleSlots& m = tables->module(layer, target);
+  if (m.active != nullptr && *m.active == 0) return;  // no adapter has touched this module yet
   if (!Check(tables->dtype == DType::kBF16 && x.dtype == DType::kBF16, "lora", "x and the slot tables must be bf16") ||
       !Check(out.dtype == DType::kBF16 || out.dtype == DType::kF32, "lora", "output must be bf16 or f32") ||
       !Check(m.a != nullptr && m.b_t != nullptr && m.ranks != nullptr, "lora", "the module has no slot tables")) {
@@ -171,11 +172,17 @@ void CudaBackend::LoraApply(const TensorView& x, const LoraBatch& lora, int laye
   a.max_rank = tables->max_rank;
   a.in_features = m.in_features;
   a.out_features = m.out_features;
-  const size_t bytes = cuda::LoraWorkspaceBytes(a);
-  if (bytes == 0) return;
-  absl::Status st = EnsureDevice(lora_workspace_, bytes);
+  if (a.num_tokens == 0 || a.max_rank == 0 || a.out_features == 0) return;
+  const cuda::LoraPlan plan = cuda::PlanLoraApply(a, num_sms());
+  const void* before = lora_workspace_.data();
+  absl::Status st = EnsureDevice(lora_workspace_, plan.workspace_bytes);
   if (!st.ok()) return Fail(std::move(st));
-  cuda::LaunchLoraApply(a, static_cast<float*>(lora_workspace_.data()), stream());
+  // The BGMV arrival counters start at zero and every launch leaves them at zero.
+  if (lora_workspace_.data() != before) {
+    cudaError_t e = cudaMemsetAsync(lora_workspace_.data(), 0, cuda::kLoraCounterBytes, stream());
+    if (e != cudaSuccess) return Fail(absl::InternalError(std::string("cuda: lora workspace: ") + cudaGetErrorString(e)));
+  }
+  cuda::LaunchLoraApply(a, plan, lora_workspace_.data(), stream());
   CheckLaunch("lora");
 }
 

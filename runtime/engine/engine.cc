@@ -477,8 +477,8 @@ absl::StatusOr<std::vector<SampleResult>> Engine::RunGroup(const SchedulerOutput
       sampled.push_back(s.id);
     }
   }
-  // Decode-only steps without adapters replay a captured graph; the rest run eagerly.
-  auto logits = graphs_ && layout.lora_slots.empty() && graphs_->Accepts(layout) ? graphs_->Run(layout)
+  // Decode-only steps (with or without adapters) replay a captured graph; the rest run eagerly.
+  auto logits = graphs_ && graphs_->Accepts(layout) ? graphs_->Run(layout)
                                                                                 : model_->ForwardLogits(layout, *kv_);
   if (!adapters.empty()) lora_->ReleaseSlots(adapters);  // later uploads queue behind this forward
   if (!logits.ok()) return logits.status();

@@ -45,6 +45,8 @@ absl::StatusOr<uint64_t> LoraRegistry::Load(const std::string& name, const std::
   lo.max_lora_rank = options_.max_lora_rank;
   lo.dtype = backend_->activation_dtype();
   ASSIGN_OR_RETURN(auto adapter, LoraAdapter::Load(dir, model_, lo));
+  // Staged here, off the step loop, so that a slot upload only enqueues copies.
+  ASSIGN_OR_RETURN(std::shared_ptr<char> staged, store_->Stage(*adapter));
   std::lock_guard<std::mutex> lock(mu_);
   RETURN_IF_ERROR(taken());  // another thread may have won the name meanwhile
   const uint64_t id = next_id_++;
@@ -52,6 +54,7 @@ absl::StatusOr<uint64_t> LoraRegistry::Load(const std::string& name, const std::
   e.name = name;
   e.id = id;
   e.adapter = std::move(adapter);
+  e.staged = std::move(staged);
   names_[name] = id;
   stats_.num_adapters = static_cast<int32_t>(entries_.size());
   return id;
@@ -180,7 +183,7 @@ absl::StatusOr<std::vector<int32_t>> LoraRegistry::AcquireSlots(std::span<const 
         stats_.slot_evictions++;
       }
       slot_owner_[s] = 0;
-      absl::Status up = store_->Upload(s, *e.adapter);
+      absl::Status up = store_->Upload(s, *e.adapter, e.staged.get());
       if (!up.ok()) {
         store_->Clear(s).IgnoreError();
         return undo(up);

@@ -4,7 +4,8 @@
 // Threads: Load/Unload/Resolve/List/Retain/Release may be called from any thread (the
 // admin API's). Load reads, validates and converts on the calling thread, so the engine
 // step never waits on disk. AcquireSlots/ReleaseSlots run on the engine thread, the one
-// that issues the backend's ops: they only copy host memory into slots.
+// that issues the backend's ops: they only enqueue copies into slots from the page-locked
+// staging memory that Load filled.
 //
 // Capacity: max_gpu_adapters device slots; max_cpu_adapters adapters in host memory in all
 // (registered ones plus unloaded ones still finishing requests). Loading beyond that is
@@ -87,6 +88,7 @@ class LoraRegistry {
     std::string name;
     uint64_t id = 0;
     std::unique_ptr<LoraAdapter> adapter;
+    std::shared_ptr<char> staged;  // its matrices in the backend's page-locked memory
     bool registered = true;  // false after Unload
     int32_t requests = 0;
     int32_t pins = 0;

@@ -1,5 +1,7 @@
 #include "runtime/lora/lora_slot_store.h"
 
+#include <cstring>
+
 #include "absl/strings/str_cat.h"
 #include "runtime/common/status_macros.h"
 
@@ -15,6 +17,7 @@ absl::StatusOr<std::unique_ptr<LoraSlotStore>> LoraSlotStore::Create(Backend* ba
   const int64_t L = model.num_hidden_layers;
   store->modules_.resize(static_cast<size_t>(L) * kNumLoraTargets);
   store->host_ranks_.assign(store->modules_.size() * num_slots, 0);
+  store->active_.assign(store->modules_.size(), 0);
   ASSIGN_OR_RETURN(store->ranks_, backend->Allocate(store->host_ranks_.size() * sizeof(int32_t)));
   for (int64_t l = 0; l < L; ++l) {
     for (int t = 0; t < kNumLoraTargets; ++t) {
@@ -29,6 +32,7 @@ absl::StatusOr<std::unique_ptr<LoraSlotStore>> LoraSlotStore::Create(Backend* ba
       m.a = a.data();
       m.b_t = b.data();
       m.ranks = static_cast<const int32_t*>(store->ranks_.data()) + index * num_slots;
+      m.active = &store->active_[index];
       store->device_bytes_ += a_bytes + b_bytes;
       store->buffers_.push_back(std::move(a));
       store->buffers_.push_back(std::move(b));
@@ -39,6 +43,7 @@ absl::StatusOr<std::unique_ptr<LoraSlotStore>> LoraSlotStore::Create(Backend* ba
   store->tables_.num_slots = num_slots;
   store->tables_.max_rank = max_rank;
   store->tables_.dtype = dt;
+  store->tables_.active_generation = &store->active_generation_;
   RETURN_IF_ERROR(store->UploadRanks());
   return store;
 }
@@ -47,7 +52,26 @@ absl::Status LoraSlotStore::UploadRanks() {
   return backend_->CopyToDevice(ranks_.data(), host_ranks_.data(), host_ranks_.size() * sizeof(int32_t));
 }
 
-absl::Status LoraSlotStore::Upload(int32_t slot, const LoraAdapter& adapter) {
+absl::StatusOr<std::shared_ptr<char>> LoraSlotStore::Stage(const LoraAdapter& adapter) const {
+  size_t bytes = 0;
+  for (size_t index = 0; index < modules_.size(); ++index) {
+    const LoraModuleHost& h = adapter.module(static_cast<int>(index / kNumLoraTargets), static_cast<int>(index % kNumLoraTargets));
+    bytes += h.a.size() + h.b_t.size();
+  }
+  ASSIGN_OR_RETURN(std::shared_ptr<char> staged, backend_->AllocateHostStaging(bytes));
+  char* p = staged.get();
+  for (size_t index = 0; index < modules_.size(); ++index) {
+    const LoraModuleHost& h = adapter.module(static_cast<int>(index / kNumLoraTargets), static_cast<int>(index % kNumLoraTargets));
+    if (h.rank == 0) continue;
+    std::memcpy(p, h.a.data(), h.a.size());
+    p += h.a.size();
+    std::memcpy(p, h.b_t.data(), h.b_t.size());
+    p += h.b_t.size();
+  }
+  return staged;
+}
+
+absl::Status LoraSlotStore::Upload(int32_t slot, const LoraAdapter& adapter, const char* staged) {
   if (slot < 0 || slot >= tables_.num_slots) return absl::OutOfRangeError(absl::StrCat("no LoRA slot ", slot));
   if (adapter.num_layers() != tables_.num_layers || adapter.dtype() != tables_.dtype)
     return absl::InvalidArgumentError(absl::StrCat("adapter ", adapter.dir(), " was converted for another model or dtype"));
@@ -56,6 +80,7 @@ absl::Status LoraSlotStore::Upload(int32_t slot, const LoraAdapter& adapter) {
                                                    "; the slots hold rank ", tables_.max_rank));
   const size_t es = DTypeSize(tables_.dtype);
   const int32_t R = tables_.max_rank;
+  bool activated = false;
   for (size_t index = 0; index < modules_.size(); ++index) {
     const LoraModuleSlots& m = modules_[index];
     const LoraModuleHost& h = adapter.module(static_cast<int>(index / kNumLoraTargets), static_cast<int>(index % kNumLoraTargets));
@@ -63,9 +88,19 @@ absl::Status LoraSlotStore::Upload(int32_t slot, const LoraAdapter& adapter) {
     if (h.rank == 0) continue;
     char* a = static_cast<char*>(const_cast<void*>(m.a)) + static_cast<size_t>(slot) * R * m.in_features * es;
     char* b = static_cast<char*>(const_cast<void*>(m.b_t)) + static_cast<size_t>(slot) * R * m.out_features * es;
-    RETURN_IF_ERROR(backend_->CopyToDevice(a, h.a.data(), h.a.size()));
-    RETURN_IF_ERROR(backend_->CopyToDevice(b, h.b_t.data(), h.b_t.size()));
+    if (staged != nullptr) {
+      RETURN_IF_ERROR(backend_->CopyToDeviceAsync(a, staged, h.a.size()));
+      staged += h.a.size();
+      RETURN_IF_ERROR(backend_->CopyToDeviceAsync(b, staged, h.b_t.size()));
+      staged += h.b_t.size();
+    } else {
+      RETURN_IF_ERROR(backend_->CopyToDevice(a, h.a.data(), h.a.size()));
+      RETURN_IF_ERROR(backend_->CopyToDevice(b, h.b_t.data(), h.b_t.size()));
+    }
+    if (!active_[index]) activated = true;
+    active_[index] = 1;
   }
+  if (activated) ++active_generation_;
   return UploadRanks();
 }
 

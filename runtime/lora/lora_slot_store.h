@@ -1,6 +1,8 @@
 // Device memory for the adapter slots: per layer and target one A table
 // [slots, max_rank, in] and one Bᵀ table [slots, max_rank, out], plus each slot's rank per
-// module. Uploading an adapter into a slot is two contiguous copies per adapted module.
+// module. Uploading an adapter into a slot is two contiguous copies per adapted module,
+// enqueued without waiting when the adapter was staged (Stage) in the backend's
+// page-locked memory: the step that first uses the slot then waits only for the bus.
 #pragma once
 
 #include <memory>
@@ -22,8 +24,12 @@ class LoraSlotStore {
   int32_t num_slots() const { return tables_.num_slots; }
   size_t device_bytes() const { return device_bytes_; }
 
-  // Copies `adapter` into `slot` (on the thread that runs the backend's ops).
-  absl::Status Upload(int32_t slot, const LoraAdapter& adapter);
+  // The adapter's matrices packed in upload order (per module A then Bᵀ) in the backend's
+  // staging memory. Any thread (the registry stages when it loads an adapter).
+  absl::StatusOr<std::shared_ptr<char>> Stage(const LoraAdapter& adapter) const;
+  // Copies `adapter` into `slot` (on the thread that runs the backend's ops), from `staged`
+  // (Stage's result for it) when given: those copies are only enqueued.
+  absl::Status Upload(int32_t slot, const LoraAdapter& adapter, const char* staged = nullptr);
   // Makes `slot` a no-op for every module.
   absl::Status Clear(int32_t slot);
 
@@ -36,6 +42,9 @@ class LoraSlotStore {
   std::vector<LoraModuleSlots> modules_;
   DeviceBuffer ranks_;                // [num_layers * kNumLoraTargets, num_slots]
   std::vector<int32_t> host_ranks_;  // mirror of ranks_
+  std::vector<uint8_t> active_;      // per module: some slot has had rank > 0 (never reset:
+                                     // Clear may run on other threads than the step's)
+  uint64_t active_generation_ = 0;
   LoraSlotTables tables_;
   size_t device_bytes_ = 0;
 };

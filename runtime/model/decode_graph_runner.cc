@@ -13,7 +13,7 @@ namespace {
 // Offsets (in int32 elements) of the arrays in a bucket's index buffer; each starts
 // on a 16-byte boundary.
 struct IndexLayout {
-  int64_t tokens, positions, slots, query_start, context_lens, tables, logits_rows, total;
+  int64_t tokens, positions, slots, query_start, context_lens, tables, logits_rows, lora_slots, total;
   IndexLayout(int64_t b, int64_t max_blocks) {
     auto pad = [](int64_t n) { return (n + 3) / 4 * 4; };
     tokens = 0;
@@ -23,7 +23,8 @@ struct IndexLayout {
     context_lens = query_start + pad(b + 1);
     tables = context_lens + pad(b);
     logits_rows = tables + pad(b * max_blocks);
-    total = logits_rows + pad(b);
+    lora_slots = logits_rows + pad(b);
+    total = lora_slots + pad(b);
   }
 };
 
@@ -86,7 +87,7 @@ DecodeGraphRunner::~DecodeGraphRunner() { backend_->ClearGraphs(); }
 
 int DecodeGraphRunner::num_graphs() const {
   int n = 0;
-  for (const Bucket& b : buckets_) n += b.graph >= 0;
+  for (const Bucket& b : buckets_) n += (b.graph >= 0) + (b.lora_graph >= 0);
   return n;
 }
 
@@ -95,6 +96,8 @@ bool DecodeGraphRunner::Accepts(const BatchLayout& layout) const {
   if (n == 0 || n > buckets_.back().size || layout.num_tokens() != n) return false;
   if (layout.block_size != options_.block_size || layout.max_blocks_per_seq > max_blocks_) return false;
   if (layout.max_context_len() > options_.max_model_len) return false;
+  if (!layout.lora_slots.empty() && (!model_->has_lora_tables() || static_cast<int32_t>(layout.lora_slots.size()) != n))
+    return false;
   if (static_cast<int32_t>(layout.logits_rows.size()) != n) return false;
   for (int32_t i = 0; i < n; ++i) {
     if (layout.logits_rows[i] != i) return false;
@@ -115,6 +118,7 @@ void DecodeGraphRunner::Pack(const BatchLayout* layout, const Bucket& bucket, st
     host[il.query_start + i] = i;
     host[il.context_lens + i] = real ? layout->context_lens[i] : 1;
     host[il.logits_rows + i] = i;
+    host[il.lora_slots + i] = real && !layout->lora_slots.empty() ? layout->lora_slots[i] : -1;  // -1: base model
     if (real) {
       const int32_t* src = layout->block_tables.data() + static_cast<int64_t>(i) * layout->max_blocks_per_seq;
       std::copy(src, src + layout->max_blocks_per_seq, host.begin() + il.tables + static_cast<int64_t>(i) * max_blocks_);
@@ -123,34 +127,45 @@ void DecodeGraphRunner::Pack(const BatchLayout* layout, const Bucket& bucket, st
   host[il.query_start + b] = b;
 }
 
-absl::Status DecodeGraphRunner::Capture(Bucket& bucket) {
-  // A padding-only batch: reads block 0, writes nothing.
+uint64_t DecodeGraphRunner::LoraGeneration() const {
+  const LoraSlotTables* t = model_->lora_tables();
+  return t != nullptr && t->active_generation != nullptr ? *t->active_generation : 0;
+}
+
+absl::Status DecodeGraphRunner::Capture(Bucket& bucket, bool lora) {
+  // A padding-only batch: reads block 0, writes nothing, applies no adapter.
   Pack(nullptr, bucket, host_);
   RETURN_IF_ERROR(backend_->CopyToDevice(bucket.indices.data(), host_.data(), host_.size() * sizeof(int32_t)));
+  DeviceBatch db = bucket.batch;
+  if (lora) db.lora_slots = static_cast<const int32_t*>(bucket.indices.data()) + IndexLayout(bucket.size, max_blocks_).lora_slots;
   // The eager run sizes every workspace the forward needs at this shape, so that the
   // capture below allocates nothing.
-  model_->EnqueueForward(bucket.batch, *kv_);
+  model_->EnqueueForward(db, *kv_);
   RETURN_IF_ERROR(backend_->Synchronize());
   RETURN_IF_ERROR(backend_->BeginCapture());
-  bucket.logits = model_->EnqueueForward(bucket.batch, *kv_);
-  ASSIGN_OR_RETURN(bucket.graph, backend_->EndCapture());
+  bucket.logits = model_->EnqueueForward(db, *kv_);
+  ASSIGN_OR_RETURN(const int graph, backend_->EndCapture());
+  (lora ? bucket.lora_graph : bucket.graph) = graph;
   return absl::OkStatus();
 }
 
 absl::StatusOr<TensorView> DecodeGraphRunner::Run(const BatchLayout& layout) {
   if (!Accepts(layout)) return absl::InvalidArgumentError("decode graphs: the step is not a decode step that fits a bucket");
-  if (model_->workspace_generation() != generation_) {
-    // The workspace moved: every graph points at freed memory.
+  const bool lora = !layout.lora_slots.empty();
+  // The workspace moved (every graph points at freed memory), or the LoRA graphs skip a
+  // projection that an adapter now adapts.
+  if (model_->workspace_generation() != generation_ || (lora && LoraGeneration() != lora_generation_)) {
     backend_->ClearGraphs();
-    for (Bucket& b : buckets_) b.graph = -1;
+    for (Bucket& b : buckets_) b.graph = b.lora_graph = -1;
     generation_ = model_->workspace_generation();
+    lora_generation_ = LoraGeneration();
   }
   const int32_t n = layout.num_seqs();
   Bucket& bucket = *std::find_if(buckets_.begin(), buckets_.end(), [n](const Bucket& b) { return b.size >= n; });
-  if (bucket.graph < 0) RETURN_IF_ERROR(Capture(bucket));
+  if ((lora ? bucket.lora_graph : bucket.graph) < 0) RETURN_IF_ERROR(Capture(bucket, lora));
   Pack(&layout, bucket, host_);
   RETURN_IF_ERROR(backend_->CopyToDevice(bucket.indices.data(), host_.data(), host_.size() * sizeof(int32_t)));
-  RETURN_IF_ERROR(backend_->Replay(bucket.graph));
+  RETURN_IF_ERROR(backend_->Replay(lora ? bucket.lora_graph : bucket.graph));
   return bucket.logits;
 }
 

@@ -2,7 +2,11 @@
 // per batch-size bucket: the batch is padded to the bucket (padding tokens write no KV:
 // slot -1), its index arrays are copied into the bucket's fixed buffer, and the graph
 // of the whole forward is replayed. The attention plan is sized for max_model_len, so a
-// graph serves every context length. Prefill and mixed steps stay eager.
+// graph serves every context length. Steps with LoRA adapters replay a second graph per
+// bucket that also reads each token's adapter slot from the bucket's buffer (the slot
+// tables never move, so uploads between replays are seen; the graphs are captured again
+// when a projection gets its first adapter, since they skip projections no adapter
+// touches). Prefill and mixed steps stay eager.
 #pragma once
 
 #include <cstdint>
@@ -33,7 +37,8 @@ class DecodeGraphRunner {
                                                                    const DecodeGraphOptions& options);
   ~DecodeGraphRunner();
 
-  // True for a decode step that fits a bucket and wants the logits of every sequence.
+  // True for a decode step that fits a bucket and wants the logits of every sequence
+  // (and, when it has adapter slots, the model has LoRA slot tables).
   bool Accepts(const BatchLayout& layout) const;
   // Runs an accepted step (capturing its bucket's graph on first use) and returns the
   // device logits: row i belongs to sequence i; rows past the batch are padding.
@@ -43,15 +48,18 @@ class DecodeGraphRunner {
  private:
   struct Bucket {
     int32_t size = 0;
-    DeviceBuffer indices;  // token ids, positions, slots, query_start, context lens, block tables, logits rows
-    DeviceBatch batch;     // points into `indices`
-    int graph = -1;
+    DeviceBuffer indices;  // token ids, positions, slots, query_start, context lens, block tables, logits
+                           // rows, LoRA slots
+    DeviceBatch batch;     // points into `indices`; lora_slots is null (base-model graph)
+    int graph = -1;        // base model only
+    int lora_graph = -1;   // with the LoRA ops
     TensorView logits;
   };
   DecodeGraphRunner() = default;
   // Index arrays of `layout` padded to the bucket, in the bucket buffer's order.
   void Pack(const BatchLayout* layout, const Bucket& bucket, std::vector<int32_t>& host) const;
-  absl::Status Capture(Bucket& bucket);
+  absl::Status Capture(Bucket& bucket, bool lora);
+  uint64_t LoraGeneration() const;
 
   LlamaModel* model_ = nullptr;
   PagedKvStorage* kv_ = nullptr;
@@ -59,6 +67,7 @@ class DecodeGraphRunner {
   DecodeGraphOptions options_;
   int32_t max_blocks_ = 0;
   int64_t generation_ = 0;
+  uint64_t lora_generation_ = 0;  // the slot tables' active_generation the LoRA graphs saw
   std::vector<Bucket> buckets_;
   std::vector<int32_t> host_;
 };

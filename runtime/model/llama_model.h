@@ -57,6 +57,8 @@ class LlamaModel {
   // LoRA slot tables used for batches with lora_slots (owned by the adapter registry;
   // null detaches).
   void SetLoraTables(const LoraSlotTables* tables) { lora_tables_ = tables; }
+  const LoraSlotTables* lora_tables() const { return lora_tables_; }
+  bool has_lora_tables() const { return lora_tables_ != nullptr; }
   // The same forward, leaving the f32 logits [layout.logits_rows.size(), vocab] on the
   // device (valid until the next forward).
   absl::StatusOr<TensorView> ForwardLogits(const BatchLayout& layout, PagedKvStorage& kv);

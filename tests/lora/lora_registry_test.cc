@@ -154,5 +154,34 @@ TEST_F(LoraRegistryTest, BadAdaptersLeaveNoTrace) {
   EXPECT_FALSE(o.Validate().ok());
 }
 
+TEST_F(LoraRegistryTest, UploadsMarkTheModulesTheyAdaptActiveAndBumpTheGeneration) {
+  testing::RandomAdapterSpec wide;  // every projection
+  wide.seed = 200;
+  wide.rank = 4;
+  auto ra = testing::MakeRandomAdapter(model_, wide);
+  testing::WritePeftAdapter(root_ + "/wide", ra.config_json, ra.tensors);
+  auto r = Make(2, 4);
+  const LoraSlotTables& t = r->tables();
+  ASSERT_NE(t.active_generation, nullptr);
+  auto active = [&](int target) { return *t.module(1, target).active; };
+  const uint64_t start = *t.active_generation;
+  EXPECT_EQ(active(kLoraQ), 0);
+  auto use = [&](uint64_t id) {
+    std::vector<uint64_t> one = {id};
+    ASSERT_TRUE(r->AcquireSlots(one).ok());
+    r->ReleaseSlots(one);
+  };
+  use(*r->Load("qd", Dir(0)));  // q_proj and down_proj
+  EXPECT_EQ(active(kLoraQ), 1);
+  EXPECT_EQ(active(kLoraDown), 1);
+  EXPECT_EQ(active(kLoraK), 0) << "no adapter touches k_proj yet: backends may skip it";
+  EXPECT_EQ(*t.active_generation, start + 1);
+  use(*r->Load("qd2", Dir(1)));  // the same modules: nothing new to capture
+  EXPECT_EQ(*t.active_generation, start + 1);
+  use(*r->Load("wide", root_ + "/wide"));
+  for (int target = 0; target < kNumLoraTargets; ++target) EXPECT_EQ(active(target), 1) << target;
+  EXPECT_EQ(*t.active_generation, start + 2);
+}
+
 }  // namespace
 }  // namespace tessera
