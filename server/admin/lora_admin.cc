@@ -9,6 +9,25 @@ namespace tessera {
 
 using json = nlohmann::json;
 
+LoraAdmin::LoraAdmin(LoraRegistry* registry, std::string adapter_root, const AdminAuth* auth, SerialExecutor* worker)
+    : registry_(registry), adapter_root_(std::move(adapter_root)), auth_(auth) {
+  if (worker == nullptr) {
+    own_worker_ = std::make_unique<SerialExecutor>();
+    worker = own_worker_.get();
+  }
+  worker_ = worker;
+}
+
+void LoraAdmin::LoadAsync(std::string name, std::string lora_path, Done done) {
+  worker_->Post([this, name = std::move(name), path = std::move(lora_path), done = std::move(done)] {
+    done(Load(name, path));
+  });
+}
+
+void LoraAdmin::UnloadAsync(std::string name, Done done) {
+  worker_->Post([this, name = std::move(name), done = std::move(done)] { done(Unload(name)); });
+}
+
 absl::StatusOr<std::string> LoraAdmin::Load(const std::string& name, const std::string& lora_path) {
   if (name.empty()) return absl::InvalidArgumentError("'lora_name' is required");
   if (lora_path.empty()) return absl::InvalidArgumentError("'lora_path' is required");
@@ -40,13 +59,21 @@ absl::Status LoraAdmin::RegisterRoutes(http::HttpServer& server) {
         return;
       }
       auto str = [&](const char* k) { return body.contains(k) && body[k].is_string() ? body[k].get<std::string>() : ""; };
-      absl::StatusOr<std::string> out = load ? Load(str("lora_name"), str("lora_path")) : Unload(str("lora_name"));
-      if (!out.ok()) {
-        const int code = HttpStatusFor(out.status());
-        http::WriteJsonError(w, code, std::string(out.status().message()), OpenAiErrorType(code));
-        return;
+      // Answered from the worker thread: reading and uploading an adapter takes long
+      // enough to stall every stream on this io thread.
+      Done answer = [w](absl::StatusOr<std::string> out) {
+        if (!out.ok()) {
+          const int code = HttpStatusFor(out.status());
+          http::WriteJsonError(w, code, std::string(out.status().message()), OpenAiErrorType(code));
+          return;
+        }
+        w->Send(200, "text/plain; charset=utf-8", *out);
+      };
+      if (load) {
+        LoadAsync(str("lora_name"), str("lora_path"), std::move(answer));
+      } else {
+        UnloadAsync(str("lora_name"), std::move(answer));
       }
-      w->Send(200, "text/plain; charset=utf-8", *out);
     };
   };
   if (absl::Status st = server.Handle("POST", "/v1/load_lora_adapter", route(true)); !st.ok()) return st;

@@ -29,27 +29,39 @@ grpc::ServerUnaryReactor* Run(grpc::CallbackServerContext* ctx, const absl::Stat
   return reactor;
 }
 
+// The same for adapter loads and unloads, which run on the LoRA admin's thread: the call
+// finishes from there, with the message in `resp`.
+template <typename Resp, typename F>
+grpc::ServerUnaryReactor* RunOnAdminThread(grpc::CallbackServerContext* ctx, const absl::Status& auth, bool available,
+                                           Resp* resp, F start) {
+  auto* reactor = ctx->DefaultReactor();
+  if (!auth.ok()) {
+    reactor->Finish(ToGrpcStatus(auth));
+  } else if (!available) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "this feature is not enabled on the server"));
+  } else {
+    start([reactor, resp](absl::StatusOr<std::string> out) {
+      if (out.ok()) resp->set_message(*out);
+      reactor->Finish(ToGrpcStatus(out.status()));
+    });
+  }
+  return reactor;
+}
+
 }  // namespace
 
 grpc::ServerUnaryReactor* AdminService::LoadLoraAdapter(grpc::CallbackServerContext* ctx, const v1::LoadLoraAdapterRequest* req,
                                                         v1::LoadLoraAdapterResponse* resp) {
-  return Run(ctx, Authorize(ctx), lora_ != nullptr, [&]() -> absl::Status {
-    auto out = lora_->Load(req->lora_name(), req->lora_path());
-    if (!out.ok()) return out.status();
-    resp->set_message(*out);
-    return absl::OkStatus();
+  return RunOnAdminThread(ctx, Authorize(ctx), lora_ != nullptr, resp, [&](LoraAdmin::Done done) {
+    lora_->LoadAsync(req->lora_name(), req->lora_path(), std::move(done));
   });
 }
 
 grpc::ServerUnaryReactor* AdminService::UnloadLoraAdapter(grpc::CallbackServerContext* ctx,
                                                           const v1::UnloadLoraAdapterRequest* req,
                                                           v1::UnloadLoraAdapterResponse* resp) {
-  return Run(ctx, Authorize(ctx), lora_ != nullptr, [&]() -> absl::Status {
-    auto out = lora_->Unload(req->lora_name());
-    if (!out.ok()) return out.status();
-    resp->set_message(*out);
-    return absl::OkStatus();
-  });
+  return RunOnAdminThread(ctx, Authorize(ctx), lora_ != nullptr, resp,
+                          [&](LoraAdmin::Done done) { lora_->UnloadAsync(req->lora_name(), std::move(done)); });
 }
 
 grpc::ServerUnaryReactor* AdminService::CaptureDriftBaseline(grpc::CallbackServerContext* ctx, const v1::DriftTarget* req,
