@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kernels/cuda/cuda_backend.h"
+#include "bench/kernels/cuda_bench_util.h"
 #include "kernels/cuda/cuda_backend_impl.h"
 #include "kernels/cuda/cuda_launch.h"
 #include "kernels/cuda/cuda_matmul.h"
@@ -23,52 +24,13 @@
 namespace tessera {
 namespace {
 
-#define CHECK_CUDA(expr)                                                              \
-  do {                                                                                \
-    cudaError_t _e = (expr);                                                          \
-    if (_e != cudaSuccess) {                                                          \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(_e)); \
-      std::exit(1);                                                                   \
-    }                                                                                 \
-  } while (0)
-
-template <typename T>
-T Must(absl::StatusOr<T> s) {
-  if (!s.ok()) {
-    std::fprintf(stderr, "%s\n", s.status().ToString().c_str());
-    std::exit(1);
-  }
-  return std::move(s).value();
-}
-
-void MustOk(const absl::Status& s) {
-  if (!s.ok()) {
-    std::fprintf(stderr, "%s\n", s.ToString().c_str());
-    std::exit(1);
-  }
-}
+using bench::Must;
+using bench::MustOk;
 
 // Median seconds of `reps` timed calls of fn (after `warmup` untimed ones).
 template <typename Fn>
 double MedianSeconds(cudaStream_t stream, int warmup, int reps, Fn fn) {
-  for (int i = 0; i < warmup; ++i) fn();
-  cudaEvent_t a, b;
-  CHECK_CUDA(cudaEventCreate(&a));
-  CHECK_CUDA(cudaEventCreate(&b));
-  std::vector<double> t;
-  for (int i = 0; i < reps; ++i) {
-    CHECK_CUDA(cudaEventRecord(a, stream));
-    fn();
-    CHECK_CUDA(cudaEventRecord(b, stream));
-    CHECK_CUDA(cudaEventSynchronize(b));
-    float ms = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms * 1e-3);
-  }
-  CHECK_CUDA(cudaEventDestroy(a));
-  CHECK_CUDA(cudaEventDestroy(b));
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return bench::MedianSeconds(stream, warmup, reps, 1, fn);
 }
 
 // Fills device memory with random bf16 values: one random 64 MiB chunk, tiled by copies.
@@ -90,15 +52,6 @@ void FillRandom(CudaBackend& be, void* dst, size_t bytes, std::mt19937& rng) {
   MustOk(be.Synchronize());
 }
 
-double CopyBandwidth(CudaBackend& be) {
-  const size_t bytes = size_t{2} << 30;
-  DeviceBuffer a = Must(be.Allocate(bytes)), b = Must(be.Allocate(bytes));
-  CHECK_CUDA(cudaMemsetAsync(a.data(), 0x3c, bytes, be.stream()));
-  const double s = MedianSeconds(be.stream(), 3, 20, [&] {
-    CHECK_CUDA(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, be.stream()));
-  });
-  return 2.0 * bytes / s / 1e9;  // bytes read + written
-}
 
 struct AttnShape {
   const char* name;
@@ -175,7 +128,7 @@ int main(int argc, char** argv) {
   std::mt19937 rng(42);
   nlohmann::json rows = nlohmann::json::array();
 
-  const double copy_bw = CopyBandwidth(*be);
+  const double copy_bw = bench::CopyBandwidthGbs(*be, size_t{2} << 30);
   std::printf("device %s, %d SMs; device-to-device copy %.0f GB/s (read + write)\n\n", device.c_str(),
               prop.multiProcessorCount, copy_bw);
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kernels/cuda/cuda_backend.h"
+#include "bench/kernels/cuda_bench_util.h"
 #include "kernels/cuda/cuda_backend_impl.h"
 #include "kernels/cuda/cuda_quant_launch.h"
 #include "nlohmann/json.hpp"
@@ -21,30 +22,9 @@
 namespace tessera {
 namespace {
 
-#define CHECK_CUDA(expr)                                                                          \
-  do {                                                                                            \
-    cudaError_t _e = (expr);                                                                      \
-    if (_e != cudaSuccess) {                                                                      \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(_e)); \
-      std::exit(1);                                                                               \
-    }                                                                                             \
-  } while (0)
-
-template <typename T>
-T Must(absl::StatusOr<T> s) {
-  if (!s.ok()) {
-    std::fprintf(stderr, "%s\n", s.status().ToString().c_str());
-    std::exit(1);
-  }
-  return std::move(s).value();
-}
-
-void MustOk(const absl::Status& s) {
-  if (!s.ok()) {
-    std::fprintf(stderr, "%s\n", s.ToString().c_str());
-    std::exit(1);
-  }
-}
+using bench::Must;
+using bench::Upload;
+using bench::MustOk;
 
 constexpr int kCallsPerRep = 20;
 constexpr size_t kRotateBytes = size_t{256} << 20;  // well past the 50 MB L2
@@ -52,26 +32,9 @@ constexpr size_t kRotateBytes = size_t{256} << 20;  // well past the 50 MB L2
 // Median seconds per call: each timed repetition runs fn kCallsPerRep times back to back.
 template <typename Fn>
 double MedianSeconds(CudaBackend& be, Fn fn) {
-  for (int i = 0; i < 3 * kCallsPerRep; ++i) fn();
-  MustOk(be.Synchronize());
-  cudaEvent_t a, b;
-  CHECK_CUDA(cudaEventCreate(&a));
-  CHECK_CUDA(cudaEventCreate(&b));
-  std::vector<double> t;
-  for (int rep = 0; rep < 25; ++rep) {
-    CHECK_CUDA(cudaEventRecord(a, be.stream()));
-    for (int i = 0; i < kCallsPerRep; ++i) fn();
-    CHECK_CUDA(cudaEventRecord(b, be.stream()));
-    CHECK_CUDA(cudaEventSynchronize(b));
-    float ms = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms * 1e-3 / kCallsPerRep);
-  }
-  MustOk(be.Synchronize());
-  CHECK_CUDA(cudaEventDestroy(a));
-  CHECK_CUDA(cudaEventDestroy(b));
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  const double t = bench::MedianSeconds(be.stream(), 3 * kCallsPerRep, 25, kCallsPerRep, fn);
+  MustOk(be.Synchronize());  // ops report their errors here
+  return t;
 }
 
 // A device buffer of `bytes` random bf16 values (a fast generator: hundreds of MB).
@@ -89,19 +52,6 @@ DeviceBuffer RandomDevice(CudaBackend& be, size_t bytes, uint64_t seed, float sc
   return d;
 }
 
-template <typename T>
-DeviceBuffer Upload(CudaBackend& be, const std::vector<T>& host) {
-  DeviceBuffer d = Must(be.Allocate(host.size() * sizeof(T)));
-  MustOk(be.CopyToDevice(d.data(), host.data(), host.size() * sizeof(T)));
-  return d;
-}
-
-double CopyGbs(CudaBackend& be) {
-  const size_t bytes = size_t{1} << 30;
-  DeviceBuffer a = Must(be.Allocate(bytes)), b = Must(be.Allocate(bytes));
-  const double t = MedianSeconds(be, [&] { cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, be.stream()); });
-  return 2.0 * bytes / t / 1e9;
-}
 
 struct Shape {
   const char* name;
@@ -119,7 +69,7 @@ int main(int argc, char** argv) {
   cudaDeviceProp prop{};
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
   const std::string device = prop.name;
-  const double copy_gbs = CopyGbs(*be);
+  const double copy_gbs = bench::CopyBandwidthGbs(*be, size_t{1} << 30);
   std::printf("device %s, %d SMs; device-to-device copy %.0f GB/s (read + write)\n", prop.name,
               prop.multiProcessorCount, copy_gbs);
   std::printf("32 adapters, rank 16, token t on adapter t mod 32; adapters and weights rotate past L2\n\n");

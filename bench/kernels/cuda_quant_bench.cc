@@ -14,69 +14,25 @@
 #include <vector>
 
 #include "kernels/cuda/cuda_backend.h"
+#include "bench/kernels/cuda_bench_util.h"
 #include "kernels/cuda/cuda_backend_impl.h"
 #include "nlohmann/json.hpp"
 
 namespace tessera {
 namespace {
 
-#define CHECK_CUDA(expr)                                                                          \
-  do {                                                                                            \
-    cudaError_t _e = (expr);                                                                      \
-    if (_e != cudaSuccess) {                                                                      \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(_e)); \
-      std::exit(1);                                                                               \
-    }                                                                                             \
-  } while (0)
-
-template <typename T>
-T Must(absl::StatusOr<T> s) {
-  if (!s.ok()) {
-    std::fprintf(stderr, "%s\n", s.status().ToString().c_str());
-    std::exit(1);
-  }
-  return std::move(s).value();
-}
-
-void MustOk(const absl::Status& s) {
-  if (!s.ok()) {
-    std::fprintf(stderr, "%s\n", s.ToString().c_str());
-    std::exit(1);
-  }
-}
+using bench::Must;
+using bench::Upload;
+using bench::MustOk;
 
 constexpr int kCallsPerRep = 20;
 
 // Median seconds per call: each timed repetition runs fn kCallsPerRep times back to back.
 template <typename Fn>
 double MedianSeconds(CudaBackend& be, Fn fn) {
-  for (int i = 0; i < 3 * kCallsPerRep; ++i) fn();
-  MustOk(be.Synchronize());
-  cudaEvent_t a, b;
-  CHECK_CUDA(cudaEventCreate(&a));
-  CHECK_CUDA(cudaEventCreate(&b));
-  std::vector<double> t;
-  for (int rep = 0; rep < 25; ++rep) {
-    CHECK_CUDA(cudaEventRecord(a, be.stream()));
-    for (int i = 0; i < kCallsPerRep; ++i) fn();
-    CHECK_CUDA(cudaEventRecord(b, be.stream()));
-    CHECK_CUDA(cudaEventSynchronize(b));
-    float ms = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms * 1e-3 / kCallsPerRep);
-  }
-  MustOk(be.Synchronize());
-  CHECK_CUDA(cudaEventDestroy(a));
-  CHECK_CUDA(cudaEventDestroy(b));
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
-template <typename T>
-DeviceBuffer Upload(CudaBackend& be, const std::vector<T>& host) {
-  DeviceBuffer d = Must(be.Allocate(host.size() * sizeof(T)));
-  MustOk(be.CopyToDevice(d.data(), host.data(), host.size() * sizeof(T)));
-  return d;
+  const double t = bench::MedianSeconds(be.stream(), 3 * kCallsPerRep, 25, kCallsPerRep, fn);
+  MustOk(be.Synchronize());  // ops report their errors here
+  return t;
 }
 
 std::vector<uint16_t> RandomBf16(size_t n, std::mt19937& rng, float scale) {
@@ -143,16 +99,6 @@ Int4Weights MakeInt4(CudaBackend& be, int64_t k, int64_t m, std::mt19937& rng) {
   return w;
 }
 
-// Device-to-device copy bandwidth (bytes read + written per second) over 256 MiB.
-double CopyBandwidth(CudaBackend& be) {
-  const size_t bytes = size_t{256} << 20;
-  DeviceBuffer a = Must(be.Allocate(bytes)), b = Must(be.Allocate(bytes));
-  CHECK_CUDA(cudaMemsetAsync(a.data(), 1, bytes, be.stream()));
-  const double t = MedianSeconds(be, [&] {
-    CHECK_CUDA(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, be.stream()));
-  });
-  return 2.0 * bytes / t;
-}
 
 struct DenseWeights {
   DeviceBuffer buf;
@@ -189,7 +135,7 @@ int main(int argc, char** argv) {
   std::mt19937 rng(7);
   nlohmann::json rows = nlohmann::json::array();
 
-  const double copy_bw = CopyBandwidth(*be);
+  const double copy_bw = bench::CopyBandwidthGbs(*be, size_t{256} << 20) * 1e9;  // bytes/s
   std::printf("device %s, %d SMs; device-to-device copy %.0f GB/s (read + write)\n\n", device.c_str(),
               prop.multiProcessorCount, copy_bw / 1e9);
   rows.push_back({{"device", device}, {"kernel", "copy"}, {"bandwidth_gbs", copy_bw / 1e9}});
