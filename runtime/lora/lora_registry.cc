@@ -78,9 +78,15 @@ void LoraRegistry::MaybeErase(uint64_t id) {
   if (e.registered || e.requests > 0 || e.pins > 0) return;
   if (e.slot >= 0) {
     slot_owner_[e.slot] = 0;
-    // Only the ranks change: a freed slot must not apply its old matrices to anyone.
-    store_->Clear(e.slot).IgnoreError();
+    // Only the ranks change: a freed slot must not apply its old matrices to anyone. No
+    // step can use the slot before the engine thread's next AcquireSlots, which writes the
+    // ranks: this may run on an admin or request thread, which must not touch the stream
+    // the steps (and graph captures) run on.
+    store_->ClearLater(e.slot);
   }
+  // The page-locked staging copy is freed on the engine thread too (freeing it waits for
+  // the device).
+  if (e.staged != nullptr) retired_staging_.push_back(std::move(e.staged));
   entries_.erase(it);
   stats_.num_adapters = static_cast<int32_t>(entries_.size());
 }
@@ -168,6 +174,8 @@ absl::StatusOr<std::vector<int32_t>> LoraRegistry::AcquireSlots(std::span<const 
     return s;
   };
   ++clock_;
+  retired_staging_.clear();
+  if (absl::Status st = store_->FlushRanks(); !st.ok()) return st;
   for (size_t i = 0; i < ids.size(); ++i) {
     if (ids[i] == 0) continue;
     auto it = entries_.find(ids[i]);

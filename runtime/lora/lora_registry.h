@@ -111,6 +111,8 @@ class LoraRegistry {
   uint64_t clock_ = 0;
   uint64_t next_id_ = 1;
   LoraRegistryStats stats_;
+  // Staging memory of erased adapters, freed by the next AcquireSlots (engine thread).
+  std::vector<std::shared_ptr<char>> retired_staging_;
 };
 
 // Holds a Retain for as long as it lives.

@@ -49,8 +49,17 @@ absl::StatusOr<std::unique_ptr<LoraSlotStore>> LoraSlotStore::Create(Backend* ba
 }
 
 absl::Status LoraSlotStore::UploadRanks() {
+  ranks_stale_ = false;
   return backend_->CopyToDevice(ranks_.data(), host_ranks_.data(), host_ranks_.size() * sizeof(int32_t));
 }
+
+void LoraSlotStore::ClearLater(int32_t slot) {
+  if (slot < 0 || slot >= tables_.num_slots) return;
+  for (size_t index = 0; index < modules_.size(); ++index) host_ranks_[index * tables_.num_slots + slot] = 0;
+  ranks_stale_ = true;
+}
+
+absl::Status LoraSlotStore::FlushRanks() { return ranks_stale_ ? UploadRanks() : absl::OkStatus(); }
 
 absl::StatusOr<std::shared_ptr<char>> LoraSlotStore::Stage(const LoraAdapter& adapter) const {
   size_t bytes = 0;

@@ -32,6 +32,11 @@ class LoraSlotStore {
   absl::Status Upload(int32_t slot, const LoraAdapter& adapter, const char* staged = nullptr);
   // Makes `slot` a no-op for every module.
   absl::Status Clear(int32_t slot);
+  // The same, deferred: only the host mirror changes now (any thread, no device work);
+  // the next FlushRanks or Upload writes it to the device.
+  void ClearLater(int32_t slot);
+  // Writes ranks changed by ClearLater (the thread that runs the backend's ops).
+  absl::Status FlushRanks();
 
  private:
   LoraSlotStore() = default;
@@ -42,6 +47,7 @@ class LoraSlotStore {
   std::vector<LoraModuleSlots> modules_;
   DeviceBuffer ranks_;                // [num_layers * kNumLoraTargets, num_slots]
   std::vector<int32_t> host_ranks_;  // mirror of ranks_
+  bool ranks_stale_ = false;         // host_ranks_ holds ClearLater changes not uploaded
   std::vector<uint8_t> active_;      // per module: some slot has had rank > 0 (never reset:
                                      // Clear may run on other threads than the step's)
   uint64_t active_generation_ = 0;
