@@ -21,7 +21,8 @@ class LoraAdmin {
   using Done = std::function<void(absl::StatusOr<std::string>)>;
 
   // adapter_root empty: adapters cannot be loaded at run time (only --lora-modules).
-  // `worker` runs the asynchronous loads and unloads; null: the admin starts its own.
+  // `worker` runs the asynchronous loads and unloads; null: the admin starts its own. A
+  // worker passed in must have run the admin's tasks before the admin is destroyed.
   LoraAdmin(LoraRegistry* registry, std::string adapter_root, const AdminAuth* auth,
             SerialExecutor* worker = nullptr);
 
