@@ -1,5 +1,6 @@
 #include "runtime/model/llama_model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -68,7 +69,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
     auto t = store->Get("model.embed_tokens.weight");
     if (t.ok()) model->weight_dtype_ = (*t)->dtype;
   }
-  RETURN_IF_ERROR(model->LoadWeights(*store));
+  RETURN_IF_ERROR(model->LoadWeights(*store, options.stack_qkv));
   model->store_ = std::move(store);
   return model;
 }
@@ -120,7 +121,7 @@ absl::StatusOr<TensorView> LlamaModel::UploadConcatRows(const std::vector<const 
   return v;
 }
 
-absl::Status LlamaModel::LoadWeights(const WeightStore& store) {
+absl::Status LlamaModel::LoadWeights(const WeightStore& store, bool stack_qkv) {
   store_.reset();
   const ModelConfig& c = config_;
   const int64_t H = c.hidden_size, F = c.intermediate_size, D = c.head_dim;
@@ -145,7 +146,7 @@ absl::Status LlamaModel::LoadWeights(const WeightStore& store) {
     ASSIGN_OR_RETURN(L.input_norm, Upload(*in_norm, DType::kF32));
     ASSIGN_OR_RETURN(L.post_norm, Upload(*post_norm, DType::kF32));
     if (gptq_) {
-      RETURN_IF_ERROR(LoadGptqLayer(store, p, L));
+      RETURN_IF_ERROR(LoadGptqLayer(store, p, stack_qkv, L));
       continue;
     }
     ASSIGN_OR_RETURN(const TensorInfo* wq, store.Get(p + "self_attn.q_proj.weight", {qdim, H}));
@@ -155,8 +156,14 @@ absl::Status LlamaModel::LoadWeights(const WeightStore& store) {
     ASSIGN_OR_RETURN(const TensorInfo* wg, store.Get(p + "mlp.gate_proj.weight", {F, H}));
     ASSIGN_OR_RETURN(const TensorInfo* wu, store.Get(p + "mlp.up_proj.weight", {F, H}));
     ASSIGN_OR_RETURN(const TensorInfo* wdn, store.Get(p + "mlp.down_proj.weight", {H, F}));
-    ASSIGN_OR_RETURN(L.qkv.dense, UploadConcatRows({wq, wk, wv}, wd));
-    L.fused_qkv = true;
+    if (stack_qkv) {
+      ASSIGN_OR_RETURN(L.qkv.dense, UploadConcatRows({wq, wk, wv}, wd));
+      L.fused_qkv = true;
+    } else {
+      ASSIGN_OR_RETURN(L.q.dense, Upload(*wq, wd));
+      ASSIGN_OR_RETURN(L.k.dense, Upload(*wk, wd));
+      ASSIGN_OR_RETURN(L.v.dense, Upload(*wv, wd));
+    }
     ASSIGN_OR_RETURN(L.o.dense, Upload(*wo, wd));
     ASSIGN_OR_RETURN(L.gate_up.dense, UploadConcatRows({wg, wu}, wd));
     ASSIGN_OR_RETURN(L.down.dense, Upload(*wdn, wd));
@@ -172,7 +179,7 @@ LinearWeight LlamaModel::AddQuantized(std::unique_ptr<GptqDeviceWeight> w) {
   return lw;
 }
 
-absl::Status LlamaModel::LoadGptqLayer(const WeightStore& store, const std::string& p, Layer& L) {
+absl::Status LlamaModel::LoadGptqLayer(const WeightStore& store, const std::string& p, bool stack_qkv, Layer& L) {
   const ModelConfig& c = config_;
   const int64_t H = c.hidden_size, F = c.intermediate_size;
   const int64_t qdim = c.num_attention_heads * c.head_dim, kvdim = c.num_key_value_heads * c.head_dim;
@@ -186,7 +193,8 @@ absl::Status LlamaModel::LoadGptqLayer(const WeightStore& store, const std::stri
   ASSIGN_OR_RETURN(GptqHostWeight v, LoadGptqLinear(store, p + "self_attn.v_proj", H, kvdim, *gptq_));
   // q, k and v share their input, so they stack into one product unless their act-order
   // input orders differ; then they stay three.
-  absl::StatusOr<GptqHostWeight> qk = ConcatGptqOutFeatures(q, k);
+  absl::StatusOr<GptqHostWeight> qk =
+      stack_qkv ? ConcatGptqOutFeatures(q, k) : absl::FailedPreconditionError("q/k/v stacking is off");
   absl::StatusOr<GptqHostWeight> qkv = qk.ok() ? ConcatGptqOutFeatures(*qk, v) : qk.status();
   if (qkv.ok()) {
     RETURN_IF_ERROR(upload(*qkv, &L.qkv));
@@ -220,10 +228,20 @@ absl::Status LlamaModel::EnsureWorkspace(int64_t tokens, int64_t logits) {
     ASSIGN_OR_RETURN(x_, backend_->Allocate(T * c.hidden_size * es));
     ASSIGN_OR_RETURN(residual_, backend_->Allocate(T * c.hidden_size * es));
     ASSIGN_OR_RETURN(h_, backend_->Allocate(T * c.hidden_size * es));
-    ASSIGN_OR_RETURN(qkv_, backend_->Allocate(T * (qdim + 2 * kvdim) * es));
+    // Layers with the stacked q/k/v product use qkv_; the others k_ and v_ (q_ serves both).
+    const bool fused = std::any_of(layers_.begin(), layers_.end(), [](const Layer& L) { return L.fused_qkv; });
+    const bool unfused = std::any_of(layers_.begin(), layers_.end(), [](const Layer& L) { return !L.fused_qkv; });
+    qkv_ = DeviceBuffer();
+    k_ = DeviceBuffer();
+    v_ = DeviceBuffer();
+    if (fused) {
+      ASSIGN_OR_RETURN(qkv_, backend_->Allocate(T * (qdim + 2 * kvdim) * es));
+    }
     ASSIGN_OR_RETURN(q_, backend_->Allocate(T * qdim * es));
-    ASSIGN_OR_RETURN(k_, backend_->Allocate(T * kvdim * es));
-    ASSIGN_OR_RETURN(v_, backend_->Allocate(T * kvdim * es));
+    if (unfused) {
+      ASSIGN_OR_RETURN(k_, backend_->Allocate(T * kvdim * es));
+      ASSIGN_OR_RETURN(v_, backend_->Allocate(T * kvdim * es));
+    }
     ASSIGN_OR_RETURN(attn_, backend_->Allocate(T * qdim * es));
     ASSIGN_OR_RETURN(gate_up_, backend_->Allocate(T * 2 * c.intermediate_size * es));
     ASSIGN_OR_RETURN(act_, backend_->Allocate(T * c.intermediate_size * es));

@@ -18,6 +18,9 @@ namespace tessera {
 struct ModelLoadOptions {
   // auto: CPU keeps the checkpoint's float dtype; CUDA uses bfloat16.
   std::string dtype = "auto";  // auto | bfloat16 | float16 | float32
+  // q, k and v as one product against their stacked weight (false: three products, the
+  // layout the checkpoint has; same results).
+  bool stack_qkv = true;
   absl::Status Validate() const;
 };
 
@@ -49,6 +52,8 @@ class LlamaModel {
   const ModelConfig& config() const { return config_; }
   Backend& backend() { return *backend_; }
   DType weight_dtype() const { return weight_dtype_; }
+  // Whether layer i runs q, k and v as one product (ModelLoadOptions::stack_qkv).
+  bool layer_uses_stacked_qkv(size_t i) const { return layers_.at(i).fused_qkv; }
   size_t weight_bytes() const { return weight_bytes_; }
 
   // Runs the batch, writing this step's K/V into `kv`, and returns float logits
@@ -84,10 +89,10 @@ class LlamaModel {
 
  private:
   LlamaModel() = default;
-  absl::Status LoadWeights(const WeightStore& store);
+  absl::Status LoadWeights(const WeightStore& store, bool stack_qkv);
   // GPTQ checkpoints: q/k/v stacked into qkv (when their input orders agree), o and down
   // as they are, gate and up stacked into gate_up.
-  absl::Status LoadGptqLayer(const WeightStore& store, const std::string& prefix, Layer& layer);
+  absl::Status LoadGptqLayer(const WeightStore& store, const std::string& prefix, bool stack_qkv, Layer& layer);
   LinearWeight AddQuantized(std::unique_ptr<GptqDeviceWeight> w);
   absl::StatusOr<TensorView> Upload(const TensorInfo& t, DType dtype);
   // The tensors stacked along their rows (output features), converted to dtype.
