@@ -2,12 +2,12 @@
 # One device call for LoRA on CUDA: the LoRA GPU tests, the kernel bench, decode throughput
 # on the random 7B model at batch 32 with 32 distinct rank-16 adapters (PEFT's default
 # q_proj,v_proj and all seven projections) against the base model in the same engine, and
-# the p99 ITL under adapter loads (run_lora_itl.sh). Run from the repo root with binaries
-# in $D/bin, shared libraries in $D/bundle/lib, the sentencepiece plugin in $D/lib, the
-# default model and the Llama-2 tokenizer in $D/models; results go to $OUT. STAGES picks
-# the parts (tests kernels decode itl).
+# the p99 ITL under adapter loads (run_lora_itl.sh). Run from the repo root with the pack
+# of bench/device/pack.sh unpacked in $D (binaries in $D/bin, shared libraries in
+# $D/bundle/lib, the sentencepiece plugin in $D/lib); results go to $OUT. STAGES picks the
+# parts (tests kernels decode itl).
 set -uo pipefail
-D=${D:-.device-l}
+D=${D:-.device-m}
 OUT=${OUT:-/tmp/out}
 STAGES=${STAGES:-"tests kernels decode itl"}
 mkdir -p "$OUT"
@@ -20,7 +20,7 @@ has() { [[ " $STAGES " == *" $1 "* ]]; }
 if has tests; then
   # The tests read the default model under the source directory they were built in.
   SRC=$(cat "$D/source_dir")
-  mkdir -p "$SRC" && ln -sfn "$PWD/$D/models" "$SRC/models"
+  [ "$SRC" = "$PWD" ] || { mkdir -p "$SRC" && ln -sfn "$PWD/models" "$SRC/models"; }
   echo "== gpu tests" | tee -a "$LOG"
   for t in cuda_lora_test cuda_lora_engine_test "cuda_quant_test --gtest_filter=*Lora*" decode_graph_test cuda_engine_test; do
     name=${t%% *}
@@ -36,7 +36,7 @@ if has kernels; then
 fi
 M=/tmp/models/llama2-7b
 if has decode || has itl; then
-  "$D/bin/tessera-make-random-model" --shape llama2-7b --out $M --tokenizer "$D/models/llama2-tokenizer/tokenizer.model" 2>&1 | tail -1 | tee -a "$LOG"
+  [ -f $M/config.json ] || "$D/bin/tessera-make-random-model" --shape llama2-7b --out $M --tokenizer tests/data/llama2-tokenizer/tokenizer.model 2>&1 | tail -1 | tee -a "$LOG"
 fi
 if has decode; then
   echo "== decode, batch 32, 32 adapters" | tee -a "$LOG"
@@ -52,6 +52,6 @@ if has decode; then
 fi
 if has itl; then
   echo "== p99 ITL under adapter loads" | tee -a "$LOG"
-  M=$M D=$D OUT=$OUT timeout 200 bash "$D/scripts/run_lora_itl.sh" 2>&1 | tee -a "$LOG"
+  M=$M D=$D OUT=$OUT timeout 200 bash "$(dirname "$0")/run_lora_itl.sh" 2>&1 | tee -a "$LOG"
 fi
 echo "== done" | tee -a "$LOG"

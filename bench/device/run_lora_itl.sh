@@ -7,7 +7,7 @@
 # once a second. Phases alternate quiet, loading, quiet, loading. The summary goes to
 # $OUT/lora_itl.json, the raw loadgen and server output to $WORK.
 set -uo pipefail
-D=${D:-.device-l}
+D=${D:-.device-m}
 OUT=${OUT:-/tmp/out}
 M=${M:-/tmp/models/llama2-7b}
 WORK=${WORK:-/tmp/itl}
@@ -33,7 +33,7 @@ $LG --num-prompts 32 --out /tmp/itl_warm.json > /dev/null 2>&1
 for round in 1 2; do
   $LG --num-prompts ${PROMPTS:-160} --seed $round --out "$WORK/itl_quiet_$round.json" > /dev/null 2>&1
   rm -f /tmp/itl_stop
-  python3 "$D/scripts/lora_load_loop.py" --port $PORT --adapters 4 --interval ${INTERVAL:-0.5} --stop-file /tmp/itl_stop \
+  python3 "$(dirname "$0")/lora_load_loop.py" --port $PORT --adapters 4 --interval ${INTERVAL:-0.5} --stop-file /tmp/itl_stop \
     --out "$WORK/itl_loads_$round.json" &
   LP=$!
   $LG --num-prompts ${PROMPTS:-160} --seed $round --out "$WORK/itl_loading_$round.json" > /dev/null 2>&1
