@@ -160,11 +160,20 @@ std::string Describe(const GptqCase& c, int64_t rows) {
          (c.v1 ? " v1" : " v2");
 }
 
-void RunGptqCase(Backend& gpu, CpuBackend& cpu, const GptqCase& c, const std::vector<int64_t>& row_counts,
-                 std::mt19937& rng) {
+// Both weight layouts against the CPU reference. The AutoGPTQ-layout kernels: the decode
+// GEMV dequantises exactly in f32; the tensor-core GEMM rounds each dequantised weight to
+// bf16 (relative 2^-9), which averages down over the dot product. The repacked int4
+// kernel: integer weights in the tensor cores and one f32 scale per group keep it as
+// exact as the f32 reference for every row count.
+void RunInt4Case(Backend& gpu, CpuBackend& cpu, const GptqCase& c, const std::vector<int64_t>& row_counts,
+                 std::mt19937& rng, bool packed) {
   const HostGptq h = RandomGptq(c, rng);
-  DeviceGptq cw = Upload(cpu, h), gw = Upload(gpu, h);
-  ASSERT_EQ(gw.q.packed, nullptr);
+  DeviceGptq cw = Upload(cpu, h), gw = packed ? UploadPacked(gpu, h) : Upload(gpu, h);
+  if (packed) {
+    ASSERT_NE(gw.q.packed, nullptr) << Describe(c, 0);
+  } else {
+    ASSERT_EQ(gw.q.packed, nullptr);
+  }
   LinearWeight cl, gl;
   cl.quant = &cw.q;
   gl.quant = &gw.q;
@@ -177,37 +186,21 @@ void RunGptqCase(Backend& gpu, CpuBackend& cpu, const GptqCase& c, const std::ve
     for (DType dt : {DType::kBF16, DType::kF32}) {
       Tensor go = Poisoned(gpu, rows, c.out, dt);
       gpu.Matmul(gx.view, gl, go.view);
-      // The decode GEMV dequantises exactly in f32; the tensor-core GEMM rounds each
-      // dequantised weight to bf16 (relative 2^-9), which averages down over the dot product.
-      const double tol = dt == DType::kBF16 ? 1e-2 : (rows <= 8 ? 1e-4 : 5e-3);
-      EXPECT_LT(RelError(Get(gpu, go.view), ref), tol) << Describe(c, rows) << " out " << DTypeName(dt);
+      const double tol = dt == DType::kBF16 ? 1e-2 : (packed || rows <= 8 ? 1e-4 : 5e-3);
+      EXPECT_LT(RelError(Get(gpu, go.view), ref), tol)
+          << (packed ? "packed " : "") << Describe(c, rows) << " out " << DTypeName(dt);
     }
   }
 }
 
-// The repacked int4 kernel: integer weights in the tensor cores and one f32 scale per group
-// keep it as exact as the f32 reference for every row count.
+void RunGptqCase(Backend& gpu, CpuBackend& cpu, const GptqCase& c, const std::vector<int64_t>& row_counts,
+                 std::mt19937& rng) {
+  RunInt4Case(gpu, cpu, c, row_counts, rng, /*packed=*/false);
+}
+
 void RunPackedInt4Case(Backend& gpu, CpuBackend& cpu, const GptqCase& c, const std::vector<int64_t>& row_counts,
                        std::mt19937& rng) {
-  const HostGptq h = RandomGptq(c, rng);
-  DeviceGptq cw = Upload(cpu, h), gw = UploadPacked(gpu, h);
-  ASSERT_NE(gw.q.packed, nullptr) << Describe(c, 0);
-  LinearWeight cl, gl;
-  cl.quant = &cw.q;
-  gl.quant = &gw.q;
-  for (int64_t rows : row_counts) {
-    const std::vector<float> x = RandomBf16(rows * c.in, rng);
-    Tensor cx = Put(cpu, x, rows, c.in, DType::kF32), gx = Put(gpu, x, rows, c.in, DType::kBF16);
-    Tensor co = Poisoned(cpu, rows, c.out, DType::kF32);
-    cpu.Matmul(cx.view, cl, co.view);
-    const std::vector<float> ref = Get(cpu, co.view);
-    for (DType dt : {DType::kBF16, DType::kF32}) {
-      Tensor go = Poisoned(gpu, rows, c.out, dt);
-      gpu.Matmul(gx.view, gl, go.view);
-      EXPECT_LT(RelError(Get(gpu, go.view), ref), dt == DType::kBF16 ? 1e-2 : 1e-4)
-          << "packed " << Describe(c, rows) << " out " << DTypeName(dt);
-    }
-  }
+  RunInt4Case(gpu, cpu, c, row_counts, rng, /*packed=*/true);
 }
 
 const std::vector<int64_t> kPackedRows = {1, 3, 8, 9, 16, 33, 128};
