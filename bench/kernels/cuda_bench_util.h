@@ -1,5 +1,6 @@
 // Shared helpers of the CUDA micro-benchmarks: error checks, event timing (the median over
-// repetitions) and the device-to-device copy bandwidth that every ratio is measured against.
+// repetitions, eager or of a captured graph) and the device-to-device copy bandwidth that
+// every ratio is measured against.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -63,6 +64,26 @@ double MedianSeconds(cudaStream_t stream, int warmup, int reps, int calls, Fn fn
   CHECK_CUDA(cudaEventDestroy(b));
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
+}
+
+// Median seconds per call with the host out of the way: `calls` calls of fn are captured
+// into one CUDA graph (after `warmup` eager calls, which settle plans and workspaces) and
+// the graph is replayed, as the decode loop replays its step graphs. Eager timing counts
+// the host's launch cost whenever it exceeds the kernel's; this counts GPU time only.
+template <typename Fn>
+double GraphMedianSeconds(cudaStream_t stream, int warmup, int reps, int calls, Fn fn) {
+  for (int i = 0; i < warmup; ++i) fn();
+  CHECK_CUDA(cudaStreamSynchronize(stream));
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed));
+  for (int i = 0; i < calls; ++i) fn();
+  CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
+  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  const double t = MedianSeconds(stream, 2, reps, 1, [&] { CHECK_CUDA(cudaGraphLaunch(exec, stream)); });
+  CHECK_CUDA(cudaGraphExecDestroy(exec));
+  CHECK_CUDA(cudaGraphDestroy(graph));
+  return t / calls;
 }
 
 // Device-to-device copy bandwidth over `bytes`, counting bytes read and written, in GB/s.

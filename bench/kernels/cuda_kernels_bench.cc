@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <numeric>
 #include <random>
@@ -31,6 +32,12 @@ using bench::MustOk;
 template <typename Fn>
 double MedianSeconds(cudaStream_t stream, int warmup, int reps, Fn fn) {
   return bench::MedianSeconds(stream, warmup, reps, 1, fn);
+}
+
+// Median seconds per call of fn over a captured graph of 20 calls (GPU time only).
+template <typename Fn>
+double GraphSeconds(cudaStream_t stream, Fn fn) {
+  return bench::GraphMedianSeconds(stream, 3, 15, 20, fn);
 }
 
 // Fills device memory with random bf16 values: one random 64 MiB chunk, tiled by copies.
@@ -58,10 +65,12 @@ struct AttnShape {
   int hq, hk, d;
 };
 
-// Decode (or prefill when qlen > 1) attention over `layers` separate caches so the
-// working set exceeds L2, like a real forward pass going through the layers.
+// Seconds per layer of decode (or prefill when qlen > 1) attention over `layers` separate
+// caches so the working set exceeds L2, like a real forward pass going through the layers:
+// a captured graph of the layers (GPU time, as decode steps run), and eagerly launched
+// (host launch cost included) in *eager_seconds.
 double TimeAttention(CudaBackend& be, const AttnShape& s, int batch, int ctx, int qlen, std::mt19937& rng,
-                     size_t* kv_bytes_per_layer) {
+                     size_t* kv_bytes_per_layer, double* eager_seconds = nullptr) {
   const int bs = 16;
   const int blocks_per_seq = (ctx + bs - 1) / bs;
   const int64_t blocks = static_cast<int64_t>(batch) * blocks_per_seq;
@@ -103,8 +112,9 @@ double TimeAttention(CudaBackend& be, const AttnShape& s, int batch, int ctx, in
       be.PagedAttention(qv, db, kv, p, ov);
     }
   };
-  const double t = MedianSeconds(be.stream(), 2, 7, pass) / layers;
+  const double t = bench::GraphMedianSeconds(be.stream(), 2, 7, 1, pass) / layers;
   MustOk(be.Synchronize());
+  if (eager_seconds) *eager_seconds = MedianSeconds(be.stream(), 1, 5, pass) / layers;
   *kv_bytes_per_layer = 2 * static_cast<size_t>(batch) * ctx * s.hk * s.d * 2;
   return t;
 }
@@ -133,19 +143,31 @@ int main(int argc, char** argv) {
               prop.multiProcessorCount, copy_bw);
 
   if (wants("attention")) {
-  std::printf("%-34s %6s %7s %10s %10s %8s\n", "paged decode attention", "batch", "ctx", "us/layer", "GB/s", "of copy");
+  std::printf("%-34s %6s %7s %10s %10s %8s %10s\n", "paged decode attention (graph)", "batch", "ctx", "us/layer", "GB/s",
+              "of copy", "eager us");
   const AttnShape shapes[] = {{"llama7b 32q/32kv D128", 32, 32, 128}, {"gqa 32q/8kv D128", 32, 8, 128}};
+  // TESSERA_ATTN_CASES="kv_heads:ctx:batch,..." limits the decode cases (e.g. for a profiler).
+  const char* only = std::getenv("TESSERA_ATTN_CASES");
+  auto selected = [&](int kv_heads, int ctx, int batch) {
+    if (only == nullptr || *only == 0) return true;
+    const std::string key = std::to_string(kv_heads) + ":" + std::to_string(ctx) + ":" + std::to_string(batch);
+    const std::string list = std::string(",") + only + ",";
+    return list.find("," + key + ",") != std::string::npos;
+  };
   for (const AttnShape& s : shapes) {
-    for (int ctx : {1024, 4096, 16384}) {
+    for (int ctx : {256, 1024, 4096, 16384}) {
       for (int batch : {1, 4, 16, 64}) {
+        if (!selected(s.hk, ctx, batch)) continue;
         size_t bytes = 0;
-        const double t = TimeAttention(*be, s, batch, ctx, 1, rng, &bytes);
+        double eager = 0;
+        const double t = TimeAttention(*be, s, batch, ctx, 1, rng, &bytes, &eager);
         const double bw = bytes / t / 1e9;
-        std::printf("%-34s %6d %7d %10.1f %10.0f %7.1f%%\n", s.name, batch, ctx, t * 1e6, bw, 100 * bw / copy_bw);
+        std::printf("%-34s %6d %7d %10.1f %10.0f %7.1f%% %10.1f\n", s.name, batch, ctx, t * 1e6, bw, 100 * bw / copy_bw,
+                    eager * 1e6);
         rows.push_back({{"device", device}, {"kernel", "decode_attention"},
                         {"shape", std::string(s.name) + " ctx " + std::to_string(ctx)}, {"batch", batch},
-                        {"context", ctx}, {"us", t * 1e6}, {"bandwidth_gbs", bw}, {"copy_bandwidth_gbs", copy_bw},
-                        {"fraction", bw / copy_bw}});
+                        {"context", ctx}, {"us", t * 1e6}, {"eager_us", eager * 1e6}, {"bandwidth_gbs", bw},
+                        {"copy_bandwidth_gbs", copy_bw}, {"fraction", bw / copy_bw}, {"timing", "cuda graph"}});
       }
     }
   }
@@ -153,6 +175,7 @@ int main(int argc, char** argv) {
   std::printf("\n%-34s %6s %7s %10s %10s\n", "prefill attention (causal)", "seqs", "tokens", "us/layer", "TFLOP/s");
   for (const AttnShape& s : shapes) {
     for (int qlen : {512, 2048}) {
+      if (only != nullptr && *only != 0) break;
       size_t bytes = 0;
       const int batch = 4;
       const double t = TimeAttention(*be, s, batch, qlen, qlen, rng, &bytes);
@@ -184,7 +207,7 @@ int main(int argc, char** argv) {
       FillRandom(*be, w.data(), wbytes * copies, rng);
       FillRandom(*be, x.data(), x.bytes(), rng);
       int next = 0;
-      const double t = MedianSeconds(be->stream(), 3, 21, [&] {
+      const double t = GraphSeconds(be->stream(), [&] {
         LinearWeight lw{TensorView{static_cast<char*>(w.data()) + (next++ % copies) * wbytes, DType::kBF16, g.m, g.k}};
         be->Matmul(x.View(DType::kBF16, n, g.k), lw, y.View(DType::kBF16, n, g.m));
       });
@@ -224,10 +247,10 @@ int main(int argc, char** argv) {
         int next = 0;
         auto wptr = [&] { return static_cast<char*>(w.data()) + (next++ % copies) * wbytes; };
         const bool gemv = cuda::GemvSupported(n, g.k, x.data(), w.data());
-        const double t_gemv = !gemv ? NAN : MedianSeconds(be->stream(), 3, 51, [&] {
+        const double t_gemv = !gemv ? NAN : GraphSeconds(be->stream(), [&] {
           cuda::LaunchGemv(x.data(), wptr(), y.data(), DType::kBF16, n, g.k, g.m, be->stream());
         });
-        const double t_lt = MedianSeconds(be->stream(), 3, 51, [&] {
+        const double t_lt = GraphSeconds(be->stream(), [&] {
           MustOk(lt->Run(x.data(), wptr(), y.data(), DType::kBF16, n, g.k, g.m, be->stream()));
         });
         CHECK_CUDA(cudaGetLastError());

@@ -1,13 +1,16 @@
-// GPTQ int4 matmul and multi-LoRA benchmark on CUDA, each against the backend's bf16 matmul
-// measured in the same run (its skinny GEMV at the batches it takes, cuBLASLt above): the packed-layout int4 kernel at batches 1-128 on the Llama-7B projection
-// shapes (with the AutoGPTQ-layout kernels at batch 1 and 16 for reference, the achieved
-// GB/s and its fraction of the device copy bandwidth measured in the same run), and BGMV
-// with 32 distinct rank-16 adapters in a batch of 32 against the base GEMM it rides on.
-// Weights rotate through copies larger than L2. Prints a table, writes JSON (argv[1]).
+// GPTQ int4 matmul and multi-LoRA benchmark on CUDA. The packed-layout int4 kernel at
+// batches 1-128 on the Llama-7B projection shapes against, in the same run, the backend's
+// bf16 matmul (its skinny GEMV at the batches it takes, cuBLASLt above) and cuBLASLt called
+// directly; the AutoGPTQ-layout kernels at batch 1 and 16 for reference; the achieved GB/s
+// and its fraction of the device copy bandwidth. BGMV with 32 distinct rank-16 adapters in
+// a batch of 32 against the base GEMM it rides on. Times come from captured CUDA graphs (GPU
+// time, as decode steps run); the int4 kernel is also timed launched eagerly. Weights
+// rotate through copies larger than L2. Prints a table, writes JSON (argv[1]).
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <random>
 #include <string>
@@ -16,6 +19,7 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "bench/kernels/cuda_bench_util.h"
 #include "kernels/cuda/cuda_backend_impl.h"
+#include "kernels/cuda/cuda_matmul.h"
 #include "nlohmann/json.hpp"
 
 namespace tessera {
@@ -27,11 +31,20 @@ using bench::MustOk;
 
 constexpr int kCallsPerRep = 20;
 
-// Median seconds per call: each timed repetition runs fn kCallsPerRep times back to back.
+// Median seconds per call: each timed repetition runs fn kCallsPerRep times back to back,
+// launched eagerly (host launch cost included where it exceeds the kernel's).
 template <typename Fn>
 double MedianSeconds(CudaBackend& be, Fn fn) {
   const double t = bench::MedianSeconds(be.stream(), 3 * kCallsPerRep, 25, kCallsPerRep, fn);
   MustOk(be.Synchronize());  // ops report their errors here
+  return t;
+}
+
+// The same from a captured graph of kCallsPerRep calls: GPU time only, as decode steps run.
+template <typename Fn>
+double GraphSeconds(CudaBackend& be, Fn fn) {
+  const double t = bench::GraphMedianSeconds(be.stream(), 3, 25, kCallsPerRep, fn);
+  MustOk(be.Synchronize());
   return t;
 }
 
@@ -139,51 +152,73 @@ int main(int argc, char** argv) {
   std::printf("device %s, %d SMs; device-to-device copy %.0f GB/s (read + write)\n\n", device.c_str(),
               prop.multiProcessorCount, copy_bw / 1e9);
   rows.push_back({{"device", device}, {"kernel", "copy"}, {"bandwidth_gbs", copy_bw / 1e9}});
-  std::printf("%-22s %5s %9s %11s %10s %9s %10s %9s %12s\n", "int4 gptq (out x in)", "batch", "int4 us",
-              "generic us", "bf16 us", "speedup", "int4 GB/s", "of copy", "int4 TFLOP/s");
+  // cuBLASLt called directly: the "cuBLAS bf16" baseline (the backend's own bf16 matmul
+  // takes a skinny GEMV kernel at small batches instead).
+  DeviceBuffer lt_ws = Must(be->Allocate(size_t{32} << 20));
+  auto lt = Must(cuda::CublasLtMatmul::Create(lt_ws.data(), lt_ws.bytes()));
+  std::printf("times from captured graphs of %d calls (GPU time); eager: launched one by one\n", kCallsPerRep);
+  std::printf("%-12s %5s %8s %8s %9s %9s %9s %9s %8s %8s %9s %8s\n", "int4 out x in", "batch", "int4 us",
+              "eager us", "generic", "bf16 us", "cublas us", "vs bf16", "vs cublas", "GB/s", "of copy", "TFLOP/s");
+  // TESSERA_QUANT_CASES="MxK:batch,..." limits the int4 cases (e.g. for a profiler) and
+  // skips the BGMV case.
+  const char* only = std::getenv("TESSERA_QUANT_CASES");
+  const bool filtered = only != nullptr && *only != 0;
+  auto selected = [&](int64_t m, int64_t k, int64_t n) {
+    const std::string key = std::to_string(m) + "x" + std::to_string(k) + ":" + std::to_string(n);
+    return !filtered || (std::string(",") + only + ",").find("," + key + ",") != std::string::npos;
+  };
   struct Shape { int64_t m, k; };
   for (Shape s : {Shape{4096, 4096}, Shape{11008, 4096}, Shape{4096, 11008}}) {
+    bool any = false;
+    for (int64_t n : {1, 2, 4, 8, 16, 32, 64, 128}) any = any || selected(s.m, s.k, n);
+    if (!any) continue;
     Int4Weights q = MakeInt4(*be, s.k, s.m, rng);
     DenseWeights d = MakeDense(*be, s.k, s.m, rng);
     for (int64_t n : {1, 2, 4, 8, 16, 32, 64, 128}) {
+      if (!selected(s.m, s.k, n)) continue;
       const std::vector<uint16_t> xh = RandomBf16(static_cast<size_t>(n) * s.k, rng, 1.0f);
       DeviceBuffer x = Upload(*be, xh);
       DeviceBuffer y = Must(be->Allocate(static_cast<size_t>(n) * s.m * 2));
       const TensorView xv = x.View(DType::kBF16, n, s.k), yv = y.View(DType::kBF16, n, s.m);
-      auto time_int4 = [&](const std::vector<QuantizedWeight>& views) {
-        size_t next = 0;
-        return MedianSeconds(*be, [&] {
+      auto int4_call = [&](const std::vector<QuantizedWeight>& views) {
+        return [&, next = size_t{0}]() mutable {
           LinearWeight lw;
           lw.quant = &views[next++ % views.size()];
           be->Matmul(xv, lw, yv);
-        });
+        };
       };
-      const double tq = time_int4(q.packed);
+      const double tq = GraphSeconds(*be, int4_call(q.packed));
+      const double tq_eager = MedianSeconds(*be, int4_call(q.packed));
       // The AutoGPTQ-layout kernels (2/8-bit and unpackable shapes) at the decode and GEMM batches.
-      const double tg = n == 1 || n == 16 ? time_int4(q.generic) : 0.0;
-      size_t next = 0;
-      const double td = MedianSeconds(*be, [&] {
-        LinearWeight lw{TensorView{static_cast<char*>(d.buf.data()) + (next++ % d.copies) * d.bytes_each,
-                                   DType::kBF16, s.m, s.k}};
+      const double tg = n == 1 || n == 16 ? GraphSeconds(*be, int4_call(q.generic)) : 0.0;
+      auto dense = [&](int c) { return static_cast<char*>(d.buf.data()) + (c % d.copies) * d.bytes_each; };
+      int next = 0;
+      const double td = GraphSeconds(*be, [&] {
+        LinearWeight lw{TensorView{dense(next++), DType::kBF16, s.m, s.k}};
         be->Matmul(xv, lw, yv);
+      });
+      const double tl = GraphSeconds(*be, [&] {
+        MustOk(lt->Run(x.data(), dense(next++), y.data(), DType::kBF16, n, s.k, s.m, be->stream()));
       });
       const double gbs = (q.packed_bytes_each + x.bytes() + y.bytes()) / tq / 1e9;
       const double tflops = 2.0 * n * s.m * s.k / tq / 1e12;
       const std::string shape = std::to_string(s.m) + "x" + std::to_string(s.k);
       const std::string generic = tg > 0 ? std::to_string(tg * 1e6).substr(0, 6) : "-";
-      std::printf("%-22s %5ld %9.2f %11s %10.2f %8.2fx %10.0f %8.0f%% %12.1f\n", shape.c_str(), static_cast<long>(n),
-                  tq * 1e6, generic.c_str(), td * 1e6, td / tq, gbs, 100.0 * gbs * 1e9 / copy_bw, tflops);
+      std::printf("%-12s %5ld %8.2f %8.2f %9s %9.2f %9.2f %8.2fx %8.2fx %8.0f %7.0f%% %9.1f\n", shape.c_str(),
+                  static_cast<long>(n), tq * 1e6, tq_eager * 1e6, generic.c_str(), td * 1e6, tl * 1e6, td / tq,
+                  tl / tq, gbs, 100.0 * gbs * 1e9 / copy_bw, tflops);
       nlohmann::json row = {{"device", device}, {"kernel", "gptq_int4_packed_mma"}, {"shape", shape},
-                            {"batch", n}, {"us", tq * 1e6}, {"bf16_us", td * 1e6}, {"speedup", td / tq},
+                            {"batch", n}, {"us", tq * 1e6}, {"eager_us", tq_eager * 1e6}, {"bf16_us", td * 1e6},
+                            {"cublaslt_bf16_us", tl * 1e6}, {"speedup", td / tq}, {"speedup_vs_cublaslt", tl / tq},
                             {"bandwidth_gbs", gbs}, {"fraction_of_copy_bw", gbs * 1e9 / copy_bw},
-                            {"tflops", tflops}};
+                            {"tflops", tflops}, {"timing", "cuda graph"}};
       if (tg > 0) row["generic_autogptq_us"] = tg * 1e6;
       rows.push_back(row);
     }
   }
 
   // BGMV: 32 decode tokens, each with its own rank-16 adapter, on a 4096 -> 4096 projection.
-  {
+  if (!filtered) {
     const int64_t hidden = 4096, n = 32;
     const int32_t slots = 32, rank = 16;
     std::vector<uint16_t> a = RandomBf16(static_cast<size_t>(slots) * rank * hidden, rng, 0.02f);
@@ -200,9 +235,9 @@ int main(int argc, char** argv) {
     MustOk(be->CopyToDevice(y.data(), RandomBf16(static_cast<size_t>(n) * hidden, rng, 1.0f).data(), y.bytes()));
     const TensorView xv = x.View(DType::kBF16, n, hidden), yv = y.View(DType::kBF16, n, hidden);
     DenseWeights d = MakeDense(*be, hidden, hidden, rng);
-    const double tl = MedianSeconds(*be, [&] { be->LoraApply(xv, batch, 0, kLoraO, yv, 0); });
+    const double tl = GraphSeconds(*be, [&] { be->LoraApply(xv, batch, 0, kLoraO, yv, 0); });
     size_t next = 0;
-    const double tb = MedianSeconds(*be, [&] {
+    const double tb = GraphSeconds(*be, [&] {
       LinearWeight lw{TensorView{static_cast<char*>(d.buf.data()) + (next++ % d.copies) * d.bytes_each, DType::kBF16,
                                  hidden, hidden}};
       be->Matmul(xv, lw, yv);
