@@ -18,12 +18,13 @@ report() {  # name: print details and the 25 SASS lines with the most warp stall
   local rep=$TMP/$1.ncu-rep
   "$NCU" -i "$rep" --page details > "$OUT/ncu_$1.txt" 2>&1
   "$NCU" -i "$rep" --page source --csv --print-source sass > "$TMP/$1_src.csv" 2>/dev/null
+  xz -c "$TMP/$1_src.csv" > "$OUT/ncu_$1_src.csv.xz"
   python3 - "$TMP/$1_src.csv" >> "$OUT/ncu_$1.txt" <<'PY'
 import csv, sys
 rows = list(csv.DictReader(l for l in open(sys.argv[1]) if l.startswith('"')))
 if not rows:
     print("(no source page)"); sys.exit()
-key = next((k for k in rows[0] if k.startswith("Warp Stall Sampling (All")), None)
+key = next((k for k in rows[0] if k and k.startswith("Warp Stall Sampling (All")), None)
 if key is None:
     print("(no stall sampling column)"); sys.exit()
 val = lambda r: float((r.get(key) or "0").replace(",", "") or 0)

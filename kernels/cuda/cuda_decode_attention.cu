@@ -1,13 +1,15 @@
-// Split-K paged decode attention (flash-decoding). One CTA per (kv head, sequence,
-// context partition) holds every query head of its GQA group, so each K/V page is read
-// once per kv head; pages stream through a 3-stage cp.async pipeline in 16-byte chunks.
-// Partitions are merged by a small reduce kernel when the context was split.
+// Split-K paged decode attention (flash-decoding) on CUDA cores, for the head dims the
+// tensor-core kernel (cuda_decode_mma.cu) does not take: 8, 16 and 256. One CTA per (kv
+// head, sequence, context partition) holds every query head of its GQA group, so each K/V
+// page is read once per kv head; pages stream through a 3-stage cp.async pipeline in
+// 16-byte chunks. Partitions are merged by a small reduce kernel when the context was split.
 #include <cuda_bf16.h>
 
 #include <algorithm>
 #include <cmath>
 
 #include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/cuda_decode_internal.h"
 #include "kernels/cuda/cuda_launch.h"
 
 namespace tessera::cuda {
@@ -358,12 +360,15 @@ void LaunchDecode(const AttentionArgs& a, const DecodePlan& plan, float* workspa
   float* ml_part = workspace ? workspace + static_cast<size_t>(a.num_seqs) * a.num_heads * plan.splits * D : nullptr;
   dim3 grid(a.num_kv_heads, a.num_seqs, plan.splits);
   DecodeKernel<D><<<grid, kThreads, smem, stream>>>(a, plan.partition_tokens, page_cap, o_part, ml_part);
-  if (plan.splits > 1) {
-    DecodeReduceKernel<<<dim3(a.num_heads, a.num_seqs), 128, 0, stream>>>(a, plan.splits, o_part, ml_part);
-  }
+  if (plan.splits > 1) LaunchDecodeReduce(a, plan.splits, o_part, ml_part, stream);
 }
 
 }  // namespace
+
+void LaunchDecodeReduce(const AttentionArgs& a, int splits, const float* o_part, const float* ml_part,
+                        cudaStream_t stream) {
+  DecodeReduceKernel<<<dim3(a.num_heads, a.num_seqs), 128, 0, stream>>>(a, splits, o_part, ml_part);
+}
 
 bool AttentionHeadDimSupported(int32_t head_dim) {
   switch (head_dim) {
@@ -373,6 +378,7 @@ bool AttentionHeadDimSupported(int32_t head_dim) {
 }
 
 DecodePlan PlanDecodeAttention(const AttentionArgs& a, int num_sms) {
+  if (MmaDecodeSupported(a.head_dim)) return PlanMmaDecode(a, num_sms);
   DecodePlan plan;
   const int64_t ctas = std::max<int64_t>(1, static_cast<int64_t>(a.num_seqs) * a.num_kv_heads);
   const int64_t tiles = std::max<int64_t>(1, (std::max(a.max_context_len, 1) + kTile - 1) / kTile);
@@ -393,12 +399,10 @@ DecodePlan PlanDecodeAttention(const AttentionArgs& a, int num_sms) {
 
 void LaunchDecodeAttention(const AttentionArgs& a, const DecodePlan& plan, float* workspace, cudaStream_t stream) {
   if (a.num_seqs <= 0) return;
+  if (MmaDecodeSupported(a.head_dim)) return LaunchMmaDecode(a, plan, workspace, stream);
   switch (a.head_dim) {
     case 8: return LaunchDecode<8>(a, plan, workspace, stream);
     case 16: return LaunchDecode<16>(a, plan, workspace, stream);
-    case 32: return LaunchDecode<32>(a, plan, workspace, stream);
-    case 64: return LaunchDecode<64>(a, plan, workspace, stream);
-    case 128: return LaunchDecode<128>(a, plan, workspace, stream);
     case 256: return LaunchDecode<256>(a, plan, workspace, stream);
     default: return;
   }

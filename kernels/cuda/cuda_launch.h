@@ -69,6 +69,9 @@ constexpr int32_t kMaxAttentionGroup = 16;
 struct DecodePlan {
   int32_t splits = 1;
   int32_t partition_tokens = 0;
+  // Tensor-core kernel: each sequence is cut into min(splits, ceil(len / this)) partitions
+  // of its own length, so short sequences split only while the grid is small.
+  int32_t min_partition_tokens = 0;
   size_t workspace_bytes = 0;  // partial outputs + (max, sum) per split; 0 when splits == 1
 };
 DecodePlan PlanDecodeAttention(const AttentionArgs& a, int num_sms);

@@ -276,12 +276,13 @@ TEST_F(CudaOpsTest, RopeStoreKvEqualsRopeThenStoreKv) {
 struct AttentionCase {
   int hq, hk, d;
   std::vector<std::pair<int, int>> seqs;  // (cached prefix length, query length)
+  int block_size = 16;
 };
 
 // Builds a batch over random, non-contiguous blocks, fills the whole cache with random
 // K/V and compares the two backends' attention outputs.
 void RunAttentionCase(Backend& gpu, CpuBackend& cpu, const AttentionCase& c, std::mt19937& rng) {
-  const int block_size = 16;
+  const int block_size = c.block_size;
   BatchLayout layout;
   layout.block_size = block_size;
   int max_blocks = 0, total_blocks = 0;
@@ -352,6 +353,16 @@ TEST_F(CudaOpsTest, DecodeAttentionMatchesCpuAcrossGqaRatios) {
       std::vector<std::pair<int, int>> seqs = RandomDecodes(batch, 1500, rng_);
       seqs[0] = {0, 1};  // a sequence with only its own token
       RunAttentionCase(*gpu_, cpu_, {h.hq, h.hk, h.d, seqs}, rng_);
+    }
+  }
+}
+
+// Pages smaller and larger than a kernel's 16-token sub-tile, and not a power of two.
+TEST_F(CudaOpsTest, DecodeAttentionMatchesCpuAcrossBlockSizes) {
+  for (int bs : {1, 8, 12, 32, 64}) {
+    SCOPED_TRACE("block_size " + std::to_string(bs));
+    for (int d : {64, 128, 256}) {
+      RunAttentionCase(*gpu_, cpu_, {8, 2, d, {{0, 1}, {15, 1}, {16, 1}, {200, 1}, {1500, 1}}, bs}, rng_);
     }
   }
 }

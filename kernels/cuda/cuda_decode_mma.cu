@@ -1,0 +1,406 @@
+// Tensor-core split-K paged decode attention for head dims 32, 64 and 128. One CTA per (kv
+// head, sequence, context partition). Each of its four warps walks its own 16-token
+// sub-tiles of the partition through a private cp.async ring, with no block-wide barrier
+// in the loop: the GQA group's query heads are the 16 rows of mma.sync m16n8k16 (rows past
+// the group are zero), S = Q·Kᵀ for 16 tokens, an online softmax in registers, then
+// O += P·V with P kept in registers as the next A operand (FlashAttention-2's trick). The
+// warps' (max, sum, O) are merged once at the end; partitions by LaunchDecodeReduce.
+// Partitions adapt to each sequence's own length, so a plan made for the longest context
+// (as captured decode graphs use) still spreads a short sequence over several CTAs.
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/cuda_decode_internal.h"
+
+namespace tessera::cuda {
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * 32;
+constexpr int kSub = 16;    // tokens per warp sub-tile
+constexpr int kStages = 3;  // sub-tiles in a warp's ring
+constexpr int kRows = 16;   // mma rows: the query heads of one kv head (at most 16)
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr int kMaxStagedPages = 1024;
+constexpr int kMaxPartitionSubs = 64;  // 1024 tokens: enough partitions to balance long contexts
+
+template <int D>
+struct Shape {
+  static constexpr int kRow = D + 8;  // bf16 per shared row: +16 B keeps ldmatrix conflict-free
+  static constexpr int kStageElems = 2 * kSub * kRow;  // K rows, then V rows
+  static constexpr int kWarpElems = kStages * kStageElems;
+  static constexpr int kKSteps = D / 16;  // of S = Q·Kᵀ
+  static constexpr int kNTiles = D / 8;   // of O
+  static constexpr int kMergeRow = D + 4;  // f32 per row of a warp's O in the merge
+  static_assert(kKSteps % 2 == 0 && kNTiles % 2 == 0, "fragments are loaded in pairs");
+  static constexpr size_t kPipeBytes = sizeof(__nv_bfloat16) * kWarps * kWarpElems;
+  static constexpr size_t kMergeBytes = sizeof(float) * kWarps * kRows * (kMergeRow + 2) + sizeof(float) * kRows * kWarps;
+  static constexpr size_t kQOffset = kPipeBytes > kMergeBytes ? kPipeBytes : kMergeBytes;
+  static constexpr size_t kPagesOffset = kQOffset + sizeof(__nv_bfloat16) * kRows * kRow;
+  static size_t SmemBytes(int pages) { return kPagesOffset + sizeof(int32_t) * static_cast<size_t>(pages); }
+};
+
+__device__ __forceinline__ void Ldsm4(uint32_t (&r)[4], const void* p) {
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a)
+               : "memory");
+}
+
+__device__ __forceinline__ void Ldsm4T(uint32_t (&r)[4], const void* p) {
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a)
+               : "memory");
+}
+
+// c += a·b for one m16n8k16 tile, bf16 inputs, f32 accumulators.
+__device__ __forceinline__ void Mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+// This CTA's share [start, end) of the sequence's `len` tokens: the context is cut into at
+// most `splits` partitions of whole sub-tiles, at least `min_subs` sub-tiles each.
+__device__ __forceinline__ void Partition(int len, int split, int splits, int min_subs, int* start, int* end) {
+  const int subs = (len + kSub - 1) / kSub;
+  const int used = max(1, min(splits, (subs + min_subs - 1) / min_subs));
+  const int per = (subs + used - 1) / used;
+  *start = min(len, split * per * kSub);
+  *end = min(len, (split + 1) * per * kSub);
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreads) DecodeMmaKernel(AttentionArgs a, int page_cap, int min_subs,
+                                                            float* o_part, float* ml_part) {
+  using S = Shape<D>;
+  const int kvh = blockIdx.x, seq = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int G = a.num_heads / a.num_kv_heads;
+  const int t = a.query_start[seq];
+  if (a.query_start[seq + 1] - t != 1) return;  // empty, or a prefill (its own kernel)
+  int start, end;
+  Partition(a.positions[t] + 1, split, splits, min_subs, &start, &end);
+
+  if (start >= end) {  // nothing of this sequence falls in this partition
+    for (int u = tid; u < G * D; u += kThreads) {
+      const int h = kvh * G + u / D, d = u % D;
+      if (splits == 1) {
+        static_cast<__nv_bfloat16*>(a.out)[static_cast<int64_t>(t) * a.out_stride + h * D + d] = __float2bfloat16(0.0f);
+      } else {
+        const int64_t row = (static_cast<int64_t>(seq) * a.num_heads + h) * splits + split;
+        o_part[row * D + d] = 0.0f;
+        if (d == 0) {
+          ml_part[row * 2] = -INFINITY;
+          ml_part[row * 2 + 1] = 0.0f;
+        }
+      }
+    }
+    return;
+  }
+
+  extern __shared__ uint4 smem_raw[];
+  char* base = reinterpret_cast<char*>(smem_raw);
+  __nv_bfloat16* pipe = reinterpret_cast<__nv_bfloat16*>(base);
+  __nv_bfloat16* qs = reinterpret_cast<__nv_bfloat16*>(base + S::kQOffset);
+  int32_t* pages = reinterpret_cast<int32_t*>(base + S::kPagesOffset);
+
+  // The group's query rows, zeros past the group, and the partition's block-table entries.
+  const __nv_bfloat16* q = static_cast<const __nv_bfloat16*>(a.q) + static_cast<int64_t>(t) * a.q_stride +
+                           static_cast<int64_t>(kvh) * G * D;
+  for (int u = tid; u < kRows * (D / 8); u += kThreads) {
+    const int r = u / (D / 8), c = u % (D / 8);
+    const uint4 v = r < G ? *reinterpret_cast<const uint4*>(q + r * D + c * 8) : make_uint4(0, 0, 0, 0);
+    *reinterpret_cast<uint4*>(qs + r * S::kRow + c * 8) = v;
+  }
+  const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq;
+  const int bs = a.block_size;
+  const bool bs_pow2 = (bs & (bs - 1)) == 0;
+  const int bs_shift = __ffs(bs) - 1;
+  const int first_page = bs_pow2 ? start >> bs_shift : start / bs;
+  const int last_page = bs_pow2 ? (end - 1) >> bs_shift : (end - 1) / bs;
+  const bool staged = last_page - first_page < page_cap;  // uniform across the CTA
+  if (staged) {
+    for (int i = tid; i <= last_page - first_page; i += kThreads) pages[i] = table[first_page + i];
+  }
+  __syncthreads();
+
+  // Q as the A operand of every k-step: lanes 0-15 address rows 0-15, lanes 16-31 the
+  // same rows 8 columns on, so the four 8x8 matrices land as a0..a3.
+  uint32_t qa[S::kKSteps][4];
+  {
+    const int r = lane % 16, c = (lane / 16) * 8;
+#pragma unroll
+    for (int kk = 0; kk < S::kKSteps; ++kk) Ldsm4(qa[kk], qs + r * S::kRow + kk * 16 + c);
+  }
+
+  // This warp's sub-tiles: warp, warp + 4, ... of the partition, copied straight into its
+  // ring. Each copy instruction covers whole 16-byte-chunked rows (D / 8 lanes per row), so
+  // the warp's requests stay coalesced; lane l < 16 looks up token l's cache slot and the
+  // lanes copying that token's row take it by shuffle.
+  const int n_sub = (end - start + kSub - 1) / kSub;
+  const int my_n = warp < n_sub ? (n_sub - warp + kWarps - 1) / kWarps : 0;
+  __nv_bfloat16* ring = pipe + warp * S::kWarpElems;
+  const char* kc = static_cast<const char*>(a.k_cache);
+  const char* vc = static_cast<const char*>(a.v_cache);
+  const int64_t slot_bytes = static_cast<int64_t>(a.num_kv_heads) * D * 2;
+  constexpr int kRowChunks = D / 8, kRowsPerCopy = 32 / kRowChunks;
+  const int ld_c = lane % kRowChunks, ld_r = lane / kRowChunks;
+  const int64_t col_bytes = static_cast<int64_t>(kvh) * D * 2 + ld_c * 16;
+  auto load_sub = [&](int i, int stage) {  // warp-uniform: every lane takes part in the shuffles
+    const int j = start + (warp + i * kWarps) * kSub + lane % kSub;
+    int slot = -1;
+    if (j < end) {
+      const int page = bs_pow2 ? j >> bs_shift : j / bs;
+      const int32_t block = staged ? pages[page - first_page] : table[page];
+      slot = block * bs + (j - page * bs);
+    }
+    __nv_bfloat16* kd = ring + stage * S::kStageElems + ld_c * 8;
+#pragma unroll
+    for (int r = 0; r < kSub; r += kRowsPerCopy) {
+      const int tok = r + ld_r;
+      const int s = __shfl_sync(0xffffffffu, slot, tok);
+      const int64_t off = s >= 0 ? static_cast<int64_t>(s) * slot_bytes + col_bytes : 0;
+      CpAsync16(kd + tok * S::kRow, kc + off, s >= 0);
+      CpAsync16(kd + (kSub + tok) * S::kRow, vc + off, s >= 0);
+    }
+  };
+#pragma unroll
+  for (int i = 0; i < kStages - 1; ++i) {
+    if (i < my_n) load_sub(i, i);
+    CpAsyncCommit();
+  }
+
+  const int tq = lane % 4;
+  const float qscale = a.scale * kLog2e;  // softmax in base 2
+  float o[S::kNTiles][4];
+#pragma unroll
+  for (int nd = 0; nd < S::kNTiles; ++nd) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
+  float m_r[2] = {-INFINITY, -INFINITY};  // rows lane/4 and lane/4 + 8
+  float l_r[2] = {0.0f, 0.0f};            // this lane's share of the row sums
+
+  for (int i = 0; i < my_n; ++i) {
+    if (i + kStages - 1 < my_n) load_sub(i + kStages - 1, (i + kStages - 1) % kStages);
+    CpAsyncCommit();
+    CpAsyncWait<kStages - 1>();
+    __syncwarp();  // every lane's copies of sub-tile i have landed
+    const __nv_bfloat16* ks = ring + (i % kStages) * S::kStageElems;
+    const __nv_bfloat16* vs = ks + kSub * S::kRow;
+
+    // S = Q·Kᵀ: two n-tiles of 8 tokens; one ldmatrix.x4 gives two k-steps' B fragments.
+    float s[2][4];
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+      s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+#pragma unroll
+      for (int kk = 0; kk < S::kKSteps; kk += 2) {
+        uint32_t b[4];
+        Ldsm4(b, ks + (nt * 8 + lane % 8) * S::kRow + kk * 16 + (lane / 8) * 8);
+        Mma(s[nt], qa[kk], b[0], b[1]);
+        Mma(s[nt], qa[kk + 1], b[2], b[3]);
+      }
+    }
+
+    // Online softmax: a row's 16 scores sit in the 4 lanes of a quad.
+    const int tok0 = start + (warp + i * kWarps) * kSub;
+    float mx[2] = {m_r[0], m_r[1]};
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int j = tok0 + nt * 8 + 2 * tq + (e & 1);
+        s[nt][e] = j < end ? s[nt][e] * qscale : -INFINITY;
+        mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+    }
+    const float alpha0 = exp2f(m_r[0] - mx[0]), alpha1 = exp2f(m_r[1] - mx[1]);
+    m_r[0] = mx[0];
+    m_r[1] = mx[1];
+    uint32_t pa[4];  // P (16 heads x 16 tokens) as the A operand of P·V
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+      const float p0 = exp2f(s[nt][0] - mx[0]), p1 = exp2f(s[nt][1] - mx[0]);
+      const float p2 = exp2f(s[nt][2] - mx[1]), p3 = exp2f(s[nt][3] - mx[1]);
+      l_r[0] = nt == 0 ? l_r[0] * alpha0 + p0 + p1 : l_r[0] + p0 + p1;
+      l_r[1] = nt == 0 ? l_r[1] * alpha1 + p2 + p3 : l_r[1] + p2 + p3;
+      pa[nt * 2] = PackBf16(p0, p1);
+      pa[nt * 2 + 1] = PackBf16(p2, p3);
+    }
+    if (__any_sync(0xffffffffu, alpha0 != 1.0f || alpha1 != 1.0f)) {
+#pragma unroll
+      for (int nd = 0; nd < S::kNTiles; ++nd) {
+        o[nd][0] *= alpha0;
+        o[nd][1] *= alpha0;
+        o[nd][2] *= alpha1;
+        o[nd][3] *= alpha1;
+      }
+    }
+
+    // O += P·V: V rows [token][dim] transposed by ldmatrix into B fragments, two n-tiles
+    // of 8 dims per ldmatrix.x4.
+#pragma unroll
+    for (int nd = 0; nd < S::kNTiles; nd += 2) {
+      uint32_t b[4];
+      Ldsm4T(b, vs + (lane % 16) * S::kRow + (nd + lane / 16) * 8);
+      Mma(o[nd], pa, b[0], b[1]);
+      Mma(o[nd + 1], pa, b[2], b[3]);
+    }
+    __syncwarp();  // the stage is refilled by the next iteration
+  }
+  CpAsyncWait<0>();
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l_r[r] += __shfl_xor_sync(0xffffffffu, l_r[r], 1);
+    l_r[r] += __shfl_xor_sync(0xffffffffu, l_r[r], 2);
+  }
+  __syncthreads();  // every warp is done with the ring: it becomes the merge area
+
+  // Merge the warps: row weights 2^(m_w - M) / L with M the largest max and L the summed
+  // sums; a warp without sub-tiles has max -inf and weight 0.
+  float* mo = reinterpret_cast<float*>(base);                    // [warp][row][kMergeRow]
+  float* mm = mo + kWarps * kRows * S::kMergeRow;                // [warp][row] max
+  float* ml = mm + kWarps * kRows;                               // [warp][row] sum
+  float* wt = ml + kWarps * kRows;                               // [row][warp] weight
+  {
+    const int g = lane / 4;
+    float* r0 = mo + (warp * kRows + g) * S::kMergeRow + 2 * tq;
+    float* r1 = r0 + 8 * S::kMergeRow;
+#pragma unroll
+    for (int nd = 0; nd < S::kNTiles; ++nd) {
+      *reinterpret_cast<float2*>(r0 + nd * 8) = make_float2(o[nd][0], o[nd][1]);
+      *reinterpret_cast<float2*>(r1 + nd * 8) = make_float2(o[nd][2], o[nd][3]);
+    }
+    if (tq == 0) {
+      mm[warp * kRows + g] = m_r[0];
+      mm[warp * kRows + g + 8] = m_r[1];
+      ml[warp * kRows + g] = l_r[0];
+      ml[warp * kRows + g + 8] = l_r[1];
+    }
+  }
+  __syncthreads();
+  if (tid < G) {
+    float m = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) m = fmaxf(m, mm[w * kRows + tid]);
+    float l = 0.0f, f[kWarps];
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      f[w] = exp2f(mm[w * kRows + tid] - m);
+      l += f[w] * ml[w * kRows + tid];
+    }
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) wt[tid * kWarps + w] = f[w] / l;
+    if (splits > 1) {
+      const int64_t row = (static_cast<int64_t>(seq) * a.num_heads + kvh * G + tid) * splits + split;
+      ml_part[row * 2] = m;
+      ml_part[row * 2 + 1] = l;
+    }
+  }
+  __syncthreads();
+  for (int u = tid; u < G * D; u += kThreads) {
+    const int r = u / D, d = u % D;
+    float v = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) v += wt[r * kWarps + w] * mo[(w * kRows + r) * S::kMergeRow + d];
+    const int h = kvh * G + r;
+    if (splits == 1) {
+      static_cast<__nv_bfloat16*>(a.out)[static_cast<int64_t>(t) * a.out_stride + h * D + d] = __float2bfloat16(v);
+    } else {
+      o_part[((static_cast<int64_t>(seq) * a.num_heads + h) * splits + split) * D + d] = v;
+    }
+  }
+}
+
+template <int D>
+int BlocksPerSm() {
+  static const int blocks = [] {
+    const int smem = static_cast<int>(Shape<D>::SmemBytes(kMaxStagedPages));
+    cudaFuncSetAttribute(DecodeMmaKernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    int n = 0;
+    // Typical partitions stage few pages; count occupancy at a 1 KiB page table.
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, DecodeMmaKernel<D>, kThreads,
+                                                      Shape<D>::SmemBytes(256)) != cudaSuccess) {
+      cudaGetLastError();
+      n = 1;
+    }
+    return std::max(n, 1);
+  }();
+  return blocks;
+}
+
+int BlocksPerSmFor(int head_dim) {
+  switch (head_dim) {
+    case 32: return BlocksPerSm<32>();
+    case 64: return BlocksPerSm<64>();
+    default: return BlocksPerSm<128>();
+  }
+}
+
+template <int D>
+void Launch(const AttentionArgs& a, const DecodePlan& plan, float* workspace, cudaStream_t stream) {
+  BlocksPerSm<D>();  // sets the kernel's shared-memory limit once
+  const int page_cap = std::min(plan.partition_tokens / std::max(a.block_size, 1) + 2, kMaxStagedPages);
+  float* o_part = workspace;
+  float* ml_part = workspace ? workspace + static_cast<size_t>(a.num_seqs) * a.num_heads * plan.splits * D : nullptr;
+  const dim3 grid(a.num_kv_heads, a.num_seqs, plan.splits);
+  const int min_subs = std::max(plan.min_partition_tokens / kSub, 1);
+  DecodeMmaKernel<D><<<grid, kThreads, Shape<D>::SmemBytes(page_cap), stream>>>(a, page_cap, min_subs, o_part,
+                                                                                  ml_part);
+  if (plan.splits > 1) LaunchDecodeReduce(a, plan.splits, o_part, ml_part, stream);
+}
+
+}  // namespace
+
+bool MmaDecodeSupported(int32_t head_dim) { return head_dim == 32 || head_dim == 64 || head_dim == 128; }
+
+DecodePlan PlanMmaDecode(const AttentionArgs& a, int num_sms) {
+  DecodePlan plan;
+  const int64_t ctas = std::max<int64_t>(1, static_cast<int64_t>(a.num_seqs) * a.num_kv_heads);
+  const int64_t subs = std::max<int64_t>(1, (std::max(a.max_context_len, 1) + kSub - 1) / kSub);
+  // One wave of resident CTAs at least, partitions of at most kMaxPartitionSubs sub-tiles
+  // (so long contexts balance across waves) and at least one sub-tile per warp.
+  const int64_t resident = static_cast<int64_t>(std::max(num_sms, 1)) * BlocksPerSmFor(a.head_dim);
+  int64_t splits = std::max((resident + ctas - 1) / ctas, (subs + kMaxPartitionSubs - 1) / kMaxPartitionSubs);
+  splits = std::clamp<int64_t>(std::min(splits, (subs + kWarps - 1) / kWarps), 1, 1024);
+  plan.splits = static_cast<int32_t>(splits);
+  // A grid of one CTA per (sequence, kv head) that already fills the machine splits only
+  // long sequences; a small one spreads even short sequences over its partitions.
+  const int64_t min_subs = ctas >= resident ? kMaxPartitionSubs : kWarps;
+  plan.min_partition_tokens = static_cast<int32_t>(min_subs * kSub);
+  // The longest partition any sequence gets: that of max_context_len, or one of up to
+  // min_subs sub-tiles when a shorter sequence uses fewer partitions.
+  const int64_t per = std::max((subs + splits - 1) / splits, std::min(min_subs, subs));
+  plan.partition_tokens = static_cast<int32_t>(per * kSub);
+  if (plan.splits > 1) {
+    plan.workspace_bytes =
+        sizeof(float) * static_cast<size_t>(a.num_seqs) * a.num_heads * plan.splits * (a.head_dim + 2);
+  }
+  return plan;
+}
+
+void LaunchMmaDecode(const AttentionArgs& a, const DecodePlan& plan, float* workspace, cudaStream_t stream) {
+  switch (a.head_dim) {
+    case 32: return Launch<32>(a, plan, workspace, stream);
+    case 64: return Launch<64>(a, plan, workspace, stream);
+    case 128: return Launch<128>(a, plan, workspace, stream);
+    default: return;
+  }
+}
+
+}  // namespace tessera::cuda
