@@ -38,7 +38,7 @@ PY
 for c in $ATTN_CASES; do
   name=attn_${c//:/_}
   TESSERA_ATTN_CASES=$c timeout 150 "$NCU" --clock-control none --set full --import-source yes \
-    -k regex:DecodeKernel --launch-count 1 -f -o "$TMP/$name" \
+    -k regex:'Decode(Mma)?Kernel' --launch-count 1 -f -o "$TMP/$name" \
     "$D/bin/cuda_kernels_bench" "$TMP/attn.json" attention > "$TMP/$name.log" 2>&1
   echo "ncu $name exit $?"
   report "$name"
