@@ -18,6 +18,11 @@ void Backend::LoraApply(const TensorView&, const LoraBatch&, int, int, TensorVie
   RecordOpError(absl::UnimplementedError("the " + name() + " backend has no LoRA kernel; LoRA adapters need the cpu backend"));
 }
 
+void Backend::LoraApplyGroup(const TensorView& x, const LoraBatch& lora, int layer,
+                             std::span<const LoraTarget> targets) {
+  for (const LoraTarget& t : targets) LoraApply(x, lora, layer, t.target, t.out, t.col_offset);
+}
+
 absl::Status Backend::TakeOpError() {
   std::lock_guard<std::mutex> lock(op_error_mu_);
   absl::Status s = std::move(op_error_);

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -341,6 +342,15 @@ class Backend {
   // records Unimplemented (backends without a LoRA kernel).
   virtual void LoraApply(const TensorView& x, const LoraBatch& lora, int layer, int target, TensorView out,
                          int64_t col_offset);
+  // LoraApply for several targets that read the same x (q/k/v, or gate/up) at once: a
+  // backend may run them in one launch. The base version applies them one by one.
+  struct LoraTarget {
+    int target;
+    TensorView out;
+    int64_t col_offset;
+  };
+  virtual void LoraApplyGroup(const TensorView& x, const LoraBatch& lora, int layer,
+                              std::span<const LoraTarget> targets);
 
   // The first error recorded by an op since the last call (ops return void); every
   // backend's Synchronize reports it too.

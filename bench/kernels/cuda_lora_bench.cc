@@ -129,7 +129,10 @@ int main(int argc, char** argv) {
         a.max_rank = rank;
         a.in_features = s.in;
         a.out_features = s.out;
-        cuda::LaunchLoraApply(a, cuda::LoraPlan{}, ws.data(), be->stream());
+        cuda::LoraGroupArgs g;
+        g.m[0] = a;
+        g.count = 1;
+        cuda::LaunchLoraApply(g, cuda::LoraPlan{}, ws.data(), be->stream());
       });
       const double tb = MedianSeconds(*be, [&] {
         LinearWeight lw{weights[next++ % w_copies].View(DType::kBF16, s.out, s.in)};

@@ -70,6 +70,20 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const CudaBacke
   for (cudaEvent_t& e : b->staging_done_) {
     CUDA_RETURN_IF_ERROR("event", cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
   }
+  const int device = options.device_index;
+  b->pinned_pool_ = PinnedPool::Create(
+      [device](size_t bytes) -> absl::StatusOr<char*> {
+        void* p = nullptr;
+        cudaSetDevice(device);  // admin threads allocate too
+        const cudaError_t e = cudaMallocHost(&p, bytes);
+        if (e != cudaSuccess) {
+          cudaGetLastError();
+          return absl::ResourceExhaustedError(std::string("cuda: cannot allocate ") + std::to_string(bytes) +
+                                              " bytes of page-locked memory: " + cudaGetErrorString(e));
+        }
+        return static_cast<char*>(p);
+      },
+      [](char* p) { cudaFreeHost(p); }, kMaxIdlePinnedBytes);
   ASSIGN_OR_RETURN(b->gemm_workspace_, b->Allocate(options.gemm_workspace_bytes));
   ASSIGN_OR_RETURN(b->gemm_, cuda::CublasLtMatmul::Create(b->gemm_workspace_.data(), options.gemm_workspace_bytes));
   return b;
@@ -83,6 +97,7 @@ CudaBackend::~CudaBackend() {
     if (staging_[i]) cudaFreeHost(staging_[i]);
     if (staging_done_[i]) cudaEventDestroy(staging_done_[i]);
   }
+  pinned_pool_.reset();
   attention_workspace_.Reset();
   batch_buffer_.Reset();
   gemm_workspace_.Reset();
@@ -120,14 +135,14 @@ absl::Status CudaBackend::CopyToDevice(void* dst, const void* host_src, size_t b
   if (bytes == 0) return absl::OkStatus();
   CUDA_RETURN_IF_ERROR("copy to device", cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
   CUDA_RETURN_IF_ERROR("copy to device", cudaStreamSynchronize(stream_));
+  pinned_pool_->OnSynchronized();
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::shared_ptr<char>> CudaBackend::AllocateHostStaging(size_t bytes) {
-  void* p = nullptr;
-  CUDA_RETURN_IF_ERROR("pinned host memory", cudaMallocHost(&p, bytes > 0 ? bytes : 1));
-  // cudaFreeHost waits for the device, so a copy still reading the memory finishes first.
-  return std::shared_ptr<char>(static_cast<char*>(p), [](char* q) { cudaFreeHost(q); });
+  // Pooled: cudaMallocHost and cudaFreeHost (which waits for the whole device) on every
+  // adapter load would stall the steps running meanwhile.
+  return pinned_pool_->Acquire(bytes);
 }
 
 absl::Status CudaBackend::CopyToDeviceAsync(void* dst, const void* host_src, size_t bytes) {
@@ -140,12 +155,14 @@ absl::Status CudaBackend::CopyToHost(void* host_dst, const void* src, size_t byt
   if (bytes == 0) return absl::OkStatus();
   CUDA_RETURN_IF_ERROR("copy to host", cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
   CUDA_RETURN_IF_ERROR("copy to host", cudaStreamSynchronize(stream_));
+  pinned_pool_->OnSynchronized();
   return absl::OkStatus();
 }
 
 absl::Status CudaBackend::Synchronize() {
   cudaError_t e = cudaStreamSynchronize(stream_);
   if (e != cudaSuccess) Fail(CudaError("synchronize", e));
+  if (e == cudaSuccess) pinned_pool_->OnSynchronized();
   CheckLaunch("asynchronous error");
   absl::Status st = std::move(sticky_);
   sticky_ = absl::OkStatus();

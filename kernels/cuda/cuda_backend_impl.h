@@ -10,11 +10,14 @@
 #include <cuda_runtime.h>
 
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "kernels/backend.h"
+#include "kernels/pinned_pool.h"
 #include "kernels/cuda/cuda_launch.h"
 #include "kernels/cuda/cuda_matmul.h"
+#include "kernels/cuda/cuda_quant_launch.h"
 
 namespace tessera {
 
@@ -75,6 +78,8 @@ class CudaBackend final : public Backend {
   void GatherRows(const TensorView& x, const int32_t* rows, int32_t count, TensorView out) override;
   void LoraApply(const TensorView& x, const LoraBatch& lora, int layer, int target, TensorView out,
                  int64_t col_offset) override;  // cuda_quant_ops.cc
+  void LoraApplyGroup(const TensorView& x, const LoraBatch& lora, int layer,
+                      std::span<const LoraTarget> targets) override;
 
  private:
   CudaBackend() = default;
@@ -87,6 +92,11 @@ class CudaBackend final : public Backend {
   // GPTQ matmul (cuda_quant_ops.cc).
   void QuantizedMatmul(const TensorView& x, const QuantizedWeight& q, TensorView out);
   void PackedInt4Matmul(const TensorView& x, const QuantizedWeight& q, TensorView out);
+  // LoRA (cuda_quant_ops.cc): one target's kernel arguments (false: nothing to do), and one
+  // launch for a group of them.
+  bool LoraArgsFor(const TensorView& x, const LoraBatch& lora, int layer, int target, TensorView out,
+                   int64_t col_offset, cuda::LoraArgs* a);
+  void LaunchLoraGroup(const cuda::LoraGroupArgs& g);
   // Grows gptq_workspace_, zeroing it (the split-K arrival counters) when it moves.
   absl::Status EnsureGptqWorkspace(size_t bytes);
 
@@ -97,6 +107,9 @@ class CudaBackend final : public Backend {
   std::unique_ptr<cuda::CublasLtMatmul> gemm_;
   // UploadBatch: two pinned staging buffers (one may still be copying) and one device buffer.
   void* staging_[2] = {nullptr, nullptr};
+  // Page-locked upload staging (AllocateHostStaging), reused across adapter loads.
+  static constexpr size_t kMaxIdlePinnedBytes = size_t{2} << 30;
+  std::shared_ptr<PinnedPool> pinned_pool_;
   size_t staging_bytes_[2] = {0, 0};
   cudaEvent_t staging_done_[2] = {nullptr, nullptr};
   int staging_next_ = 0;

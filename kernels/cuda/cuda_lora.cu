@@ -203,8 +203,11 @@ __device__ __forceinline__ uint4 LoadOutChunk(const LoraArgs& a, int t, int64_t 
 // so the kernel waits for memory about twice, not five times. Every block of a launch
 // must be resident at once (the launcher checks occupancy).
 template <bool kVecOut>
-__global__ void __launch_bounds__(kBgmvThreads) LoraBgmvKernel(LoraArgs a, int splits, unsigned* counters,
+__global__ void __launch_bounds__(kBgmvThreads) LoraBgmvKernel(LoraGroupArgs g, int splits, unsigned* counters,
                                                                 float* partials) {
+  const LoraArgs& a = g.m[blockIdx.z];
+  counters += blockIdx.z * 2 * kLoraBgmvMaxTokens;
+  partials += static_cast<int64_t>(blockIdx.z) * a.num_tokens * splits * a.max_rank;
   const int t = blockIdx.y, split = blockIdx.x;
   const int s = a.token_slots[t];
   if (s < 0 || s >= a.num_slots) return;
@@ -346,44 +349,9 @@ int BgmvResidentBlocks(int num_sms) {
   return per_sm * num_sms;
 }
 
-}  // namespace
-
-LoraPlan PlanLoraApply(const LoraArgs& a, int num_sms) {
-  LoraPlan p;
-  const size_t sgmv_bytes = static_cast<size_t>(a.num_tokens) * static_cast<size_t>(a.max_rank) * sizeof(float);
-  p.workspace_bytes = kLoraCounterBytes + sgmv_bytes;
-  const bool vec = a.in_features % 8 == 0 && a.out_features % 8 == 0 && Aligned16(a.x) && Aligned16(a.a) &&
-                   Aligned16(a.b_t);
-  if (!vec || a.num_tokens > kLoraBgmvMaxTokens || a.max_rank > 1024 || num_sms <= 0) return p;
-  const int resident = BgmvResidentBlocks(num_sms);
-  const int64_t in8 = a.in_features / 8;
-  const int64_t n8 = a.out_features / 8;
-  // About one input and one output chunk per thread, and enough blocks to fill the SMs.
-  int64_t splits = std::max({(in8 + kBgmvThreads - 1) / kBgmvThreads, (n8 + kBgmvThreads - 1) / kBgmvThreads,
-                             static_cast<int64_t>((num_sms + a.num_tokens - 1) / a.num_tokens)});
-  splits = std::min<int64_t>(splits, std::max<int64_t>(1, in8 / 32));
-  splits = std::min<int64_t>(splits, resident / std::max(1, a.num_tokens));
-  if (splits < 1) return p;
-  p.bgmv = true;
-  p.splits = static_cast<int32_t>(splits);
-  p.workspace_bytes = kLoraCounterBytes + static_cast<size_t>(a.num_tokens) * splits * a.max_rank * sizeof(float);
-  return p;
-}
-
-void LaunchLoraApply(const LoraArgs& a, const LoraPlan& plan, void* workspace, cudaStream_t stream) {
-  if (a.num_tokens == 0 || a.max_rank == 0 || a.out_features == 0) return;
-  auto* counters = static_cast<unsigned*>(workspace);
-  auto* floats = reinterpret_cast<float*>(static_cast<char*>(workspace) + kLoraCounterBytes);
-  if (plan.bgmv) {
-    const dim3 grid(static_cast<unsigned>(plan.splits), static_cast<unsigned>(a.num_tokens));
-    const size_t smem = static_cast<size_t>(a.max_rank) * sizeof(float);
-    if (VecOut(a)) {
-      LoraBgmvKernel<true><<<grid, kBgmvThreads, smem, stream>>>(a, plan.splits, counters, floats);
-    } else {
-      LoraBgmvKernel<false><<<grid, kBgmvThreads, smem, stream>>>(a, plan.splits, counters, floats);
-    }
-    return;
-  }
+// SGMV (any number of tokens): shrink into h [tokens, max_rank], then expand.
+void LaunchSgmv(const LoraArgs& a, float* floats, cudaStream_t stream) {
+  if (a.out_features == 0) return;
   float* h = floats;
   const unsigned tiles = static_cast<unsigned>((a.num_tokens + kTile - 1) / kTile);
   const bool vec_in = a.in_features % 8 == 0 && Aligned16(a.x) && Aligned16(a.a);
@@ -403,6 +371,62 @@ void LaunchLoraApply(const LoraArgs& a, const LoraPlan& plan, void* workspace, c
     const dim3 grid(tiles, static_cast<unsigned>((a.out_features + kThreads - 1) / kThreads));
     LoraExpandKernel<1><<<grid, kThreads, 0, stream>>>(a, h);
   }
+}
+
+
+}  // namespace
+
+LoraPlan PlanLoraApply(const LoraGroupArgs& g, int num_sms) {
+  LoraPlan p;
+  const LoraArgs& a = g.m[0];  // the group shares x, tokens and slot tables
+  const size_t sgmv_bytes = static_cast<size_t>(a.num_tokens) * static_cast<size_t>(a.max_rank) * sizeof(float);
+  p.workspace_bytes = kLoraCounterBytes + sgmv_bytes;
+  bool vec = true;
+  int64_t in8 = 0, n8 = 0;
+  for (int i = 0; i < g.count; ++i) {
+    const LoraArgs& m = g.m[i];
+    vec = vec && m.in_features % 8 == 0 && m.out_features % 8 == 0 && Aligned16(m.x) && Aligned16(m.a) &&
+          Aligned16(m.b_t);
+    in8 = std::max(in8, m.in_features / 8);
+    n8 = std::max(n8, m.out_features / 8);
+  }
+  if (!vec || a.num_tokens > kLoraBgmvMaxTokens || a.max_rank > 1024 || num_sms <= 0) return p;
+  // Every block of the launch must be resident at once (the blocks of a token wait for
+  // each other).
+  const int64_t blocks_per_split = static_cast<int64_t>(a.num_tokens) * g.count;
+  const int resident = BgmvResidentBlocks(num_sms);
+  // About one input and one output chunk per thread, and enough blocks to fill the SMs.
+  int64_t splits = std::max({(in8 + kBgmvThreads - 1) / kBgmvThreads, (n8 + kBgmvThreads - 1) / kBgmvThreads,
+                             (num_sms + blocks_per_split - 1) / blocks_per_split});
+  splits = std::min<int64_t>(splits, std::max<int64_t>(1, in8 / 32));
+  splits = std::min<int64_t>(splits, resident / blocks_per_split);
+  if (splits < 1) return p;
+  p.bgmv = true;
+  p.splits = static_cast<int32_t>(splits);
+  p.workspace_bytes =
+      kLoraCounterBytes + static_cast<size_t>(a.num_tokens) * splits * a.max_rank * sizeof(float) * g.count;
+  return p;
+}
+
+void LaunchLoraApply(const LoraGroupArgs& g, const LoraPlan& plan, void* workspace, cudaStream_t stream) {
+  const LoraArgs& a0 = g.m[0];
+  if (g.count <= 0 || a0.num_tokens == 0 || a0.max_rank == 0) return;
+  auto* counters = static_cast<unsigned*>(workspace);
+  auto* floats = reinterpret_cast<float*>(static_cast<char*>(workspace) + kLoraCounterBytes);
+  if (plan.bgmv) {
+    bool vec_out = true;
+    for (int i = 0; i < g.count; ++i) vec_out = vec_out && VecOut(g.m[i]);
+    const dim3 grid(static_cast<unsigned>(plan.splits), static_cast<unsigned>(a0.num_tokens),
+                    static_cast<unsigned>(g.count));
+    const size_t smem = static_cast<size_t>(a0.max_rank) * sizeof(float);
+    if (vec_out) {
+      LoraBgmvKernel<true><<<grid, kBgmvThreads, smem, stream>>>(g, plan.splits, counters, floats);
+    } else {
+      LoraBgmvKernel<false><<<grid, kBgmvThreads, smem, stream>>>(g, plan.splits, counters, floats);
+    }
+    return;
+  }
+  for (int i = 0; i < g.count; ++i) LaunchSgmv(g.m[i], floats, stream);
 }
 
 }  // namespace tessera::cuda

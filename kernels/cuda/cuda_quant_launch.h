@@ -68,14 +68,21 @@ struct LoraArgs {
 // kernel, `splits` blocks per token. SGMV otherwise. The workspace starts with per-token
 // arrival counters (zeroed once on allocation, left at zero by every launch), then f32
 // scratch for the shrunk activations.
+// A group of LoraArgs (up to kLoraMaxGroup targets reading the same x and tokens) runs in
+// one BGMV launch, each target with its own counters and scratch.
 constexpr int32_t kLoraBgmvMaxTokens = 128;
-constexpr size_t kLoraCounterBytes = 2 * kLoraBgmvMaxTokens * sizeof(unsigned);
+constexpr int32_t kLoraMaxGroup = 3;
+constexpr size_t kLoraCounterBytes = kLoraMaxGroup * 2 * kLoraBgmvMaxTokens * sizeof(unsigned);
+struct LoraGroupArgs {
+  LoraArgs m[kLoraMaxGroup];
+  int32_t count = 0;
+};
 struct LoraPlan {
   bool bgmv = false;
   int32_t splits = 1;
   size_t workspace_bytes = 0;
 };
-LoraPlan PlanLoraApply(const LoraArgs& a, int num_sms);
-void LaunchLoraApply(const LoraArgs& a, const LoraPlan& plan, void* workspace, cudaStream_t stream);
+LoraPlan PlanLoraApply(const LoraGroupArgs& g, int num_sms);
+void LaunchLoraApply(const LoraGroupArgs& g, const LoraPlan& plan, void* workspace, cudaStream_t stream);
 
 }  // namespace tessera::cuda

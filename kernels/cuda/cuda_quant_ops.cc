@@ -134,20 +134,22 @@ void CudaBackend::QuantizedMatmul(const TensorView& x, const QuantizedWeight& q,
   CheckLaunch("gptq gemv");
 }
 
-void CudaBackend::LoraApply(const TensorView& x, const LoraBatch& lora, int layer, int target, TensorView out,
-                            int64_t col_offset) {
+// The kernel arguments of one (layer, target) delta, or false when there is nothing to do
+// (the module has never had an adapter) or the call is invalid (recorded).
+bool CudaBackend::LoraArgsFor(const TensorView& x, const LoraBatch& lora, int layer, int target, TensorView out,
+                              int64_t col_offset, cuda::LoraArgs* a) {
   const LoraSlotTables* tables = lora.tables;
   if (!Check(tables != nullptr && lora.token_slots != nullptr, "lora", "the batch has no slot tables or token slots") ||
       !Check(layer >= 0 && layer < tables->num_layers && target >= 0 && target < kNumLoraTargets, "lora",
              "no tables for this layer and target")) {
-    return;
+    return false;
   }
   const LoraModuleSlots& m = tables->module(layer, target);
-  if (m.active != nullptr && *m.active == 0) return;  // no adapter has touched this module yet
+  if (m.active != nullptr && *m.active == 0) return false;  // no adapter has touched this module yet
   if (!Check(tables->dtype == DType::kBF16 && x.dtype == DType::kBF16, "lora", "x and the slot tables must be bf16") ||
       !Check(out.dtype == DType::kBF16 || out.dtype == DType::kF32, "lora", "output must be bf16 or f32") ||
       !Check(m.a != nullptr && m.b_t != nullptr && m.ranks != nullptr, "lora", "the module has no slot tables")) {
-    return;
+    return false;
   }
   if (x.cols != m.in_features || x.rows != lora.num_tokens || out.rows != x.rows || col_offset < 0 ||
       col_offset + m.out_features > out.cols) {
@@ -155,25 +157,46 @@ void CudaBackend::LoraApply(const TensorView& x, const LoraBatch& lora, int laye
         "cuda lora layer ", layer, " target ", target, ": x [", x.rows, ", ", x.cols, "] and out [", out.rows, ", ",
         out.cols, "] at column ", col_offset, " do not fit A [", m.in_features, "] / B [", m.out_features, "] over ",
         lora.num_tokens, " tokens")));
-    return;
+    return false;
   }
-  cuda::LoraArgs a;
-  a.x = x.data;
-  a.out = out.data;
-  a.out_dtype = out.dtype;
-  a.out_cols = out.cols;
-  a.col_offset = col_offset;
-  a.token_slots = lora.token_slots;
-  a.num_tokens = lora.num_tokens;
-  a.a = m.a;
-  a.b_t = m.b_t;
-  a.ranks = m.ranks;
-  a.num_slots = tables->num_slots;
-  a.max_rank = tables->max_rank;
-  a.in_features = m.in_features;
-  a.out_features = m.out_features;
-  if (a.num_tokens == 0 || a.max_rank == 0 || a.out_features == 0) return;
-  const cuda::LoraPlan plan = cuda::PlanLoraApply(a, num_sms());
+  a->x = x.data;
+  a->out = out.data;
+  a->out_dtype = out.dtype;
+  a->out_cols = out.cols;
+  a->col_offset = col_offset;
+  a->token_slots = lora.token_slots;
+  a->num_tokens = lora.num_tokens;
+  a->a = m.a;
+  a->b_t = m.b_t;
+  a->ranks = m.ranks;
+  a->num_slots = tables->num_slots;
+  a->max_rank = tables->max_rank;
+  a->in_features = m.in_features;
+  a->out_features = m.out_features;
+  return a->num_tokens > 0 && a->max_rank > 0 && a->out_features > 0;
+}
+
+void CudaBackend::LoraApply(const TensorView& x, const LoraBatch& lora, int layer, int target, TensorView out,
+                            int64_t col_offset) {
+  const LoraTarget one{target, out, col_offset};
+  LoraApplyGroup(x, lora, layer, std::span<const LoraTarget>(&one, 1));
+}
+
+void CudaBackend::LoraApplyGroup(const TensorView& x, const LoraBatch& lora, int layer,
+                                 std::span<const LoraTarget> targets) {
+  cuda::LoraGroupArgs g;
+  for (const LoraTarget& t : targets) {
+    if (g.count == cuda::kLoraMaxGroup) {  // a larger group goes in several launches
+      LaunchLoraGroup(g);
+      g.count = 0;
+    }
+    if (LoraArgsFor(x, lora, layer, t.target, t.out, t.col_offset, &g.m[g.count])) ++g.count;
+  }
+  if (g.count > 0) LaunchLoraGroup(g);
+}
+
+void CudaBackend::LaunchLoraGroup(const cuda::LoraGroupArgs& g) {
+  const cuda::LoraPlan plan = cuda::PlanLoraApply(g, num_sms());
   const void* before = lora_workspace_.data();
   absl::Status st = EnsureDevice(lora_workspace_, plan.workspace_bytes);
   if (!st.ok()) return Fail(std::move(st));
@@ -182,7 +205,7 @@ void CudaBackend::LoraApply(const TensorView& x, const LoraBatch& lora, int laye
     cudaError_t e = cudaMemsetAsync(lora_workspace_.data(), 0, cuda::kLoraCounterBytes, stream());
     if (e != cudaSuccess) return Fail(absl::InternalError(std::string("cuda: lora workspace: ") + cudaGetErrorString(e)));
   }
-  cuda::LaunchLoraApply(a, plan, lora_workspace_.data(), stream());
+  cuda::LaunchLoraApply(g, plan, lora_workspace_.data(), stream());
   CheckLaunch("lora");
 }
 

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
+#include <span>
 
 #include "absl/strings/str_cat.h"
 #include "runtime/common/status_macros.h"
@@ -325,6 +327,12 @@ TensorView LlamaModel::EnqueueForward(const DeviceBatch& db, PagedKvStorage& kv)
   auto apply_lora = [&](const TensorView& in, size_t layer, int target, TensorView out, int64_t col) {
     if (db.lora_slots != nullptr) b.LoraApply(in, lora, static_cast<int>(layer), target, out, col);
   };
+  // Targets that read the same input go together (one launch on CUDA).
+  auto apply_lora_group = [&](const TensorView& in, size_t layer, std::initializer_list<Backend::LoraTarget> targets) {
+    if (db.lora_slots != nullptr) {
+      b.LoraApplyGroup(in, lora, static_cast<int>(layer), std::span<const Backend::LoraTarget>(targets.begin(), targets.size()));
+    }
+  };
 
   b.Embedding(embed_, db.token_ids, static_cast<int32_t>(T), residual);
   b.RmsNorm(residual, layers_[0].input_norm, eps, h);
@@ -333,17 +341,13 @@ TensorView LlamaModel::EnqueueForward(const DeviceBatch& db, PagedKvStorage& kv)
     if (l > 0) b.AddRmsNorm(x, residual, L.input_norm, eps, h);  // x holds the previous MLP output
     if (L.fused_qkv) {
       b.Matmul(h, L.qkv, qkv);
-      apply_lora(h, l, kLoraQ, qkv, 0);
-      apply_lora(h, l, kLoraK, qkv, qdim);
-      apply_lora(h, l, kLoraV, qkv, qdim + kvdim);
+      apply_lora_group(h, l, {{kLoraQ, qkv, 0}, {kLoraK, qkv, qdim}, {kLoraV, qkv, qdim + kvdim}});
       b.RopeStoreKv(qkv, q, db.positions, inv_freq, ap.head_dim, db, kv.layer(static_cast<int>(l)));
     } else {
       b.Matmul(h, L.q, q);
       b.Matmul(h, L.k, k);
       b.Matmul(h, L.v, v);
-      apply_lora(h, l, kLoraQ, q, 0);
-      apply_lora(h, l, kLoraK, k, 0);
-      apply_lora(h, l, kLoraV, v, 0);
+      apply_lora_group(h, l, {{kLoraQ, q, 0}, {kLoraK, k, 0}, {kLoraV, v, 0}});
       b.Rope(q, k, db.positions, inv_freq, ap.head_dim);
       b.StoreKv(k, v, db, kv.layer(static_cast<int>(l)));
     }
@@ -352,8 +356,7 @@ TensorView LlamaModel::EnqueueForward(const DeviceBatch& db, PagedKvStorage& kv)
     apply_lora(attn, l, kLoraO, x, 0);
     b.AddRmsNorm(x, residual, L.post_norm, eps, h);
     b.Matmul(h, L.gate_up, gu);
-    apply_lora(h, l, kLoraGate, gu, 0);
-    apply_lora(h, l, kLoraUp, gu, F);
+    apply_lora_group(h, l, {{kLoraGate, gu, 0}, {kLoraUp, gu, F}});
     b.SiluMul(gu, act);
     b.Matmul(act, L.down, x);
     apply_lora(act, l, kLoraDown, x, 0);

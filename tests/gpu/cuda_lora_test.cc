@@ -142,6 +142,50 @@ TEST_F(CudaLoraTest, DecodeBatchesMatchCpuOnBothSidesOfTheBgmvLimit) {
   }
 }
 
+// q, k and v deltas into their column ranges of one fused output, in one group call, equal
+// three single applications on the CPU (BGMV and SGMV batches, GQA-sized k/v).
+TEST_F(CudaLoraTest, GroupedTargetsMatchCpuAppliedOneByOne) {
+  std::vector<int32_t> ranks(9, 16);
+  ranks[2] = 8;
+  ranks[5] = 0;
+  const Module q(*gpu_, cpu_, 1024, 1024, 16, ranks, kLoraQ, rng_);
+  const Module k(*gpu_, cpu_, 1024, 256, 16, ranks, kLoraK, rng_);
+  const Module v(*gpu_, cpu_, 1024, 256, 16, ranks, kLoraV, rng_);
+  std::vector<LoraModuleSlots> cmods(kNumLoraTargets), gmods(kNumLoraTargets);
+  for (const Module* m : {&q, &k, &v}) {
+    for (int t = 0; t < kNumLoraTargets; ++t) {
+      if (m->gmods[t].a != nullptr) {
+        cmods[t] = m->cmods[t];
+        gmods[t] = m->gmods[t];
+      }
+    }
+  }
+  const LoraSlotTables ct{cmods.data(), 1, 9, 16, DType::kF32}, gt{gmods.data(), 1, 9, 16, DType::kBF16};
+  const int64_t cols = 1024 + 256 + 256;
+  for (int n : {1, 32, kBgmvMaxTokens + 1}) {
+    const auto slots = OnePerToken(n, 9);
+    const auto x = RandomBf16(n * 1024, rng_), base = RandomBf16(n * cols, rng_, 0.5f);
+    Tensor cx = Put(cpu_, x, n, 1024, DType::kF32), co = Put(cpu_, base, n, cols, DType::kF32);
+    LoraBatch cb{slots.data(), n, &ct};
+    cpu_.LoraApply(cx.view, cb, 0, kLoraQ, co.view, 0);
+    cpu_.LoraApply(cx.view, cb, 0, kLoraK, co.view, 1024);
+    cpu_.LoraApply(cx.view, cb, 0, kLoraV, co.view, 1280);
+    Tensor gx = Put(*gpu_, x, n, 1024, DType::kBF16), go = Put(*gpu_, base, n, cols, DType::kBF16);
+    DeviceBuffer gs = PutRaw(*gpu_, slots);
+    LoraBatch gb{static_cast<const int32_t*>(gs.data()), n, &gt};
+    const Backend::LoraTarget targets[] = {{kLoraQ, go.view, 0}, {kLoraK, go.view, 1024}, {kLoraV, go.view, 1280}};
+    gpu_->LoraApplyGroup(gx.view, gb, 0, targets);
+    const std::vector<float> ref = Get(cpu_, co.view), out = Get(*gpu_, go.view);
+    std::vector<float> ref_delta(ref.size()), out_delta(out.size());
+    for (size_t i = 0; i < ref.size(); ++i) {
+      ref_delta[i] = ref[i] - base[i];
+      out_delta[i] = out[i] - base[i];
+    }
+    EXPECT_LT(RelError(out_delta, ref_delta), 2e-2) << n << " tokens";
+    ASSERT_TRUE(gpu_->Synchronize().ok());
+  }
+}
+
 TEST_F(CudaLoraTest, F32OutputsAndUnalignedColumnOffsetsMatchCpu) {
   const Module m(*gpu_, cpu_, 512, 256, 16, {16, 8, 16}, kLoraV, rng_);
   for (int n : {3, 32, 150}) {
