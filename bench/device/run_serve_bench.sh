@@ -29,6 +29,16 @@ for c in $CONCURRENCY; do
   "$D/bin/tessera-loadgen" --port "$port" --model llama2-7b-random --num-prompts $((c * PROMPTS_PER_STREAM)) \
     --max-concurrency "$c" --random-input-len 128 --random-output-len 128 --out "$OUT/serve_7b_$tag.json" 2>&1 \
     | grep -E "throughput|ITL|TPOT|TTFT|failed|Failed" | head -12
+  # The keys every result file carries (device, shape, batch, tokens_per_s) and the command.
+  DEVICE_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1) python3 - "$OUT/serve_7b_$tag.json" "$c" \
+    "CONCURRENCY=$c PROMPTS_PER_STREAM=$PROMPTS_PER_STREAM DRIFT=${DRIFT:-1} bench/device/run_serve_bench.sh" <<'PY'
+import json, os, sys
+path, c, cmd = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+d = json.load(open(path))
+d.update(device=os.environ.get("DEVICE_NAME", ""), shape="llama2-7b (random weights, bf16)", batch=c,
+         tokens_per_s=d.get("output_throughput"), command=cmd + f" (max-num-seqs {c})")
+json.dump(d, open(path, "w"), indent=1, sort_keys=True)
+PY
   echo "== above: concurrency $c, drift ${DRIFT:-1}"
   kill -TERM $pid; wait $pid
 done

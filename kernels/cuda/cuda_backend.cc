@@ -406,8 +406,14 @@ void CudaBackend::PagedAttention(const TensorView& q, const DeviceBatch& batch, 
     }
     const cuda::DecodePlan& plan = plan_;
     if (plan.workspace_bytes > 0) {
+      const void* before = attention_workspace_.data();
       absl::Status st = EnsureDevice(attention_workspace_, plan.workspace_bytes);
       if (!st.ok()) return Fail(std::move(st));
+      // The merge counters start at zero; every launch leaves them at zero.
+      if (attention_workspace_.data() != before) {
+        const cudaError_t e = cudaMemsetAsync(attention_workspace_.data(), 0, cuda::kDecodeCounterBytes, stream_);
+        if (e != cudaSuccess) return Fail(CudaError("attention workspace", e));
+      }
     }
     cuda::LaunchDecodeAttention(a, plan, static_cast<float*>(attention_workspace_.data()), stream_);
   }

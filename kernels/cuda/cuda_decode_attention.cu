@@ -356,8 +356,8 @@ void LaunchDecode(const AttentionArgs& a, const DecodePlan& plan, float* workspa
       cudaFuncSetAttribute(DecodeKernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            static_cast<int>(DecodeShape<D>::SmemBytes(kMaxAttentionGroup, kMaxStagedPages)));
   (void)attr;
-  float* o_part = workspace;
-  float* ml_part = workspace ? workspace + static_cast<size_t>(a.num_seqs) * a.num_heads * plan.splits * D : nullptr;
+  float* o_part = workspace ? workspace + kDecodeCounterBytes / sizeof(float) : nullptr;
+  float* ml_part = o_part ? o_part + static_cast<size_t>(a.num_seqs) * a.num_heads * plan.splits * D : nullptr;
   dim3 grid(a.num_kv_heads, a.num_seqs, plan.splits);
   DecodeKernel<D><<<grid, kThreads, smem, stream>>>(a, plan.partition_tokens, page_cap, o_part, ml_part);
   if (plan.splits > 1) LaunchDecodeReduce(a, plan.splits, o_part, ml_part, stream);
@@ -391,8 +391,8 @@ DecodePlan PlanDecodeAttention(const AttentionArgs& a, int num_sms) {
   plan.splits = static_cast<int32_t>((tiles + tiles_per_split - 1) / tiles_per_split);
   plan.partition_tokens = static_cast<int32_t>(tiles_per_split * kTile);
   if (plan.splits > 1) {
-    plan.workspace_bytes =
-        sizeof(float) * static_cast<size_t>(a.num_seqs) * a.num_heads * plan.splits * (a.head_dim + 2);
+    plan.workspace_bytes = kDecodeCounterBytes +
+                           sizeof(float) * static_cast<size_t>(a.num_seqs) * a.num_heads * plan.splits * (a.head_dim + 2);
   }
   return plan;
 }

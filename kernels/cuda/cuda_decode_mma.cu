@@ -4,7 +4,8 @@
 // in the loop: the GQA group's query heads are the 16 rows of mma.sync m16n8k16 (rows past
 // the group are zero), S = Q·Kᵀ for 16 tokens, an online softmax in registers, then
 // O += P·V with P kept in registers as the next A operand (FlashAttention-2's trick). The
-// warps' (max, sum, O) are merged once at the end; partitions by LaunchDecodeReduce.
+// warps' (max, sum, O) are merged once at the end, and the partitions by the last of them
+// to finish (or by LaunchDecodeReduce when there are too many sequences to count).
 // Partitions adapt to each sequence's own length, so a plan made for the longest context
 // (as captured decode graphs use) still spreads a short sequence over several CTAs.
 #include <cuda_bf16.h>
@@ -73,27 +74,31 @@ __device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
 
 // This CTA's share [start, end) of the sequence's `len` tokens: the context is cut into at
 // most `splits` partitions of whole sub-tiles, at least `min_subs` sub-tiles each.
-__device__ __forceinline__ void Partition(int len, int split, int splits, int min_subs, int* start, int* end) {
+// `parts` is how many of them are non-empty (the first `parts`).
+__device__ __forceinline__ void Partition(int len, int split, int splits, int min_subs, int* start, int* end,
+                                          int* parts) {
   const int subs = (len + kSub - 1) / kSub;
   const int used = max(1, min(splits, (subs + min_subs - 1) / min_subs));
   const int per = (subs + used - 1) / used;
   *start = min(len, split * per * kSub);
   *end = min(len, (split + 1) * per * kSub);
+  *parts = (subs + per - 1) / per;
 }
 
 template <int D>
 __global__ void __launch_bounds__(kThreads) DecodeMmaKernel(AttentionArgs a, int page_cap, int min_subs,
-                                                            float* o_part, float* ml_part) {
+                                                            unsigned* counters, float* o_part, float* ml_part) {
   using S = Shape<D>;
   const int kvh = blockIdx.x, seq = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int G = a.num_heads / a.num_kv_heads;
   const int t = a.query_start[seq];
   if (a.query_start[seq + 1] - t != 1) return;  // empty, or a prefill (its own kernel)
-  int start, end;
-  Partition(a.positions[t] + 1, split, splits, min_subs, &start, &end);
+  int start, end, parts;
+  Partition(a.positions[t] + 1, split, splits, min_subs, &start, &end, &parts);
 
   if (start >= end) {  // nothing of this sequence falls in this partition
+    if (counters != nullptr) return;  // the merge reads only the non-empty ones
     for (int u = tid; u < G * D; u += kThreads) {
       const int h = kvh * G + u / D, d = u % D;
       if (splits == 1) {
@@ -325,6 +330,35 @@ __global__ void __launch_bounds__(kThreads) DecodeMmaKernel(AttentionArgs a, int
       o_part[((static_cast<int64_t>(seq) * a.num_heads + h) * splits + split) * D + d] = v;
     }
   }
+  if (splits == 1 || counters == nullptr) return;
+
+  // The last of the sequence's non-empty partitions to get here merges them all (weights
+  // sum_i * 2^(max_i - max)), then re-arms the counter for the next launch.
+  __shared__ bool merge;
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) {
+    unsigned* counter = counters + static_cast<int64_t>(seq) * a.num_kv_heads + kvh;
+    merge = atomicAdd(counter, 1u) == static_cast<unsigned>(parts - 1);
+    if (merge) *counter = 0;
+  }
+  __syncthreads();
+  if (!merge) return;
+  __threadfence();
+  for (int u = tid; u < G * D; u += kThreads) {
+    const int r = u / D, d = u % D, h = kvh * G + r;
+    const int64_t row0 = (static_cast<int64_t>(seq) * a.num_heads + h) * splits;
+    float m = -INFINITY;
+    for (int sp = 0; sp < parts; ++sp) m = fmaxf(m, __ldcg(ml_part + (row0 + sp) * 2));
+    float total = 0.0f, num = 0.0f;
+    for (int sp = 0; sp < parts; ++sp) {
+      const float w = __ldcg(ml_part + (row0 + sp) * 2 + 1) * exp2f(__ldcg(ml_part + (row0 + sp) * 2) - m);
+      total += w;
+      num += w * __ldcg(o_part + (row0 + sp) * D + d);
+    }
+    static_cast<__nv_bfloat16*>(a.out)[static_cast<int64_t>(t) * a.out_stride + h * D + d] =
+        __float2bfloat16(total > 0.0f ? num / total : 0.0f);
+  }
 }
 
 template <int D>
@@ -356,13 +390,14 @@ template <int D>
 void Launch(const AttentionArgs& a, const DecodePlan& plan, float* workspace, cudaStream_t stream) {
   BlocksPerSm<D>();  // sets the kernel's shared-memory limit once
   const int page_cap = std::min(plan.partition_tokens / std::max(a.block_size, 1) + 2, kMaxStagedPages);
-  float* o_part = workspace;
-  float* ml_part = workspace ? workspace + static_cast<size_t>(a.num_seqs) * a.num_heads * plan.splits * D : nullptr;
+  unsigned* counters = plan.fused_merge ? reinterpret_cast<unsigned*>(workspace) : nullptr;
+  float* o_part = workspace ? workspace + kDecodeCounterBytes / sizeof(float) : nullptr;
+  float* ml_part = o_part ? o_part + static_cast<size_t>(a.num_seqs) * a.num_heads * plan.splits * D : nullptr;
   const dim3 grid(a.num_kv_heads, a.num_seqs, plan.splits);
   const int min_subs = std::max(plan.min_partition_tokens / kSub, 1);
-  DecodeMmaKernel<D><<<grid, kThreads, Shape<D>::SmemBytes(page_cap), stream>>>(a, page_cap, min_subs, o_part,
-                                                                                  ml_part);
-  if (plan.splits > 1) LaunchDecodeReduce(a, plan.splits, o_part, ml_part, stream);
+  DecodeMmaKernel<D><<<grid, kThreads, Shape<D>::SmemBytes(page_cap), stream>>>(a, page_cap, min_subs, counters,
+                                                                                  o_part, ml_part);
+  if (plan.splits > 1 && !plan.fused_merge) LaunchDecodeReduce(a, plan.splits, o_part, ml_part, stream);
 }
 
 }  // namespace
@@ -388,8 +423,9 @@ DecodePlan PlanMmaDecode(const AttentionArgs& a, int num_sms) {
   const int64_t per = std::max((subs + splits - 1) / splits, std::min(min_subs, subs));
   plan.partition_tokens = static_cast<int32_t>(per * kSub);
   if (plan.splits > 1) {
-    plan.workspace_bytes =
-        sizeof(float) * static_cast<size_t>(a.num_seqs) * a.num_heads * plan.splits * (a.head_dim + 2);
+    plan.workspace_bytes = kDecodeCounterBytes +
+                           sizeof(float) * static_cast<size_t>(a.num_seqs) * a.num_heads * plan.splits * (a.head_dim + 2);
+    plan.fused_merge = ctas <= kDecodeMergeCounters;
   }
   return plan;
 }

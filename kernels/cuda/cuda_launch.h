@@ -72,9 +72,16 @@ struct DecodePlan {
   // Tensor-core kernel: each sequence is cut into min(splits, ceil(len / this)) partitions
   // of its own length, so short sequences split only while the grid is small.
   int32_t min_partition_tokens = 0;
+  // The last partition of a (sequence, kv head) to finish merges them (no reduce kernel);
+  // it counts arrivals in the workspace's first kDecodeCounterBytes.
+  bool fused_merge = false;
   size_t workspace_bytes = 0;  // partial outputs + (max, sum) per split; 0 when splits == 1
 };
 DecodePlan PlanDecodeAttention(const AttentionArgs& a, int num_sms);
+// The decode workspace starts with arrival counters (zeroed when it is allocated; every
+// launch leaves them at zero), then the partial outputs.
+constexpr int32_t kDecodeMergeCounters = 1 << 16;  // sequences x kv heads
+constexpr size_t kDecodeCounterBytes = kDecodeMergeCounters * sizeof(unsigned);
 // Every sequence has at most one query token.
 void LaunchDecodeAttention(const AttentionArgs& a, const DecodePlan& plan, float* workspace, cudaStream_t stream);
 // Any mix of prefill chunks and decodes.
