@@ -15,6 +15,12 @@
 
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
+#if TESSERA_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/cuda_int4_launch.h"
+#include "kernels/cuda/int4_layout.h"
+#endif
 #include "kernels/cpu/cpu_backend.h"
 #include "tests/gpu/gpu_test_util.h"
 
@@ -203,7 +209,9 @@ void RunPackedInt4Case(Backend& gpu, CpuBackend& cpu, const GptqCase& c, const s
   RunInt4Case(gpu, cpu, c, row_counts, rng, /*packed=*/true);
 }
 
-const std::vector<int64_t> kPackedRows = {1, 3, 8, 9, 16, 33, 128};
+// Both sides of each kernel boundary: the decode kernel's one and two row tiles (up to 8 and
+// 16 rows), then the tile kernel.
+const std::vector<int64_t> kPackedRows = {1, 2, 3, 8, 9, 16, 17, 33, 128};
 
 const std::vector<int64_t> kDecodeRows = {1, 2, 3, 5, 8};
 const std::vector<int64_t> kPrefillRows = {9, 16, 33, 130};
@@ -238,7 +246,7 @@ TEST_F(CudaQuantTest, Int4MatchesCpuWhenFeaturesAreNotMultiplesOf32) {
 TEST_F(CudaQuantTest, PackedInt4MatchesCpuAtLlamaShapes) {
   for (GptqCase c : {GptqCase{4, 4096, 4096, 128, false, false}, GptqCase{4, 4096, 1024, 128, true, true},
                      GptqCase{4, 1024, 2752, 128, false, true}}) {
-    RunPackedInt4Case(*gpu_, cpu_, c, {1, 2, 4, 8, 16, 64, 130}, rng_);
+    RunPackedInt4Case(*gpu_, cpu_, c, {1, 2, 3, 8, 9, 16, 17, 64, 130}, rng_);
   }
 }
 
@@ -261,6 +269,53 @@ TEST_F(CudaQuantTest, PackedInt4MatchesCpuWhenShapesLeaveTheTiles) {
     RunPackedInt4Case(*gpu_, cpu_, c, kPackedRows, rng_);
   }
 }
+
+#if TESSERA_HAVE_CUDA
+// The decode kernel under every plan it accepts, launched directly: column blocks per warp,
+// warps side by side over columns (the others split K inside a block) and split-K across
+// blocks from none to one chunk per block, against the CPU reference.
+TEST_F(CudaQuantTest, PackedInt4DecodeMatchesCpuUnderEveryWorkSplit) {
+  for (GptqCase c : {GptqCase{4, 512, 320, 32, true, false}, GptqCase{4, 1000, 200, 128, false, true},
+                     GptqCase{4, 2112, 136, 48, false, false}}) {
+    const HostGptq h = RandomGptq(c, rng_);
+    DeviceGptq cw = Upload(cpu_, h), gw = UploadPacked(*gpu_, h);
+    ASSERT_NE(gw.q.packed, nullptr);
+    const cuda::Int4Args w = cuda::Int4ArgsOf(gw.q);
+    LinearWeight cl;
+    cl.quant = &cw.q;
+    for (int64_t rows : {1, 5, 8, 9, 16}) {
+      const std::vector<float> x = RandomBf16(rows * c.in, rng_);
+      Tensor cx = Put(cpu_, x, rows, c.in, DType::kF32), gx = Put(*gpu_, x, rows, c.in, DType::kBF16);
+      Tensor co = Poisoned(cpu_, rows, c.out, DType::kF32);
+      cpu_.Matmul(cx.view, cl, co.view);
+      const std::vector<float> ref = Get(cpu_, co.view);
+      const bool x_direct = h.perm.empty() && c.in % 8 == 0;
+      for (int nb : {2, 4}) {
+        for (int warps_n : {1, 2, 4, 8}) {
+          for (int splits : {0, 1, 3, 1000}) {
+            const cuda::Int4Plan plan = cuda::PlanInt4Decode(w, rows, x_direct, 132, nb, warps_n, splits);
+            const std::string what = Describe(c, rows) + " nb " + std::to_string(nb) + " warps_n " +
+                                     std::to_string(warps_n) + " splits " + std::to_string(splits);
+            ASSERT_TRUE(plan.decode) << what;
+            void* ws = nullptr;
+            if (plan.workspace_bytes > 0) {
+              ASSERT_EQ(cudaMalloc(&ws, plan.workspace_bytes), cudaSuccess);
+              ASSERT_EQ(cudaMemset(ws, 0, plan.workspace_bytes), cudaSuccess);
+            }
+            Tensor go = Poisoned(*gpu_, rows, c.out, DType::kF32);
+            ASSERT_TRUE(gpu_->Synchronize().ok());
+            cuda::LaunchInt4Matmul(w, plan, gx.view.data, rows, go.view.data, DType::kF32, ws, nullptr);
+            ASSERT_EQ(cudaGetLastError(), cudaSuccess) << what;
+            ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess) << what;
+            EXPECT_LT(RelError(Get(*gpu_, go.view), ref), 1e-4) << what;
+            if (ws != nullptr) cudaFree(ws);
+          }
+        }
+      }
+    }
+  }
+}
+#endif
 
 TEST_F(CudaQuantTest, WeightsWithoutAPackedLayoutKeepTheAutoGptqKernels) {
   // Group 8 splits a 16-input mma step, and 8-bit fields have no packed kernel: the backend

@@ -1,0 +1,348 @@
+// int4 x bf16 matmul for decode batches (1-16 rows) on the repacked layout (int4_layout.h).
+// The weight is the mma's A operand: a packed word is already the m16n8k16 A fragment of 16
+// columns x 16 inputs, and the activations (8 rows) are B, so batch 1-8 costs one mma per
+// 16x16 weight block and nothing is wasted on a second column tile. Each warp streams nb
+// column blocks over its run of 64-input chunks with 16-byte loads straight into a register
+// ring (no shared-memory round trip for weights); the block's activations and per-group
+// metadata are staged once in shared memory. The warps of a block split its K run and meet
+// in shared memory; blocks split K further only as far as the device needs to be filled,
+// the last to arrive summing the partials.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+
+#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/cuda_int4_common.cuh"
+#include "kernels/cuda/cuda_int4_launch.h"
+#include "kernels/cuda/cuda_quant_launch.h"
+
+namespace tessera::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kRing = 2;                    // chunk steps of weight loads in flight per warp
+constexpr int kMaxBlockChunks = 32;         // a block's K run, bounding its staged activations
+constexpr int kMaxSmemBytes = 160 * 1024;   // what a plan may ask for
+
+struct DecodeArgs {
+  Int4Args w;
+  const __nv_bfloat16* x;
+  int64_t lda, k_valid;
+  int rows, warps_n, chunks_per_split;
+  int x_stride;     // staged activation row, bf16
+  int meta_offset;  // staged metadata, bytes into shared memory
+  void* out;
+  DType odt;
+  float* partial;
+  unsigned* counters;
+};
+
+// Weights are read once: keep them out of L1.
+__device__ __forceinline__ uint4 LoadStreaming(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+template <int NT, int NB>
+__global__ void __launch_bounds__(kThreads, 2) Int4DecodeKernel(DecodeArgs a) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ bool last_block;
+  const Int4Args& w = a.w;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int warps_k = kWarps / a.warps_n;
+  const int wn = warp % a.warps_n, wk = warp / a.warps_n;
+  const int n_blocks = static_cast<int>(w.n_blocks), k_chunks = static_cast<int>(w.k_chunks);
+  const int tile_blocks = a.warps_n * NB;
+  const int nb_tile = blockIdx.x * tile_blocks, nb_warp = nb_tile + wn * NB;
+  const int split = blockIdx.y, splits = gridDim.y;
+  const int c0 = split * a.chunks_per_split, c1 = min(c0 + a.chunks_per_split, k_chunks);
+  const int per_warp = (c1 - c0 + warps_k - 1) / warps_k;
+  const int wc0 = min(c1, c0 + wk * per_warp), wc1 = min(c1, wc0 + per_warp);
+
+  // Weight loads go out first: their latency covers the staging below.
+  const uint4* wsrc = reinterpret_cast<const uint4*>(w.words) + static_cast<int64_t>(nb_warp) * k_chunks * 32 + lane;
+  bool col_ok[NB];
+#pragma unroll
+  for (int b = 0; b < NB; ++b) col_ok[b] = nb_warp + b < n_blocks;
+  auto load = [&](uint4(&dst)[NB], int c) {
+#pragma unroll
+    for (int b = 0; b < NB; ++b) {
+      dst[b] = c < wc1 && col_ok[b] ? LoadStreaming(wsrc + (static_cast<int64_t>(b) * k_chunks + c) * 32)
+                                    : make_uint4(0, 0, 0, 0);
+    }
+  };
+  uint4 q[kRing][NB];
+#pragma unroll
+  for (int r = 0; r < kRing; ++r) load(q[r], wc0 + r);
+
+  // Stage the block's activations (valid rows only; zeros from k_valid on) and the metadata
+  // of the groups its K run touches, [group][tile_blocks] 64-byte records.
+  auto* xs = reinterpret_cast<__nv_bfloat16*>(smem);
+  const int segs = a.chunks_per_split * 8;
+  for (int i = tid; i < a.rows * segs; i += kThreads) {
+    const int r = i / segs, s = i % segs;
+    const int64_t col = static_cast<int64_t>(c0) * 64 + s * 8;
+    const bool ok = col < a.k_valid;
+    CpAsync16(xs + r * a.x_stride + s * 8, ok ? a.x + r * a.lda + col : a.x, ok);
+  }
+  const int gsize = static_cast<int>(w.group_size), gsteps = gsize / 16;
+  const int gfirst = c0 * 64 / gsize;
+  const int glast = min(static_cast<int>(w.groups) - 1, (c1 * 64 - 1) / gsize);
+  unsigned char* ms = smem + a.meta_offset;
+  const int pieces = tile_blocks * 4;
+  for (int i = tid; i < (glast - gfirst + 1) * pieces; i += kThreads) {
+    const int grp = i / pieces, nb = nb_tile + (i % pieces) / 4, part = i % 4;
+    const bool ok = nb < n_blocks;
+    const unsigned char* src = w.meta + ((static_cast<int64_t>(gfirst + grp) * n_blocks + nb) * 64 + part * 16);
+    CpAsync16(ms + i * 16, ok ? src : w.meta, ok);
+  }
+  CpAsyncCommit();
+  CpAsyncWait<0>();
+  __syncthreads();
+
+  // Group bookkeeping by counters (steps are 16 inputs): a division per step would cost more
+  // than the step. This lane needs columns g and g + 8 of each block: scales as f32, zeros as
+  // bf16x2 pairs (128 + zero).
+  const int s0 = wc0 * 4;
+  const int gmax = glast - gfirst;
+  int gidx = s0 / gsteps - gfirst, group_left = gsteps - s0 % gsteps;
+  uint32_t zlo[NB], zhi[NB];
+  float slo[NB], shi[NB];
+  auto read_meta = [&](int gi) {
+    const auto* recs = reinterpret_cast<const uint16_t*>(ms + (min(gi, gmax) * tile_blocks + wn * NB) * 64);
+#pragma unroll
+    for (int b = 0; b < NB; ++b) {
+      const uint16_t* rec = recs + b * 32;
+      slo[b] = __half2float(__ushort_as_half(rec[g]));
+      shi[b] = __half2float(__ushort_as_half(rec[8 + g]));
+      zlo[b] = __byte_perm(rec[16 + g], 0, 0x1010);
+      zhi[b] = __byte_perm(rec[24 + g], 0, 0x1010);
+    }
+  };
+  read_meta(gidx);
+
+  // Accumulator e of block b, row tile nt: column 16 * (nb_warp + b) + g + 8 * (e / 2), row
+  // 8 * nt + 2 * t + e % 2. tmp holds the current group's integer-weight sums.
+  float acc[NB][NT][4], tmp[NB][NT][4];
+#pragma unroll
+  for (int b = 0; b < NB; ++b)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[b][nt][e] = tmp[b][nt][e] = 0.0f;
+  auto flush = [&] {
+#pragma unroll
+    for (int b = 0; b < NB; ++b)
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          acc[b][nt][e] = fmaf(tmp[b][nt][e], e < 2 ? slo[b] : shi[b], acc[b][nt][e]);
+          tmp[b][nt][e] = 0.0f;
+        }
+  };
+
+  const auto* xs32 = reinterpret_cast<const uint32_t*>(xs);
+  const int xw = a.x_stride / 2;  // words per staged row: = 4 mod 32, so the 8 rows x 4 lanes hit distinct banks
+  auto compute = [&](const uint4(&qc)[NB], int c) {
+    const int kw = (c - c0) * 32 + t;  // word of input 64 * (c - c0) + 2t in a staged row
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      uint32_t bx[NT][2];
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        const int row = nt * 8 + g;
+        const bool ok = row < a.rows;
+        bx[nt][0] = ok ? xs32[row * xw + kw + 8 * j] : 0u;
+        bx[nt][1] = ok ? xs32[row * xw + kw + 8 * j + 4] : 0u;
+      }
+#pragma unroll
+      for (int b = 0; b < NB; ++b) {
+        const uint32_t word = j == 0 ? qc[b].x : j == 1 ? qc[b].y : j == 2 ? qc[b].z : qc[b].w;
+        // Nibble pairs r = 2 * tile + breg (int4_layout.h) in A-fragment order: rows g, g + 8
+        // of inputs 2t, 2t + 1, then of inputs 2t + 8, 2t + 9.
+        const uint32_t af[4] = {DequantPair(word, zlo[b]), DequantPair(word >> 8, zhi[b]),
+                                DequantPair(word >> 4, zlo[b]), DequantPair(word >> 12, zhi[b])};
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) MmaBf16(tmp[b][nt], af, bx[nt][0], bx[nt][1]);
+      }
+      if (--group_left == 0) {
+        flush();
+        group_left = gsteps;
+        read_meta(++gidx);
+      }
+    }
+  };
+
+#pragma unroll 1
+  for (int c = wc0; c < wc1; c += kRing) {
+#pragma unroll
+    for (int r = 0; r < kRing; ++r) {
+      if (c + r < wc1) {
+        compute(q[r], c + r);
+        load(q[r], c + r + kRing);
+      }
+    }
+  }
+  flush();  // the last, partial group (a no-op when a group just ended)
+
+  // The warps' sums meet in shared memory, [warps_k][8 * NT rows][tile columns].
+  __syncthreads();  // the staged activations and metadata are done with
+  auto* red = reinterpret_cast<float*>(smem);
+  const int tile_cols = tile_blocks * 16, rows_pad = 8 * NT;
+#pragma unroll
+  for (int b = 0; b < NB; ++b)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = (wn * NB + b) * 16 + g + 8 * (e / 2), row = nt * 8 + 2 * t + e % 2;
+        red[(wk * rows_pad + row) * tile_cols + col] = acc[b][nt][e];
+      }
+  __syncthreads();
+  const int64_t n = w.out_features, col0 = static_cast<int64_t>(nb_tile) * 16;
+  const int ncols = static_cast<int>(min(static_cast<int64_t>(tile_cols), n - col0));
+  const int rows = a.rows;
+  for (int idx = tid; idx < rows * ncols; idx += kThreads) {
+    const int row = idx / ncols, col = idx % ncols;
+    float s = 0.0f;
+    for (int k = 0; k < warps_k; ++k) s += red[(k * rows_pad + row) * tile_cols + col];
+    if (splits == 1) {
+      StoreFromFloat(a.out, a.odt, row * n + col0 + col, s);
+    } else {
+      a.partial[(static_cast<int64_t>(split) * rows + row) * n + col0 + col] = s;
+    }
+  }
+  if (splits == 1) return;
+  __threadfence();
+  __syncthreads();
+  unsigned* counter = a.counters + blockIdx.x;
+  if (tid == 0) last_block = atomicAdd(counter, 1u) == static_cast<unsigned>(splits - 1);
+  __syncthreads();
+  if (!last_block) return;
+  __threadfence();
+  for (int idx = tid; idx < rows * ncols; idx += kThreads) {
+    const int row = idx / ncols, col = idx % ncols;
+    float s = 0.0f;
+    // Other blocks wrote these: read around L1, which is not coherent across SMs.
+    for (int sp = 0; sp < splits; ++sp) s += __ldcg(a.partial + (static_cast<int64_t>(sp) * rows + row) * n + col0 + col);
+    StoreFromFloat(a.out, a.odt, row * n + col0 + col, s);
+  }
+  if (tid == 0) *counter = 0;  // ready for the next launch (CUDA-graph replays too)
+}
+
+using KernelFn = void (*)(DecodeArgs);
+
+KernelFn KernelFor(int nt, int nb) {
+  if (nt == 1) return nb == 2 ? Int4DecodeKernel<1, 2> : Int4DecodeKernel<1, 4>;
+  return nb == 2 ? Int4DecodeKernel<2, 2> : Int4DecodeKernel<2, 4>;
+}
+
+// Blocks of one kernel that fit on a multiprocessor by registers, and the shared memory a
+// multiprocessor has; asked once per kernel (the opt-in to kMaxSmemBytes goes with it).
+int RegisterBlocksPerSm(int nt, int nb) {
+  static int cached[2][2] = {};
+  int& n = cached[nt - 1][nb / 2 - 1];
+  if (n == 0) {
+    KernelFn k = KernelFor(nt, nb);
+    int blocks = 0;
+    if (cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSmemBytes) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, k, kThreads, 0) != cudaSuccess) {
+      blocks = 1;
+    }
+    n = std::max(blocks, 1);
+  }
+  return n;
+}
+
+int SmemPerSm() {
+  static const int bytes = [] {
+    int dev = 0, v = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev) != cudaSuccess) {
+      return kMaxSmemBytes;
+    }
+    return v;
+  }();
+  return bytes;
+}
+
+// Shared memory of a plan whose K run is `chunks`: staged activations and metadata (64-byte
+// records), or the warps' sums after them, whichever is larger.
+void SizeSmem(const Int4Args& w, int64_t rows, int chunks, Int4Plan* p) {
+  const int tile_blocks = p->warps_n * p->nb;
+  p->x_stride = chunks * 64 + 8;
+  p->meta_offset = static_cast<int32_t>(rows * p->x_stride * 2);
+  const int64_t groups = (static_cast<int64_t>(chunks) * 64 + w.group_size - 1) / w.group_size + 1;
+  const int64_t staged = p->meta_offset + groups * tile_blocks * 64;
+  const int64_t sums = static_cast<int64_t>(kWarps / p->warps_n) * 8 * p->nt * tile_blocks * 16 * 4;
+  p->smem_bytes = static_cast<int32_t>(std::max(staged, sums));
+}
+
+}  // namespace
+
+Int4Plan PlanInt4Decode(const Int4Args& w, int64_t rows, bool x_direct, int num_sms, int nb, int warps_n,
+                        int splits) {
+  Int4Plan p;
+  p.nt = rows <= 8 ? 1 : 2;
+  p.nb = nb == 2 ? 2 : 4;
+  p.warps_n = std::clamp(warps_n, 1, kWarps);
+  const int warps_k = kWarps / p.warps_n;
+  p.row_blocks = 1;
+  const int64_t tile_blocks = p.warps_n * p.nb;
+  const int64_t col_tiles = (w.n_blocks + tile_blocks - 1) / tile_blocks;
+  if (rows < 1 || rows > kInt4DecodeMaxRows || col_tiles > kGptqGemvMaxColTiles) return p;
+  p.col_tiles = static_cast<int32_t>(col_tiles);
+  const int k_chunks = static_cast<int>(w.k_chunks);
+  int chunks = std::min(k_chunks, kMaxBlockChunks);
+  SizeSmem(w, rows, chunks, &p);
+  while (p.smem_bytes > kMaxSmemBytes && chunks > 1) {  // small groups and wide tiles stage more metadata
+    chunks = (chunks + 1) / 2;
+    SizeSmem(w, rows, chunks, &p);
+  }
+  if (p.smem_bytes > kMaxSmemBytes) return p;
+  if (splits <= 0) {
+    // One wave of resident blocks, each warp keeping at least a chunk; more splits than
+    // that only add partial sums.
+    const int per_sm = std::min(RegisterBlocksPerSm(p.nt, p.nb), SmemPerSm() / (p.smem_bytes + 1024));
+    const int64_t resident = static_cast<int64_t>(std::max(per_sm, 1)) * num_sms;
+    splits = static_cast<int>(std::clamp<int64_t>(resident / col_tiles, 1, std::max(1, k_chunks / warps_k)));
+  }
+  chunks = std::min(chunks, (k_chunks + splits - 1) / splits);
+  SizeSmem(w, rows, chunks, &p);
+  p.chunks_per_split = chunks;
+  p.splits = (k_chunks + chunks - 1) / chunks;
+  p.decode = true;
+  PlaceInt4Workspace(w, rows, x_direct, &p);
+  return p;
+}
+
+void LaunchInt4Decode(const Int4Args& w, const Int4Plan& p, const void* x, int64_t lda, int64_t k_valid,
+                      int64_t rows, void* out, DType out_dtype, float* partial, unsigned* counters,
+                      cudaStream_t stream) {
+  RegisterBlocksPerSm(p.nt, p.nb);  // the shared-memory opt-in
+  DecodeArgs a;
+  a.w = w;
+  a.x = static_cast<const __nv_bfloat16*>(x);
+  a.lda = lda;
+  a.k_valid = k_valid;
+  a.rows = static_cast<int>(rows);
+  a.warps_n = p.warps_n;
+  a.chunks_per_split = p.chunks_per_split;
+  a.x_stride = p.x_stride;
+  a.meta_offset = p.meta_offset;
+  a.out = out;
+  a.odt = out_dtype;
+  a.partial = partial;
+  a.counters = counters;
+  const dim3 grid(p.col_tiles, p.splits);
+  KernelFor(p.nt, p.nb)<<<grid, kThreads, p.smem_bytes, stream>>>(a);
+}
+
+}  // namespace tessera::cuda
