@@ -123,34 +123,50 @@ void SweepDecode(CudaBackend& be, const std::vector<QuantizedWeight>& views, con
                  const TensorView& yv, const std::string& shape, double planned_s, const std::string& device,
                  nlohmann::json& rows) {
   const int64_t n = xv.rows;
-  cuda::Int4Args w0 = cuda::Int4ArgsOf(views[0]);
+  const cuda::Int4Args w0 = cuda::Int4ArgsOf(views[0]);
   const int sms = be.num_sms();
-  const cuda::Int4Plan auto_plan = cuda::PlanInt4Matmul(w0, n, true, sms);
+  const cuda::Int4Plan planned = cuda::PlanInt4Matmul(w0, n, true, sms);
   DeviceBuffer ws = Must(be.Allocate(size_t{64} << 20));
   CHECK_CUDA(cudaMemset(ws.data(), 0, ws.bytes()));
   std::vector<cuda::Int4Args> args;
   for (const QuantizedWeight& q : views) args.push_back(cuda::Int4ArgsOf(q));
+  std::vector<std::pair<std::string, cuda::Int4Plan>> plans;
+  if (planned.decode) {
+    plans.push_back({"planned", planned});
+    cuda::Int4Plan p = planned;
+    p.cluster = false;
+    plans.push_back({"planned, split-K through the workspace", p});
+    p = planned;
+    p.pdl = false;
+    plans.push_back({"planned, no programmatic launch", p});
+    p.cluster = false;
+    plans.push_back({"planned, neither", p});
+    p = cuda::PlanInt4Decode(w0, n, true, sms, planned.nb, planned.warps_n, 0, 2);
+    plans.push_back({"planned, 2 blocks/SM", p});
+  }
   for (int nb : {2, 4}) {
-    for (int warps_n : {1, 2, 4}) {
-      for (int scale : {0, 1, 2}) {  // the planner's splits, half, double
-        const int base = cuda::PlanInt4Decode(w0, n, true, sms, nb, warps_n, 0).splits;
-        const int splits = scale == 0 ? base : scale == 1 ? std::max(1, base / 2) : base * 2;
-        const cuda::Int4Plan p = cuda::PlanInt4Decode(w0, n, true, sms, nb, warps_n, splits);
-        if (!p.decode || p.workspace_bytes > ws.bytes()) continue;
-        size_t next = 0;
-        const double t = GraphSeconds(be, [&] {
-          cuda::LaunchInt4Matmul(args[next++ % args.size()], p, xv.data, n, yv.data, DType::kBF16, ws.data(),
-                                 be.stream());
-        });
-        const bool planned = p.nb == auto_plan.nb && p.warps_n == auto_plan.warps_n && p.splits == auto_plan.splits;
-        std::printf("  sweep %-12s batch %3ld nb %d warps_n %d splits %3d chunks/split %3d blocks %5d: %7.2f us%s\n",
-                    shape.c_str(), static_cast<long>(n), p.nb, p.warps_n, p.splits, p.chunks_per_split,
-                    p.col_tiles * p.splits, t * 1e6, planned ? "  (planned)" : "");
-        rows.push_back({{"device", device}, {"kernel", "gptq_int4_decode_sweep"}, {"shape", shape}, {"batch", n},
-                        {"nb", p.nb}, {"warps_n", p.warps_n}, {"splits", p.splits}, {"us", t * 1e6},
-                        {"planned", planned}, {"backend_call_us", planned_s * 1e6}, {"timing", "cuda graph"}});
+    for (int warps_n : {1, 2, 4, 8}) {
+      const int base = cuda::PlanInt4Decode(w0, n, true, sms, nb, warps_n, 0, 3).splits;
+      for (int splits : {base, std::max(1, base / 2), base * 2}) {
+        plans.push_back({"grid", cuda::PlanInt4Decode(w0, n, true, sms, nb, warps_n, splits, 3)});
       }
     }
+  }
+  for (const auto& [what, p] : plans) {
+    if (!p.decode || p.workspace_bytes > ws.bytes()) continue;
+    size_t next = 0;
+    const double t = GraphSeconds(be, [&] {
+      cuda::LaunchInt4Matmul(args[next++ % args.size()], p, xv.data, n, yv.data, DType::kBF16, ws.data(),
+                             be.stream());
+    });
+    std::printf("  sweep %-12s batch %3ld nb %d warps_n %d blocks/SM %d splits %3d chunks/split %3d blocks %5d "
+                "cluster %d pdl %d: %7.2f us  %s\n",
+                shape.c_str(), static_cast<long>(n), p.nb, p.warps_n, p.min_blocks, p.splits, p.chunks_per_split,
+                p.col_tiles * p.splits, p.cluster ? 1 : 0, p.pdl ? 1 : 0, t * 1e6, what.c_str());
+    rows.push_back({{"device", device}, {"kernel", "gptq_int4_decode_sweep"}, {"shape", shape}, {"batch", n},
+                    {"nb", p.nb}, {"warps_n", p.warps_n}, {"min_blocks", p.min_blocks}, {"splits", p.splits},
+                    {"cluster", p.cluster}, {"pdl", p.pdl}, {"us", t * 1e6}, {"variant", what},
+                    {"backend_call_us", planned_s * 1e6}, {"timing", "cuda graph"}});
   }
 }
 

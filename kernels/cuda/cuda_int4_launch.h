@@ -37,7 +37,12 @@ struct Int4Plan {
   // side over columns (1, 2, 4 or 8; the others split the block's K run), its shared memory
   // (staged activations of x_stride bf16 per row, then metadata at meta_offset; reused for
   // the warps' sums).
-  int nt = 1, nb = 4, warps_n = 2;
+  // cluster: the K splits (at most 8) meet in distributed shared memory as one cluster
+  // instead of the workspace; pdl: launched as a programmatic dependent of the previous
+  // kernel (weights stream while it finishes).
+  // min_blocks: the kernel's register bound, 2 or 3 (nt 1, nb 2 only) blocks per multiprocessor.
+  int nt = 1, nb = 4, warps_n = 2, min_blocks = 2;
+  bool cluster = false, pdl = false;
   int32_t x_stride = 0, meta_offset = 0, smem_bytes = 0;
   int32_t row_blocks = 0, col_tiles = 0, splits = 1, chunks_per_split = 0;
   bool gather = false;
@@ -47,10 +52,12 @@ struct Int4Plan {
 // x_direct: x needs no gathering (no perm, in_features % 8 == 0, 16-byte aligned rows).
 Int4Plan PlanInt4Matmul(const Int4Args& w, int64_t rows, bool x_direct, int num_sms);
 // The decode kernel's plan with its knobs set (rows <= kInt4DecodeMaxRows; nb 2 or 4;
-// warps_n 1, 2, 4 or 8; splits 0 fills the device). decode is false when the shape does
-// not fit it (more column tiles than split-K counters).
+// warps_n 1, 2, 4 or 8; splits 0 fills the device; min_blocks 2 or 3). decode is false when
+// the shape does not fit it (more column tiles than split-K counters).
 Int4Plan PlanInt4Decode(const Int4Args& w, int64_t rows, bool x_direct, int num_sms, int nb, int warps_n,
-                        int splits);
+                        int splits, int min_blocks);
+// Blocks of a decode plan's kernel that the device holds at once.
+int64_t Int4DecodeResidentBlocks(const Int4Plan& p, int num_sms);
 // Sets the workspace fields of a plan whose kernel fields are set.
 void PlaceInt4Workspace(const Int4Args& w, int64_t rows, bool x_direct, Int4Plan* p);
 // x [rows, in_features] bf16 -> out [rows, out_features] bf16 or f32.
