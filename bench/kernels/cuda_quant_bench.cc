@@ -134,21 +134,19 @@ void SweepDecode(CudaBackend& be, const std::vector<QuantizedWeight>& views, con
   if (planned.decode) {
     plans.push_back({"planned", planned});
     cuda::Int4Plan p = planned;
-    p.cluster = false;
-    plans.push_back({"planned, split-K through the workspace", p});
+    p.cluster = p.splits > 1 && p.splits <= 8;
+    plans.push_back({"planned, splits as a cluster", p});
     p = planned;
     p.pdl = false;
     plans.push_back({"planned, no programmatic launch", p});
-    p.cluster = false;
-    plans.push_back({"planned, neither", p});
-    p = cuda::PlanInt4Decode(w0, n, true, sms, planned.nb, planned.warps_n, 0, 2);
-    plans.push_back({"planned, 2 blocks/SM", p});
+    p = cuda::PlanInt4Decode(w0, n, true, sms, planned.nb, planned.warps_n, 0, 3);
+    plans.push_back({"planned, 3 blocks/SM", p});
   }
   for (int nb : {2, 4}) {
     for (int warps_n : {1, 2, 4, 8}) {
-      const int base = cuda::PlanInt4Decode(w0, n, true, sms, nb, warps_n, 0, 3).splits;
+      const int base = cuda::PlanInt4Decode(w0, n, true, sms, nb, warps_n, 0, 2).splits;
       for (int splits : {base, std::max(1, base / 2), base * 2}) {
-        plans.push_back({"grid", cuda::PlanInt4Decode(w0, n, true, sms, nb, warps_n, splits, 3)});
+        plans.push_back({"grid", cuda::PlanInt4Decode(w0, n, true, sms, nb, warps_n, splits, 2)});
       }
     }
   }

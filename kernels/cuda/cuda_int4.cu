@@ -281,15 +281,14 @@ void PlaceInt4Workspace(const Int4Args& w, int64_t rows, bool x_direct, Int4Plan
 
 Int4Plan PlanInt4Matmul(const Int4Args& w, int64_t rows, bool x_direct, int num_sms) {
   if (rows <= kInt4DecodeMaxRows) {
-    // Two column blocks per warp (measured faster than four at every decode batch: fewer
-    // registers, shorter dependency chains; at up to 8 rows few enough for three blocks per
-    // multiprocessor, more warps to hide latency); warps across columns such that the grid fills
-    // its waves best, two unless another is clearly better (wide weights, whose column tiles
-    // alone come near a wave).
+    // Two column blocks per warp (measured faster than four at every decode batch) and two
+    // blocks per multiprocessor (three, registers capped at 80, measured slower on 4096x4096
+    // at 1-8 rows); warps across columns such that the grid fills its waves best, two unless
+    // another is clearly better (wide weights, whose column tiles alone come near a wave).
     Int4Plan best;
     double best_fill = 0.0;
     for (int warps_n : {2, 4, 8, 1}) {
-      const Int4Plan d = PlanInt4Decode(w, rows, x_direct, num_sms, 2, warps_n, 0, 3);
+      const Int4Plan d = PlanInt4Decode(w, rows, x_direct, num_sms, 2, warps_n, 0, 2);
       if (!d.decode) continue;
       const int64_t blocks = static_cast<int64_t>(d.col_tiles) * d.splits;
       const int64_t resident = Int4DecodeResidentBlocks(d, num_sms);

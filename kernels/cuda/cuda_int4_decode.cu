@@ -6,8 +6,8 @@
 // ring (no shared-memory round trip for weights); the block's activations and per-group
 // metadata are staged once in shared memory. The warps of a block split its K run and meet
 // in shared memory; blocks split K further only as far as the device needs to be filled and
-// then meet through distributed shared memory as one thread-block cluster (or, past 8
-// splits, through the workspace, the last block to arrive summing). Launched as a
+// then meet through the workspace, the last block to arrive summing (or, as a plan's knob,
+// through distributed shared memory as one thread-block cluster). Launched as a
 // programmatic dependent, a block streams its weights before the previous kernel has
 // finished and waits for it only to read the activations.
 #include <cuda_bf16.h>
@@ -229,17 +229,18 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) Int4DecodeKernel(DecodeAr
   const int64_t n = w.out_features, col0 = static_cast<int64_t>(nb_tile) * 16;
   const int ncols = static_cast<int>(min(static_cast<int64_t>(tile_cols), n - col0));
   const int rows = a.rows;
-  for (int row = 0; row < rows; ++row) {
-    for (int col = tid; col < ncols; col += kThreads) {
-      float s = 0.0f;
-      for (int k = 0; k < warps_k; ++k) s += red[(k * rows_pad + row) * tile_cols + col];
-      if (splits == 1) {
-        StoreFromFloat(a.out, a.odt, row * n + col0 + col, s);
-      } else if (a.cluster) {
-        sums[row * tile_cols + col] = s;
-      } else {
-        a.partial[(static_cast<int64_t>(split) * rows + row) * n + col0 + col] = s;
-      }
+  // Flat over (row, column) so that every thread has work at 16 rows of a narrow tile: the
+  // global path's loads below are L2 round trips, and a loop per row serialises them.
+  for (int idx = tid; idx < rows * ncols; idx += kThreads) {
+    const int row = idx / ncols, col = idx % ncols;
+    float s = 0.0f;
+    for (int k = 0; k < warps_k; ++k) s += red[(k * rows_pad + row) * tile_cols + col];
+    if (splits == 1) {
+      StoreFromFloat(a.out, a.odt, row * n + col0 + col, s);
+    } else if (a.cluster) {
+      sums[row * tile_cols + col] = s;
+    } else {
+      a.partial[(static_cast<int64_t>(split) * rows + row) * n + col0 + col] = s;
     }
   }
   if (splits == 1) return;
@@ -270,15 +271,12 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) Int4DecodeKernel(DecodeAr
   __syncthreads();
   if (!last_block) return;
   __threadfence();
-  for (int row = 0; row < rows; ++row) {
-    for (int col = tid; col < ncols; col += kThreads) {
-      float s = 0.0f;
-      // Other blocks wrote these: read around L1, which is not coherent across SMs.
-      for (int sp = 0; sp < splits; ++sp) {
-        s += __ldcg(a.partial + (static_cast<int64_t>(sp) * rows + row) * n + col0 + col);
-      }
-      StoreFromFloat(a.out, a.odt, row * n + col0 + col, s);
-    }
+  for (int idx = tid; idx < rows * ncols; idx += kThreads) {
+    const int row = idx / ncols, col = idx % ncols;
+    float s = 0.0f;
+    // Other blocks wrote these: read around L1, which is not coherent across SMs.
+    for (int sp = 0; sp < splits; ++sp) s += __ldcg(a.partial + (static_cast<int64_t>(sp) * rows + row) * n + col0 + col);
+    StoreFromFloat(a.out, a.odt, row * n + col0 + col, s);
   }
   if (tid == 0) *counter = 0;  // ready for the next launch (CUDA-graph replays too)
 }
@@ -370,7 +368,10 @@ Int4Plan PlanInt4Decode(const Int4Args& w, int64_t rows, bool x_direct, int num_
   SizeSmem(w, rows, chunks, &p);
   p.chunks_per_split = chunks;
   p.splits = (k_chunks + chunks - 1) / chunks;
-  p.cluster = p.splits > 1 && p.splits <= kMaxClusterSplits;
+  // Splits meet through the workspace: as a cluster in distributed shared memory they
+  // measured slower on the H100 at every decode batch but 1-8 rows of 11008x4096 (cluster
+  // co-scheduling; bench sweep), so that stays a knob.
+  p.cluster = false;
   p.pdl = true;
   p.decode = true;
   PlaceInt4Workspace(w, rows, x_direct, &p);

@@ -37,9 +37,9 @@ struct Int4Plan {
   // side over columns (1, 2, 4 or 8; the others split the block's K run), its shared memory
   // (staged activations of x_stride bf16 per row, then metadata at meta_offset; reused for
   // the warps' sums).
-  // cluster: the K splits (at most 8) meet in distributed shared memory as one cluster
-  // instead of the workspace; pdl: launched as a programmatic dependent of the previous
-  // kernel (weights stream while it finishes).
+  // cluster: the K splits (2 to 8 of them) meet in distributed shared memory as one
+  // cluster instead of the workspace (off in planned plans); pdl: launched as a programmatic
+  // dependent of the previous kernel (weights stream while it finishes).
   // min_blocks: the kernel's register bound, 2 or 3 (nt 1, nb 2 only) blocks per multiprocessor.
   int nt = 1, nb = 4, warps_n = 2, min_blocks = 2;
   bool cluster = false, pdl = false;
