@@ -5,7 +5,9 @@
 // and its fraction of the device copy bandwidth. BGMV with 32 distinct rank-16 adapters in
 // a batch of 32 against the base GEMM it rides on. Times come from captured CUDA graphs (GPU
 // time, as decode steps run); the int4 kernel is also timed launched eagerly. Weights
-// rotate through copies larger than L2. Prints a table, writes JSON (argv[1]).
+// rotate through copies larger than L2. Prints a table, writes JSON (argv[1]). With
+// TESSERA_QUANT_SWEEP=1 it also times the decode kernel under other work splits than its
+// planner's (column blocks per warp, warps across columns, split-K) at batches 1, 8 and 16.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -19,7 +21,9 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "bench/kernels/cuda_bench_util.h"
 #include "kernels/cuda/cuda_backend_impl.h"
+#include "kernels/cuda/cuda_int4_launch.h"
 #include "kernels/cuda/cuda_matmul.h"
+#include "kernels/cuda/int4_layout.h"
 #include "nlohmann/json.hpp"
 
 namespace tessera {
@@ -113,6 +117,57 @@ Int4Weights MakeInt4(CudaBackend& be, int64_t k, int64_t m, std::mt19937& rng) {
 }
 
 
+// The decode kernel under the planner's work split and around it, launched directly; one
+// printed line and one JSON row per plan.
+void SweepDecode(CudaBackend& be, const std::vector<QuantizedWeight>& views, const TensorView& xv,
+                 const TensorView& yv, const std::string& shape, double planned_s, const std::string& device,
+                 nlohmann::json& rows) {
+  const int64_t n = xv.rows;
+  const cuda::Int4Args w0 = cuda::Int4ArgsOf(views[0]);
+  const int sms = be.num_sms();
+  const cuda::Int4Plan planned = cuda::PlanInt4Matmul(w0, n, true, sms);
+  DeviceBuffer ws = Must(be.Allocate(size_t{64} << 20));
+  CHECK_CUDA(cudaMemset(ws.data(), 0, ws.bytes()));
+  std::vector<cuda::Int4Args> args;
+  for (const QuantizedWeight& q : views) args.push_back(cuda::Int4ArgsOf(q));
+  std::vector<std::pair<std::string, cuda::Int4Plan>> plans;
+  if (planned.decode) {
+    plans.push_back({"planned", planned});
+    cuda::Int4Plan p = planned;
+    p.cluster = p.splits > 1 && p.splits <= 8;
+    plans.push_back({"planned, splits as a cluster", p});
+    p = planned;
+    p.pdl = false;
+    plans.push_back({"planned, no programmatic launch", p});
+    p = cuda::PlanInt4Decode(w0, n, true, sms, planned.nb, planned.warps_n, 0, 3);
+    plans.push_back({"planned, 3 blocks/SM", p});
+  }
+  for (int nb : {2, 4}) {
+    for (int warps_n : {1, 2, 4, 8}) {
+      const int base = cuda::PlanInt4Decode(w0, n, true, sms, nb, warps_n, 0, 2).splits;
+      for (int splits : {base, std::max(1, base / 2), base * 2}) {
+        plans.push_back({"grid", cuda::PlanInt4Decode(w0, n, true, sms, nb, warps_n, splits, 2)});
+      }
+    }
+  }
+  for (const auto& [what, p] : plans) {
+    if (!p.decode || p.workspace_bytes > ws.bytes()) continue;
+    size_t next = 0;
+    const double t = GraphSeconds(be, [&] {
+      cuda::LaunchInt4Matmul(args[next++ % args.size()], p, xv.data, n, yv.data, DType::kBF16, ws.data(),
+                             be.stream());
+    });
+    std::printf("  sweep %-12s batch %3ld nb %d warps_n %d blocks/SM %d splits %3d chunks/split %3d blocks %5d "
+                "cluster %d pdl %d: %7.2f us  %s\n",
+                shape.c_str(), static_cast<long>(n), p.nb, p.warps_n, p.min_blocks, p.splits, p.chunks_per_split,
+                p.col_tiles * p.splits, p.cluster ? 1 : 0, p.pdl ? 1 : 0, t * 1e6, what.c_str());
+    rows.push_back({{"device", device}, {"kernel", "gptq_int4_decode_sweep"}, {"shape", shape}, {"batch", n},
+                    {"nb", p.nb}, {"warps_n", p.warps_n}, {"min_blocks", p.min_blocks}, {"splits", p.splits},
+                    {"cluster", p.cluster}, {"pdl", p.pdl}, {"us", t * 1e6}, {"variant", what},
+                    {"backend_call_us", planned_s * 1e6}, {"timing", "cuda graph"}});
+  }
+}
+
 struct DenseWeights {
   DeviceBuffer buf;
   int copies = 0;
@@ -162,6 +217,8 @@ int main(int argc, char** argv) {
   // TESSERA_QUANT_CASES="MxK:batch,..." limits the int4 cases (e.g. for a profiler) and
   // skips the BGMV case.
   const char* only = std::getenv("TESSERA_QUANT_CASES");
+  const char* sweep_env = std::getenv("TESSERA_QUANT_SWEEP");
+  const bool sweep = sweep_env != nullptr && std::string(sweep_env) == "1";
   const bool filtered = only != nullptr && *only != 0;
   auto selected = [&](int64_t m, int64_t k, int64_t n) {
     const std::string key = std::to_string(m) + "x" + std::to_string(k) + ":" + std::to_string(n);
@@ -211,9 +268,12 @@ int main(int argc, char** argv) {
                             {"batch", n}, {"us", tq * 1e6}, {"eager_us", tq_eager * 1e6}, {"bf16_us", td * 1e6},
                             {"cublaslt_bf16_us", tl * 1e6}, {"speedup", td / tq}, {"speedup_vs_cublaslt", tl / tq},
                             {"bandwidth_gbs", gbs}, {"fraction_of_copy_bw", gbs * 1e9 / copy_bw},
-                            {"tflops", tflops}, {"timing", "cuda graph"}};
+                            {"tflops", tflops}, {"timing", "cuda graph"},
+                            {"int4_kernel", cuda::PlanInt4Matmul(cuda::Int4ArgsOf(q.packed[0]), n, true,
+                                                                 be->num_sms()).decode ? "decode" : "tile"}};
       if (tg > 0) row["generic_autogptq_us"] = tg * 1e6;
       rows.push_back(row);
+      if (sweep && (n == 1 || n == 8 || n == 16) && s.k == 4096) SweepDecode(*be, q.packed, xv, yv, shape, tq, device, rows);
     }
   }
 

@@ -1,16 +1,17 @@
-// int4 x bf16 matmul on the repacked layout (int4_layout.h), one kernel for every batch:
-// mma.sync m16n8k16 with the weight fragment dequantised in registers. Each warp streams one
-// 16-column block of the weight; weights, activations and per-group metadata go through one
-// cp.async pipeline in shared memory, kStages 64-input chunks deep (the bytes in flight
-// that decode needs to reach HBM bandwidth), behind a compact, not unrolled chunk loop. Integer weights
-// (q - zero, exact in bf16) are multiplied in the tensor cores and each group's f32 partial
-// sum is scaled once, so the result is as exact as an f32 dequantise-then-multiply.
+// int4 x bf16 matmul on the repacked layout (int4_layout.h) above the decode kernel's batches
+// (cuda_int4_decode.cu), and the planner and launcher of both. mma.sync m16n8k16 with the
+// weight fragment dequantised in registers: each warp streams one 16-column block;
+// weights, activations and per-group metadata go through one cp.async pipeline in shared
+// memory, kStages 64-input chunks deep, behind a compact, not unrolled chunk loop. Integer
+// weights (q - zero, exact in bf16) are multiplied in the tensor cores and each group's f32
+// partial sum is scaled once, so the result is as exact as an f32 dequantise-then-multiply.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <algorithm>
 
 #include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/cuda_int4_common.cuh"
 #include "kernels/cuda/cuda_int4_launch.h"
 #include "kernels/cuda/cuda_quant_launch.h"
 
@@ -50,30 +51,6 @@ __device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(SmemAddr(p)));
-}
-
-__device__ __forceinline__ void Mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// (a & b) | c in one instruction.
-__device__ __forceinline__ uint32_t Lop3AndOr(uint32_t a, uint32_t b, uint32_t c) {
-  uint32_t r;
-  asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(r) : "r"(a), "r"(b), "r"(c));
-  return r;
-}
-
-// Two nibbles at bits 0-3 and 16-19 of q as bf16x2 (128 + q) minus the pair (128 + zero):
-// q - zero exactly.
-__device__ __forceinline__ uint32_t DequantPair(uint32_t q, uint32_t zero_pair) {
-  const uint32_t v = Lop3AndOr(q, 0x000F000Fu, 0x43004300u);
-  __nv_bfloat162 r = __hsub2(*reinterpret_cast<const __nv_bfloat162*>(&v),
-                             *reinterpret_cast<const __nv_bfloat162*>(&zero_pair));
-  return *reinterpret_cast<uint32_t*>(&r);
 }
 
 template <int MT>
@@ -181,8 +158,8 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 3 : MT == 2 ? 2 : 1)
         for (int r = 0; r < 4; ++r) b[r] = DequantPair(qw[j] >> (4 * r), zero_pair[r / 2]);
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
-          Mma(tmp[mt][0], a[mt], b[0], b[1]);
-          Mma(tmp[mt][1], a[mt], b[2], b[3]);
+          MmaBf16(tmp[mt][0], a[mt], b[0], b[1]);
+          MmaBf16(tmp[mt][1], a[mt], b[2], b[3]);
         }
         const bool group_ends = --group_left == 0;
         if (group_ends || (j == 3 && c + 1 == c1)) {
@@ -289,7 +266,40 @@ int ResidentBlocksPerSm(int mt) {
 
 }  // namespace
 
+void PlaceInt4Workspace(const Int4Args& w, int64_t rows, bool x_direct, Int4Plan* p) {
+  size_t bytes = kGptqGemvPartialOffset;
+  p->partial_offset = bytes;
+  if (p->splits > 1) bytes += static_cast<size_t>(p->splits) * rows * w.out_features * sizeof(float);
+  p->gather = !x_direct;
+  if (p->gather) {
+    p->gather_ld = (w.in_features + 7) / 8 * 8;
+    p->gather_offset = AlignUp(bytes, 256);
+    bytes = p->gather_offset + static_cast<size_t>(rows * p->gather_ld) * 2;
+  }
+  p->workspace_bytes = p->splits > 1 || p->gather ? bytes : 0;
+}
+
 Int4Plan PlanInt4Matmul(const Int4Args& w, int64_t rows, bool x_direct, int num_sms) {
+  if (rows <= kInt4DecodeMaxRows) {
+    // Two column blocks per warp (measured faster than four at every decode batch) and two
+    // blocks per multiprocessor (three, registers capped at 80, measured slower on 4096x4096
+    // at 1-8 rows); warps across columns such that the grid fills its waves best, two unless
+    // another is clearly better (wide weights, whose column tiles alone come near a wave).
+    Int4Plan best;
+    double best_fill = 0.0;
+    for (int warps_n : {2, 4, 8, 1}) {
+      const Int4Plan d = PlanInt4Decode(w, rows, x_direct, num_sms, 2, warps_n, 0, 2);
+      if (!d.decode) continue;
+      const int64_t blocks = static_cast<int64_t>(d.col_tiles) * d.splits;
+      const int64_t resident = Int4DecodeResidentBlocks(d, num_sms);
+      const double fill = static_cast<double>(blocks) / (((blocks + resident - 1) / resident) * resident);
+      if (fill > best_fill + 0.05) {
+        best = d;
+        best_fill = fill;
+      }
+    }
+    if (best.decode) return best;
+  }
   Int4Plan p;
   p.mt = rows <= 16 ? 1 : rows <= 32 ? 2 : 4;
   p.row_blocks = static_cast<int32_t>((rows + 16 * p.mt - 1) / (16 * p.mt));
@@ -303,16 +313,7 @@ Int4Plan PlanInt4Matmul(const Int4Args& w, int64_t rows, bool x_direct, int num_
   if (tiles > kGptqGemvMaxColTiles) splits = 1;
   p.chunks_per_split = static_cast<int32_t>((w.k_chunks + splits - 1) / splits);
   p.splits = static_cast<int32_t>((w.k_chunks + p.chunks_per_split - 1) / p.chunks_per_split);
-  size_t bytes = kGptqGemvPartialOffset;
-  p.partial_offset = bytes;
-  if (p.splits > 1) bytes += static_cast<size_t>(p.splits) * rows * w.out_features * sizeof(float);
-  p.gather = !x_direct;
-  if (p.gather) {
-    p.gather_ld = (w.in_features + 7) / 8 * 8;
-    p.gather_offset = AlignUp(bytes, 256);
-    bytes = p.gather_offset + static_cast<size_t>(rows * p.gather_ld) * 2;
-  }
-  p.workspace_bytes = p.splits > 1 || p.gather ? bytes : 0;
+  PlaceInt4Workspace(w, rows, x_direct, &p);
   return p;
 }
 
@@ -331,6 +332,10 @@ void LaunchInt4Matmul(const Int4Args& w, const Int4Plan& p, const void* x, int64
   }
   auto* counters = reinterpret_cast<unsigned*>(base);
   auto* partial = reinterpret_cast<float*>(base + p.partial_offset);
+  if (p.decode) {
+    LaunchInt4Decode(w, p, xb, lda, k_valid, rows, out, odt, partial, counters, stream);
+    return;
+  }
   switch (p.mt) {
     case 1: LaunchMt<1>(w, p, xb, lda, k_valid, rows, out, odt, partial, counters, stream); break;
     case 2: LaunchMt<2>(w, p, xb, lda, k_valid, rows, out, odt, partial, counters, stream); break;

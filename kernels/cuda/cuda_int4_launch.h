@@ -22,12 +22,28 @@ struct Int4Args {
 };
 
 // Work split of one call, a function of the weight's shape and the row count only.
-// Blocks cover 16*mt rows x 128 columns x a run of chunks_per_split 64-input chunks; split-K
-// blocks meet in the workspace (arrival counters at its start, kGptqGemvPartialOffset
-// bytes, then f32 partial sums), and activations that are permuted or unaligned are first
-// gathered into it as bf16 rows of gather_ld.
+// Two kernels: up to kInt4DecodeMaxRows rows the decode kernel (cuda_int4_decode.cu): blocks
+// of 8 warps cover warps_n * nb 16-column blocks and a run of chunks_per_split 64-input
+// chunks, nt tiles of 8 rows. Above it the tile kernel (cuda_int4.cu): blocks cover 16*mt rows
+// x 128 columns x a run of chunks_per_split chunks. Split-K blocks of either meet in the
+// workspace (arrival counters at its start, kGptqGemvPartialOffset bytes, then f32 partial
+// sums), and activations that are permuted or unaligned are first gathered into it as bf16
+// rows of gather_ld.
+constexpr int64_t kInt4DecodeMaxRows = 16;
 struct Int4Plan {
-  int mt = 1;  // m16 tiles per block: 1, 2 or 4
+  bool decode = false;
+  int mt = 1;  // tile kernel: m16 tiles per block: 1, 2 or 4
+  // Decode kernel: n8 row tiles (1 or 2), 16-column blocks per warp (2 or 4), warps side by
+  // side over columns (1, 2, 4 or 8; the others split the block's K run), its shared memory
+  // (staged activations of x_stride bf16 per row, then metadata at meta_offset; reused for
+  // the warps' sums).
+  // cluster: the K splits (2 to 8 of them) meet in distributed shared memory as one
+  // cluster instead of the workspace (off in planned plans); pdl: launched as a programmatic
+  // dependent of the previous kernel (weights stream while it finishes).
+  // min_blocks: the kernel's register bound, 2 or 3 (nt 1, nb 2 only) blocks per multiprocessor.
+  int nt = 1, nb = 4, warps_n = 2, min_blocks = 2;
+  bool cluster = false, pdl = false;
+  int32_t x_stride = 0, meta_offset = 0, smem_bytes = 0;
   int32_t row_blocks = 0, col_tiles = 0, splits = 1, chunks_per_split = 0;
   bool gather = false;
   int64_t gather_ld = 0;
@@ -35,8 +51,22 @@ struct Int4Plan {
 };
 // x_direct: x needs no gathering (no perm, in_features % 8 == 0, 16-byte aligned rows).
 Int4Plan PlanInt4Matmul(const Int4Args& w, int64_t rows, bool x_direct, int num_sms);
+// The decode kernel's plan with its knobs set (rows <= kInt4DecodeMaxRows; nb 2 or 4;
+// warps_n 1, 2, 4 or 8; splits 0 fills the device; min_blocks 2 or 3). decode is false when
+// the shape does not fit it (more column tiles than split-K counters).
+Int4Plan PlanInt4Decode(const Int4Args& w, int64_t rows, bool x_direct, int num_sms, int nb, int warps_n,
+                        int splits, int min_blocks);
+// Blocks of a decode plan's kernel that the device holds at once.
+int64_t Int4DecodeResidentBlocks(const Int4Plan& p, int num_sms);
+// Sets the workspace fields of a plan whose kernel fields are set.
+void PlaceInt4Workspace(const Int4Args& w, int64_t rows, bool x_direct, Int4Plan* p);
 // x [rows, in_features] bf16 -> out [rows, out_features] bf16 or f32.
 void LaunchInt4Matmul(const Int4Args& w, const Int4Plan& plan, const void* x, int64_t rows, void* out,
                       DType out_dtype, void* workspace, cudaStream_t stream);
+// The decode kernel alone, on activations already gathered (x rows of lda bf16, read as
+// zero from k_valid on); LaunchInt4Matmul calls it.
+void LaunchInt4Decode(const Int4Args& w, const Int4Plan& plan, const void* x, int64_t lda, int64_t k_valid,
+                      int64_t rows, void* out, DType out_dtype, float* partial, unsigned* counters,
+                      cudaStream_t stream);
 
 }  // namespace tessera::cuda

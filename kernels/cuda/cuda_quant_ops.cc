@@ -51,17 +51,7 @@ absl::Status CudaBackend::EnsureGptqWorkspace(size_t bytes) {
 }
 
 void CudaBackend::PackedInt4Matmul(const TensorView& x, const QuantizedWeight& q, TensorView out) {
-  const cuda::Int4Layout layout = cuda::Int4LayoutOf(q);
-  cuda::Int4Args w;
-  w.in_features = q.in_features;
-  w.out_features = q.out_features;
-  w.n_blocks = layout.n_blocks;
-  w.k_chunks = layout.k_chunks;
-  w.group_size = layout.group_size;
-  w.groups = layout.groups;
-  w.words = static_cast<const uint32_t*>(q.packed);
-  w.meta = static_cast<const unsigned char*>(q.packed) + layout.word_bytes;
-  w.perm = q.perm;
+  const cuda::Int4Args w = cuda::Int4ArgsOf(q);
   const bool x_direct = q.perm == nullptr && q.in_features % 8 == 0 && reinterpret_cast<uintptr_t>(x.data) % 16 == 0;
   const cuda::Int4Plan plan = cuda::PlanInt4Matmul(w, x.rows, x_direct, num_sms());
   if (plan.workspace_bytes > 0) {

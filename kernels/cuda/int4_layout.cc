@@ -35,6 +35,21 @@ Int4Layout Int4LayoutOf(const QuantizedWeight& q) {
   return l;
 }
 
+Int4Args Int4ArgsOf(const QuantizedWeight& q) {
+  const Int4Layout layout = Int4LayoutOf(q);
+  Int4Args w;
+  w.in_features = q.in_features;
+  w.out_features = q.out_features;
+  w.n_blocks = layout.n_blocks;
+  w.k_chunks = layout.k_chunks;
+  w.group_size = layout.group_size;
+  w.groups = layout.groups;
+  w.words = static_cast<const uint32_t*>(q.packed);
+  w.meta = static_cast<const unsigned char*>(q.packed) + layout.word_bytes;
+  w.perm = q.perm;
+  return w;
+}
+
 void PackInt4Layout(const QuantizedWeight& q, const Int4Layout& l, void* dst) {
   auto* words = static_cast<uint32_t*>(dst);
   auto* meta = reinterpret_cast<uint16_t*>(static_cast<char*>(dst) + l.word_bytes);

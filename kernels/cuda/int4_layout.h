@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "kernels/backend.h"
+#include "kernels/cuda/cuda_int4_launch.h"
 
 namespace tessera::cuda {
 
@@ -42,5 +43,8 @@ Int4Layout Int4LayoutOf(const QuantizedWeight& q);
 // Fills `dst` (layout.total_bytes(), host memory) from the AutoGPTQ arrays of `host`, whose
 // pointers refer to host memory. Uses the default thread pool.
 void PackInt4Layout(const QuantizedWeight& host, const Int4Layout& layout, void* dst);
+
+// The kernels' view of a packed weight (q.packed and q.perm on the device).
+Int4Args Int4ArgsOf(const QuantizedWeight& q);
 
 }  // namespace tessera::cuda

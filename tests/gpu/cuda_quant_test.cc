@@ -15,6 +15,12 @@
 
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
+#if TESSERA_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/cuda_int4_launch.h"
+#include "kernels/cuda/int4_layout.h"
+#endif
 #include "kernels/cpu/cpu_backend.h"
 #include "tests/gpu/gpu_test_util.h"
 
@@ -203,7 +209,9 @@ void RunPackedInt4Case(Backend& gpu, CpuBackend& cpu, const GptqCase& c, const s
   RunInt4Case(gpu, cpu, c, row_counts, rng, /*packed=*/true);
 }
 
-const std::vector<int64_t> kPackedRows = {1, 3, 8, 9, 16, 33, 128};
+// Both sides of each kernel boundary: the decode kernel's one and two row tiles (up to 8 and
+// 16 rows), then the tile kernel.
+const std::vector<int64_t> kPackedRows = {1, 2, 3, 8, 9, 16, 17, 33, 128};
 
 const std::vector<int64_t> kDecodeRows = {1, 2, 3, 5, 8};
 const std::vector<int64_t> kPrefillRows = {9, 16, 33, 130};
@@ -238,7 +246,7 @@ TEST_F(CudaQuantTest, Int4MatchesCpuWhenFeaturesAreNotMultiplesOf32) {
 TEST_F(CudaQuantTest, PackedInt4MatchesCpuAtLlamaShapes) {
   for (GptqCase c : {GptqCase{4, 4096, 4096, 128, false, false}, GptqCase{4, 4096, 1024, 128, true, true},
                      GptqCase{4, 1024, 2752, 128, false, true}}) {
-    RunPackedInt4Case(*gpu_, cpu_, c, {1, 2, 4, 8, 16, 64, 130}, rng_);
+    RunPackedInt4Case(*gpu_, cpu_, c, {1, 2, 3, 8, 9, 16, 17, 64, 130}, rng_);
   }
 }
 
@@ -261,6 +269,130 @@ TEST_F(CudaQuantTest, PackedInt4MatchesCpuWhenShapesLeaveTheTiles) {
     RunPackedInt4Case(*gpu_, cpu_, c, kPackedRows, rng_);
   }
 }
+
+#if TESSERA_HAVE_CUDA
+// A workspace for direct launches: arrival counters at zero, as the backend keeps them.
+void* ZeroedWorkspace(size_t bytes) {
+  void* ws = nullptr;
+  bytes = std::max(bytes, size_t{1} << 20);
+  if (cudaMalloc(&ws, bytes) != cudaSuccess || cudaMemset(ws, 0, bytes) != cudaSuccess) return nullptr;
+  return ws;
+}
+
+// The decode kernel under every plan it accepts, launched directly: column blocks per warp,
+// warps side by side over columns (the others split K inside a block), split-K across
+// blocks from none to one chunk per block (up to 8 as a cluster meeting in distributed
+// shared memory, or through the workspace), with and without programmatic launch and both
+// register bounds, against the CPU reference.
+TEST_F(CudaQuantTest, PackedInt4DecodeMatchesCpuUnderEveryWorkSplit) {
+  struct Mode {
+    bool cluster, pdl;
+    int min_blocks;
+  };
+  cudaStream_t stream = nullptr;  // a stream of its own, as the backend launches on
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  // One workspace for every launch: each leaves its arrival counters at zero.
+  const size_t ws_bytes = size_t{8} << 20;
+  void* ws = ZeroedWorkspace(ws_bytes);
+  ASSERT_NE(ws, nullptr);
+  for (GptqCase c : {GptqCase{4, 512, 320, 32, true, false}, GptqCase{4, 1000, 200, -1, false, true},
+                     GptqCase{4, 2112, 136, 48, false, false}}) {
+    const HostGptq h = RandomGptq(c, rng_);
+    DeviceGptq cw = Upload(cpu_, h), gw = UploadPacked(*gpu_, h);
+    ASSERT_NE(gw.q.packed, nullptr);
+    const cuda::Int4Args w = cuda::Int4ArgsOf(gw.q);
+    LinearWeight cl;
+    cl.quant = &cw.q;
+    for (int64_t rows : {1, 5, 8, 9, 16}) {
+      const std::vector<float> x = RandomBf16(rows * c.in, rng_);
+      Tensor cx = Put(cpu_, x, rows, c.in, DType::kF32), gx = Put(*gpu_, x, rows, c.in, DType::kBF16);
+      Tensor co = Poisoned(cpu_, rows, c.out, DType::kF32);
+      cpu_.Matmul(cx.view, cl, co.view);
+      const std::vector<float> ref = Get(cpu_, co.view);
+      const bool x_direct = h.perm.empty() && c.in % 8 == 0;
+      for (int nb : {2, 4}) {
+        for (int warps_n : {1, 2, 4, 8}) {
+          for (int splits : {0, 1, 3, 8, 1000}) {
+            for (Mode m : {Mode{false, false, 2}, Mode{true, true, 3}, Mode{true, false, 2}, Mode{false, true, 3}}) {
+              cuda::Int4Plan plan = cuda::PlanInt4Decode(w, rows, x_direct, 132, nb, warps_n, splits, m.min_blocks);
+              const std::string what = Describe(c, rows) + " nb " + std::to_string(nb) + " warps_n " +
+                                       std::to_string(warps_n) + " splits " + std::to_string(plan.splits) +
+                                       " cluster " + std::to_string(m.cluster) + " pdl " + std::to_string(m.pdl) +
+                                       " blocks/SM " + std::to_string(plan.min_blocks);
+              ASSERT_TRUE(plan.decode) << what;
+              plan.cluster = m.cluster;  // used when there are 2 to 8 splits
+              plan.pdl = m.pdl;
+              ASSERT_LE(plan.workspace_bytes, ws_bytes) << what;
+              Tensor go = Poisoned(*gpu_, rows, c.out, DType::kF32);
+              ASSERT_TRUE(gpu_->Synchronize().ok());
+              cuda::LaunchInt4Matmul(w, plan, gx.view.data, rows, go.view.data, DType::kF32, ws, stream);
+              ASSERT_EQ(cudaGetLastError(), cudaSuccess) << what;
+              ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess) << what;
+              EXPECT_LT(RelError(Get(*gpu_, go.view), ref), 1e-4) << what;
+            }
+          }
+        }
+      }
+    }
+  }
+  cudaFree(ws);
+  cudaStreamDestroy(stream);
+}
+
+// Two decode matmuls in a captured graph, the second reading the first's output: launched as
+// programmatic dependents, each streams its weights early but must read its input only after
+// the kernel before it is done. Both outputs start as NaN before every replay.
+TEST_F(CudaQuantTest, PackedInt4DecodeChainInACapturedGraphReadsEachInputAfterItIsWritten) {
+  const HostGptq h1 = RandomGptq({4, 1024, 2048, 128, false, false}, rng_);
+  const HostGptq h2 = RandomGptq({4, 2048, 512, 64, false, true}, rng_);
+  DeviceGptq g1 = UploadPacked(*gpu_, h1), g2 = UploadPacked(*gpu_, h2);
+  DeviceGptq c1 = Upload(cpu_, h1), c2 = Upload(cpu_, h2);
+  ASSERT_NE(g1.q.packed, nullptr);
+  ASSERT_NE(g2.q.packed, nullptr);
+  const cuda::Int4Args w1 = cuda::Int4ArgsOf(g1.q), w2 = cuda::Int4ArgsOf(g2.q);
+  LinearWeight l1, l2;
+  l1.quant = &c1.q;
+  l2.quant = &c2.q;
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  for (int64_t rows : {1, 9}) {
+    const cuda::Int4Plan p1 = cuda::PlanInt4Matmul(w1, rows, true, 132), p2 = cuda::PlanInt4Matmul(w2, rows, true, 132);
+    ASSERT_TRUE(p1.decode && p2.decode && p1.pdl && p2.pdl);
+    void* ws = ZeroedWorkspace(std::max(p1.workspace_bytes, p2.workspace_bytes));
+    ASSERT_NE(ws, nullptr);
+    const std::vector<float> x = RandomBf16(rows * 1024, rng_);
+    Tensor gx = Put(*gpu_, x, rows, 1024, DType::kBF16), cx = Put(cpu_, x, rows, 1024, DType::kF32);
+    Tensor y1 = Poisoned(*gpu_, rows, 2048, DType::kBF16), y2 = Poisoned(*gpu_, rows, 512, DType::kF32);
+    Tensor r1 = Poisoned(cpu_, rows, 2048, DType::kF32);
+    cpu_.Matmul(cx.view, l1, r1.view);
+    ASSERT_TRUE(gpu_->Synchronize().ok());
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed), cudaSuccess);
+    cuda::LaunchInt4Matmul(w1, p1, gx.view.data, rows, y1.view.data, DType::kBF16, ws, stream);
+    cuda::LaunchInt4Matmul(w2, p2, y1.view.data, rows, y2.view.data, DType::kF32, ws, stream);
+    ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+    ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    for (int replay = 0; replay < 3; ++replay) {
+      ASSERT_EQ(cudaMemset(y1.view.data, 0xFF, rows * 2048 * 2), cudaSuccess);
+      ASSERT_EQ(cudaMemset(y2.view.data, 0xFF, rows * 512 * 4), cudaSuccess);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+      const std::vector<float> got1 = Get(*gpu_, y1.view);
+      EXPECT_LT(RelError(got1, Get(cpu_, r1.view)), 1e-2) << rows << " rows, replay " << replay;
+      // The second against the CPU on the first's bf16 output, as the kernel read it.
+      Tensor cy1 = Put(cpu_, got1, rows, 2048, DType::kF32), r2 = Poisoned(cpu_, rows, 512, DType::kF32);
+      cpu_.Matmul(cy1.view, l2, r2.view);
+      EXPECT_LT(RelError(Get(*gpu_, y2.view), Get(cpu_, r2.view)), 1e-4) << rows << " rows, replay " << replay;
+    }
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    cudaFree(ws);
+  }
+  cudaStreamDestroy(stream);
+}
+#endif
 
 TEST_F(CudaQuantTest, WeightsWithoutAPackedLayoutKeepTheAutoGptqKernels) {
   // Group 8 splits a 16-input mma step, and 8-bit fields have no packed kernel: the backend

@@ -1,0 +1,429 @@
+// int4 x bf16 matmul for decode batches (1-16 rows) on the repacked layout (int4_layout.h).
+// The weight is the mma's A operand: a packed word is already the m16n8k16 A fragment of 16
+// columns x 16 inputs, and the activations (8 rows) are B, so batch 1-8 costs one mma per
+// 16x16 weight block and nothing is wasted on a second column tile. Each warp streams nb
+// column blocks over its run of 64-input chunks with 16-byte loads straight into a register
+// ring (no shared-memory round trip for weights); the block's activations and per-group
+// metadata are staged once in shared memory. The warps of a block split its K run and meet
+// in shared memory; blocks split K further only as far as the device needs to be filled and
+// then meet through the workspace, the last block to arrive summing (or, as a plan's knob,
+// through distributed shared memory as one thread-block cluster). Launched as a
+// programmatic dependent, a block streams its weights before the previous kernel has
+// finished and waits for it only to read the activations.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cooperative_groups.h>
+
+#include <algorithm>
+
+#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/cuda_int4_common.cuh"
+#include "kernels/cuda/cuda_int4_launch.h"
+#include "kernels/cuda/cuda_quant_launch.h"
+
+namespace tessera::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kRing = 2;                    // chunk steps of weight loads in flight per warp
+constexpr int kMaxBlockChunks = 32;         // a block's K run, bounding its staged activations
+constexpr int kMaxSmemBytes = 160 * 1024;   // what a plan may ask for
+constexpr int kMaxClusterSplits = 8;        // the portable thread-block cluster size
+
+struct DecodeArgs {
+  Int4Args w;
+  const __nv_bfloat16* x;
+  int64_t lda, k_valid;
+  int rows, warps_n, chunks_per_split;
+  bool cluster;     // the splits meet in distributed shared memory
+  int x_stride;     // staged activation row, bf16
+  int meta_offset;  // staged metadata, bytes into shared memory
+  void* out;
+  DType odt;
+  float* partial;
+  unsigned* counters;
+};
+
+// Weights are read once: keep them out of L1.
+__device__ __forceinline__ uint4 LoadStreaming(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+// MinBlocks: blocks per multiprocessor the registers must allow (3 caps them at 80).
+template <int NT, int NB, int MinBlocks>
+__global__ void __launch_bounds__(kThreads, MinBlocks) Int4DecodeKernel(DecodeArgs a) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ bool last_block;
+  const Int4Args& w = a.w;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int warps_k = kWarps / a.warps_n;
+  const int wn = warp % a.warps_n, wk = warp / a.warps_n;
+  const int n_blocks = static_cast<int>(w.n_blocks), k_chunks = static_cast<int>(w.k_chunks);
+  const int tile_blocks = a.warps_n * NB;
+  const int nb_tile = blockIdx.x * tile_blocks, nb_warp = nb_tile + wn * NB;
+  const int split = blockIdx.y, splits = gridDim.y;
+  const int c0 = split * a.chunks_per_split, c1 = min(c0 + a.chunks_per_split, k_chunks);
+  const int per_warp = (c1 - c0 + warps_k - 1) / warps_k;
+  const int wc0 = min(c1, c0 + wk * per_warp), wc1 = min(c1, wc0 + per_warp);
+
+  // Metadata and weights do not depend on the previous kernel: they go out before waiting for
+  // it, the small metadata first so that it is not queued behind the weight stream. Staged
+  // metadata: the groups the block's K run touches, [group][tile_blocks] 64-byte records.
+  const int gsize = static_cast<int>(w.group_size), gsteps = gsize / 16;
+  const int gfirst = c0 * 64 / gsize;
+  const int glast = min(static_cast<int>(w.groups) - 1, (c1 * 64 - 1) / gsize);
+  unsigned char* ms = smem + a.meta_offset;
+  const int pieces = tile_blocks * 4;
+  for (int i = tid; i < (glast - gfirst + 1) * pieces; i += kThreads) {
+    const int grp = i / pieces, nb = nb_tile + (i % pieces) / 4, part = i % 4;
+    const bool ok = nb < n_blocks;
+    const unsigned char* src = w.meta + ((static_cast<int64_t>(gfirst + grp) * n_blocks + nb) * 64 + part * 16);
+    CpAsync16(ms + i * 16, ok ? src : w.meta, ok);
+  }
+  CpAsyncCommit();
+
+  const uint4* wsrc = reinterpret_cast<const uint4*>(w.words) + static_cast<int64_t>(nb_warp) * k_chunks * 32 + lane;
+  bool col_ok[NB];
+#pragma unroll
+  for (int b = 0; b < NB; ++b) col_ok[b] = nb_warp + b < n_blocks;
+  auto load = [&](uint4(&dst)[NB], int c) {
+#pragma unroll
+    for (int b = 0; b < NB; ++b) {
+      dst[b] = c < wc1 && col_ok[b] ? LoadStreaming(wsrc + (static_cast<int64_t>(b) * k_chunks + c) * 32)
+                                    : make_uint4(0, 0, 0, 0);
+    }
+  };
+  uint4 q[kRing][NB];
+#pragma unroll
+  for (int r = 0; r < kRing; ++r) load(q[r], wc0 + r);
+
+  // A dependent kernel may start launching now (it waits for this grid to finish before it
+  // reads anything this grid writes); this one waits for its predecessor here, before reading
+  // the activations or touching the workspace. Both are no-ops without a programmatic launch.
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+
+  // Activations of the block's K run, valid rows only, zeros from k_valid on.
+  auto* xs = reinterpret_cast<__nv_bfloat16*>(smem);
+  const int segs = a.chunks_per_split * 8;
+  for (int r = 0; r < a.rows; ++r) {
+    for (int s = tid; s < segs; s += kThreads) {
+      const int64_t col = static_cast<int64_t>(c0) * 64 + s * 8;
+      const bool ok = col < a.k_valid;
+      CpAsync16(xs + r * a.x_stride + s * 8, ok ? a.x + r * a.lda + col : a.x, ok);
+    }
+  }
+  CpAsyncCommit();
+  CpAsyncWait<0>();
+  __syncthreads();
+
+  // Group bookkeeping by counters (steps are 16 inputs): a division per step would cost more
+  // than the step. This lane needs columns g and g + 8 of each block: scales as f32, zeros as
+  // bf16x2 pairs (128 + zero).
+  const int s0 = wc0 * 4;
+  const int gmax = glast - gfirst;
+  int gidx = s0 / gsteps - gfirst, group_left = gsteps - s0 % gsteps;
+  uint32_t zlo[NB], zhi[NB];
+  float slo[NB], shi[NB];
+  auto read_meta = [&](int gi) {
+    const auto* recs = reinterpret_cast<const uint16_t*>(ms + (min(gi, gmax) * tile_blocks + wn * NB) * 64);
+#pragma unroll
+    for (int b = 0; b < NB; ++b) {
+      const uint16_t* rec = recs + b * 32;
+      slo[b] = __half2float(__ushort_as_half(rec[g]));
+      shi[b] = __half2float(__ushort_as_half(rec[8 + g]));
+      zlo[b] = __byte_perm(rec[16 + g], 0, 0x1010);
+      zhi[b] = __byte_perm(rec[24 + g], 0, 0x1010);
+    }
+  };
+  read_meta(gidx);
+
+  // Accumulator e of block b, row tile nt: column 16 * (nb_warp + b) + g + 8 * (e / 2), row
+  // 8 * nt + 2 * t + e % 2. tmp holds the current group's integer-weight sums.
+  float acc[NB][NT][4], tmp[NB][NT][4];
+#pragma unroll
+  for (int b = 0; b < NB; ++b)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[b][nt][e] = tmp[b][nt][e] = 0.0f;
+  auto flush = [&] {
+#pragma unroll
+    for (int b = 0; b < NB; ++b)
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          acc[b][nt][e] = fmaf(tmp[b][nt][e], e < 2 ? slo[b] : shi[b], acc[b][nt][e]);
+          tmp[b][nt][e] = 0.0f;
+        }
+  };
+
+  const auto* xs32 = reinterpret_cast<const uint32_t*>(xs);
+  const int xw = a.x_stride / 2;  // words per staged row: = 4 mod 32, so the 8 rows x 4 lanes hit distinct banks
+  auto compute = [&](const uint4(&qc)[NB], int c) {
+    const int kw = (c - c0) * 32 + t;  // word of input 64 * (c - c0) + 2t in a staged row
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      uint32_t bx[NT][2];
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        const int row = nt * 8 + g;
+        const bool ok = row < a.rows;
+        bx[nt][0] = ok ? xs32[row * xw + kw + 8 * j] : 0u;
+        bx[nt][1] = ok ? xs32[row * xw + kw + 8 * j + 4] : 0u;
+      }
+#pragma unroll
+      for (int b = 0; b < NB; ++b) {
+        const uint32_t word = j == 0 ? qc[b].x : j == 1 ? qc[b].y : j == 2 ? qc[b].z : qc[b].w;
+        // Nibble pairs r = 2 * tile + breg (int4_layout.h) in A-fragment order: rows g, g + 8
+        // of inputs 2t, 2t + 1, then of inputs 2t + 8, 2t + 9.
+        const uint32_t af[4] = {DequantPair(word, zlo[b]), DequantPair(word >> 8, zhi[b]),
+                                DequantPair(word >> 4, zlo[b]), DequantPair(word >> 12, zhi[b])};
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) MmaBf16(tmp[b][nt], af, bx[nt][0], bx[nt][1]);
+      }
+      if (--group_left == 0) {
+        flush();
+        group_left = gsteps;
+        read_meta(++gidx);
+      }
+    }
+  };
+
+#pragma unroll 1
+  for (int c = wc0; c < wc1; c += kRing) {
+#pragma unroll
+    for (int r = 0; r < kRing; ++r) {
+      if (c + r < wc1) {
+        compute(q[r], c + r);
+        load(q[r], c + r + kRing);
+      }
+    }
+  }
+  flush();  // the last, partial group (a no-op when a group just ended)
+
+  // The warps' sums meet in shared memory, [warps_k][8 * NT rows][tile columns], and the
+  // block's sums go to `sums` [8 * NT rows][tile columns] when the cluster reads them.
+  __syncthreads();  // the staged activations and metadata are done with
+  auto* red = reinterpret_cast<float*>(smem);
+  const int tile_cols = tile_blocks * 16, rows_pad = 8 * NT;
+  float* sums = red + warps_k * rows_pad * tile_cols;
+#pragma unroll
+  for (int b = 0; b < NB; ++b)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = (wn * NB + b) * 16 + g + 8 * (e / 2), row = nt * 8 + 2 * t + e % 2;
+        red[(wk * rows_pad + row) * tile_cols + col] = acc[b][nt][e];
+      }
+  __syncthreads();
+  const int64_t n = w.out_features, col0 = static_cast<int64_t>(nb_tile) * 16;
+  const int ncols = static_cast<int>(min(static_cast<int64_t>(tile_cols), n - col0));
+  const int rows = a.rows;
+  // Flat over (row, column) so that every thread has work at 16 rows of a narrow tile: the
+  // global path's loads below are L2 round trips, and a loop per row serialises them.
+  for (int idx = tid; idx < rows * ncols; idx += kThreads) {
+    const int row = idx / ncols, col = idx % ncols;
+    float s = 0.0f;
+    for (int k = 0; k < warps_k; ++k) s += red[(k * rows_pad + row) * tile_cols + col];
+    if (splits == 1) {
+      StoreFromFloat(a.out, a.odt, row * n + col0 + col, s);
+    } else if (a.cluster) {
+      sums[row * tile_cols + col] = s;
+    } else {
+      a.partial[(static_cast<int64_t>(split) * rows + row) * n + col0 + col] = s;
+    }
+  }
+  if (splits == 1) return;
+
+  if (a.cluster) {
+    // The splits of a column tile are one cluster (grid.y == cluster size): each block sums
+    // a slice of the columns over every block's `sums`, in split order (deterministic).
+    namespace cg = cooperative_groups;
+    cg::cluster_group cluster = cg::this_cluster();
+    cluster.sync();  // every block's sums are written
+    const int per = (ncols + splits - 1) / splits;
+    const int lo = split * per, hi = min(ncols, lo + per);
+    for (int row = 0; row < rows; ++row) {
+      for (int col = lo + tid; col < hi; col += kThreads) {
+        float s = 0.0f;
+        for (int sp = 0; sp < splits; ++sp) s += cluster.map_shared_rank(sums, sp)[row * tile_cols + col];
+        StoreFromFloat(a.out, a.odt, row * n + col0 + col, s);
+      }
+    }
+    cluster.sync();  // no block leaves while others read its shared memory
+    return;
+  }
+
+  __threadfence();
+  __syncthreads();
+  unsigned* counter = a.counters + blockIdx.x;
+  if (tid == 0) last_block = atomicAdd(counter, 1u) == static_cast<unsigned>(splits - 1);
+  __syncthreads();
+  if (!last_block) return;
+  __threadfence();
+  for (int idx = tid; idx < rows * ncols; idx += kThreads) {
+    const int row = idx / ncols, col = idx % ncols;
+    float s = 0.0f;
+    // Other blocks wrote these: read around L1, which is not coherent across SMs.
+    for (int sp = 0; sp < splits; ++sp) s += __ldcg(a.partial + (static_cast<int64_t>(sp) * rows + row) * n + col0 + col);
+    StoreFromFloat(a.out, a.odt, row * n + col0 + col, s);
+  }
+  if (tid == 0) *counter = 0;  // ready for the next launch (CUDA-graph replays too)
+}
+
+using KernelFn = void (*)(DecodeArgs);
+
+// The instantiated kernels: one or two row tiles, two or four column blocks per warp; two
+// column blocks at one row tile also fit three blocks per multiprocessor.
+KernelFn KernelFor(int nt, int nb, int min_blocks) {
+  if (nt == 1 && nb == 2) return min_blocks == 3 ? Int4DecodeKernel<1, 2, 3> : Int4DecodeKernel<1, 2, 2>;
+  if (nt == 1) return Int4DecodeKernel<1, 4, 2>;
+  return nb == 2 ? Int4DecodeKernel<2, 2, 2> : Int4DecodeKernel<2, 4, 2>;
+}
+
+int KernelIndex(int nt, int nb, int min_blocks) { return (nt - 1) * 4 + (nb / 2 - 1) * 2 + (min_blocks == 3); }
+
+// Blocks of one kernel that fit on a multiprocessor by registers; asked once per kernel (the
+// opt-in to kMaxSmemBytes of shared memory goes with it).
+int RegisterBlocksPerSm(int nt, int nb, int min_blocks) {
+  static int cached[8] = {};
+  int& n = cached[KernelIndex(nt, nb, min_blocks)];
+  if (n == 0) {
+    KernelFn k = KernelFor(nt, nb, min_blocks);
+    int blocks = 0;
+    if (cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSmemBytes) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, k, kThreads, 0) != cudaSuccess) {
+      blocks = 1;
+    }
+    n = std::max(blocks, 1);
+  }
+  return n;
+}
+
+int SmemPerSm() {
+  static const int bytes = [] {
+    int dev = 0, v = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev) != cudaSuccess) {
+      return kMaxSmemBytes;
+    }
+    return v;
+  }();
+  return bytes;
+}
+
+// Shared memory of a plan whose K run is `chunks`: staged activations and metadata (64-byte
+// records), or the sums after them, whichever is larger.
+void SizeSmem(const Int4Args& w, int64_t rows, int chunks, Int4Plan* p) {
+  const int tile_blocks = p->warps_n * p->nb;
+  p->x_stride = chunks * 64 + 8;
+  p->meta_offset = static_cast<int32_t>(rows * p->x_stride * 2);
+  const int64_t groups = (static_cast<int64_t>(chunks) * 64 + w.group_size - 1) / w.group_size + 1;
+  const int64_t staged = p->meta_offset + groups * tile_blocks * 64;
+  // The warps' sums, then the block's (read by the cluster).
+  const int64_t sums = static_cast<int64_t>(kWarps / p->warps_n + 1) * 8 * p->nt * tile_blocks * 16 * 4;
+  p->smem_bytes = static_cast<int32_t>(std::max(staged, sums));
+}
+
+}  // namespace
+
+Int4Plan PlanInt4Decode(const Int4Args& w, int64_t rows, bool x_direct, int num_sms, int nb, int warps_n,
+                        int splits, int min_blocks) {
+  Int4Plan p;
+  p.nt = rows <= 8 ? 1 : 2;
+  p.nb = nb == 2 ? 2 : 4;
+  p.min_blocks = p.nt == 1 && p.nb == 2 && min_blocks == 3 ? 3 : 2;
+  p.warps_n = std::clamp(warps_n, 1, kWarps);
+  const int warps_k = kWarps / p.warps_n;
+  p.row_blocks = 1;
+  const int64_t tile_blocks = p.warps_n * p.nb;
+  const int64_t col_tiles = (w.n_blocks + tile_blocks - 1) / tile_blocks;
+  if (rows < 1 || rows > kInt4DecodeMaxRows || col_tiles > kGptqGemvMaxColTiles) return p;
+  p.col_tiles = static_cast<int32_t>(col_tiles);
+  const int k_chunks = static_cast<int>(w.k_chunks);
+  int chunks = std::min(k_chunks, kMaxBlockChunks);
+  SizeSmem(w, rows, chunks, &p);
+  while (p.smem_bytes > kMaxSmemBytes && chunks > 1) {  // small groups and wide tiles stage more metadata
+    chunks = (chunks + 1) / 2;
+    SizeSmem(w, rows, chunks, &p);
+  }
+  if (p.smem_bytes > kMaxSmemBytes) return p;
+  if (splits <= 0) {
+    // One wave of resident blocks, each warp keeping at least a chunk; more splits than
+    // that only add partial sums.
+    splits = static_cast<int>(std::clamp<int64_t>(Int4DecodeResidentBlocks(p, num_sms) / col_tiles, 1,
+                                                  std::max(1, k_chunks / warps_k)));
+  }
+  chunks = std::min(chunks, (k_chunks + splits - 1) / splits);
+  SizeSmem(w, rows, chunks, &p);
+  p.chunks_per_split = chunks;
+  p.splits = (k_chunks + chunks - 1) / chunks;
+  // Splits meet through the workspace: as a cluster in distributed shared memory they
+  // measured slower on the H100 at every decode batch but 1-8 rows of 11008x4096 (cluster
+  // co-scheduling; bench sweep), so that stays a knob.
+  p.cluster = false;
+  p.pdl = true;
+  p.decode = true;
+  PlaceInt4Workspace(w, rows, x_direct, &p);
+  return p;
+}
+
+int64_t Int4DecodeResidentBlocks(const Int4Plan& p, int num_sms) {
+  const int per_sm = std::min(RegisterBlocksPerSm(p.nt, p.nb, p.min_blocks), SmemPerSm() / (p.smem_bytes + 1024));
+  return static_cast<int64_t>(std::max(per_sm, 1)) * num_sms;
+}
+
+void LaunchInt4Decode(const Int4Args& w, const Int4Plan& p, const void* x, int64_t lda, int64_t k_valid,
+                      int64_t rows, void* out, DType out_dtype, float* partial, unsigned* counters,
+                      cudaStream_t stream) {
+  RegisterBlocksPerSm(p.nt, p.nb, p.min_blocks);  // the shared-memory opt-in
+  DecodeArgs a;
+  a.w = w;
+  a.x = static_cast<const __nv_bfloat16*>(x);
+  a.lda = lda;
+  a.k_valid = k_valid;
+  a.rows = static_cast<int>(rows);
+  a.warps_n = p.warps_n;
+  a.chunks_per_split = p.chunks_per_split;
+  a.cluster = p.cluster && p.splits > 1 && p.splits <= kMaxClusterSplits;
+  a.x_stride = p.x_stride;
+  a.meta_offset = p.meta_offset;
+  a.out = out;
+  a.odt = out_dtype;
+  a.partial = partial;
+  a.counters = counters;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(p.col_tiles, p.splits);
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = p.smem_bytes;
+  cfg.stream = stream;
+  cudaLaunchAttribute attrs[2];
+  cfg.attrs = attrs;
+  cfg.numAttrs = 0;
+  if (a.cluster) {
+    cudaLaunchAttribute& c = attrs[cfg.numAttrs++];
+    c.id = cudaLaunchAttributeClusterDimension;
+    c.val.clusterDim.x = 1;
+    c.val.clusterDim.y = p.splits;
+    c.val.clusterDim.z = 1;
+  }
+  if (p.pdl) {
+    cudaLaunchAttribute& d = attrs[cfg.numAttrs++];
+    d.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    d.val.programmaticStreamSerializationAllowed = 1;
+  }
+  // Errors surface through the caller's cudaGetLastError like a <<<>>> launch's.
+  cudaLaunchKernelEx(&cfg, KernelFor(p.nt, p.nb, p.min_blocks), a);
+}
+
+}  // namespace tessera::cuda
