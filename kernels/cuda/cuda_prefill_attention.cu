@@ -1,4 +1,5 @@
-// Paged causal attention for batches with prefill chunks (decodes may be mixed in):
+// Paged causal attention for batches with prefill chunks (decodes may be mixed in) on CUDA
+// cores, for the head dims the tensor-core kernel (cuda_prefill_mma.cu) does not take:
 // FlashAttention-style tiles over the block table with an online softmax in f32.
 // One CTA per (64 query rows, sequence, kv head); a row is (query token, head of the
 // GQA group), so the K/V tiles in shared memory serve the whole group.
@@ -8,6 +9,7 @@
 
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_launch.h"
+#include "kernels/cuda/cuda_prefill_internal.h"
 
 namespace tessera::cuda {
 namespace {
@@ -171,12 +173,10 @@ void LaunchPrefill(const AttentionArgs& a, cudaStream_t stream) {
 
 void LaunchPrefillAttention(const AttentionArgs& a, cudaStream_t stream) {
   if (a.num_seqs <= 0 || a.max_query_len <= 0) return;
+  if (MmaPrefillSupported(a.head_dim)) return LaunchMmaPrefill(a, stream);
   switch (a.head_dim) {
     case 8: return LaunchPrefill<8>(a, stream);
     case 16: return LaunchPrefill<16>(a, stream);
-    case 32: return LaunchPrefill<32>(a, stream);
-    case 64: return LaunchPrefill<64>(a, stream);
-    case 128: return LaunchPrefill<128>(a, stream);
     case 256: return LaunchPrefill<256>(a, stream);
     default: return;
   }

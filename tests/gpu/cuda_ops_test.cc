@@ -357,12 +357,14 @@ TEST_F(CudaOpsTest, DecodeAttentionMatchesCpuAcrossGqaRatios) {
   }
 }
 
-// Pages smaller and larger than a kernel's 16-token sub-tile, and not a power of two.
-TEST_F(CudaOpsTest, DecodeAttentionMatchesCpuAcrossBlockSizes) {
+// Pages smaller and larger than a kernel's 16-token sub-tile or 64-key tile, and not a
+// power of two; decodes alone and beside prefill chunks.
+TEST_F(CudaOpsTest, AttentionMatchesCpuAcrossBlockSizes) {
   for (int bs : {1, 8, 12, 32, 64}) {
     SCOPED_TRACE("block_size " + std::to_string(bs));
     for (int d : {64, 128, 256}) {
       RunAttentionCase(*gpu_, cpu_, {8, 2, d, {{0, 1}, {15, 1}, {16, 1}, {200, 1}, {1500, 1}}, bs}, rng_);
+      RunAttentionCase(*gpu_, cpu_, {8, 2, d, {{0, 40}, {30, 70}, {9, 1}, {130, 65}}, bs}, rng_);
     }
   }
 }
@@ -376,7 +378,7 @@ TEST_F(CudaOpsTest, DecodeAttentionMatchesCpuAtLongContextLong) {
 TEST_F(CudaOpsTest, PrefillAttentionMatchesCpuWithMixedDecodes) {
   struct Heads { int hq, hk, d; };
   for (Heads h : {Heads{4, 4, 64}, Heads{8, 4, 128}, Heads{16, 4, 64}, Heads{8, 1, 128}, Heads{4, 2, 8},
-                  Heads{6, 3, 32}, Heads{4, 2, 256}}) {
+                  Heads{6, 3, 32}, Heads{4, 2, 256}, Heads{16, 1, 64}, Heads{10, 2, 128}}) {
     RunAttentionCase(*gpu_, cpu_, {h.hq, h.hk, h.d, {{0, 17}, {5, 64}, {37, 1}, {100, 130}, {0, 1}, {15, 2}}},
                      rng_);
   }
