@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -85,6 +86,21 @@ double GraphMedianSeconds(cudaStream_t stream, int warmup, int reps, int calls, 
   CHECK_CUDA(cudaGraphDestroy(graph));
   return t / calls;
 }
+
+// Case filter for profiling runs: the comma-separated list in environment variable `var`
+// (absent or empty: every case). Selected(key) says whether `key` is in it.
+class CaseFilter {
+ public:
+  explicit CaseFilter(const char* var) {
+    const char* v = std::getenv(var);
+    if (v != nullptr && *v != 0) list_ = std::string(",") + v + ",";
+  }
+  bool active() const { return !list_.empty(); }
+  bool Selected(const std::string& key) const { return !active() || list_.find("," + key + ",") != std::string::npos; }
+
+ private:
+  std::string list_;
+};
 
 // Device-to-device copy bandwidth over `bytes`, counting bytes read and written, in GB/s.
 inline double CopyBandwidthGbs(CudaBackend& be, size_t bytes) {

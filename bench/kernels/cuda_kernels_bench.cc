@@ -147,12 +147,9 @@ int main(int argc, char** argv) {
               "of copy", "eager us");
   const AttnShape shapes[] = {{"llama7b 32q/32kv D128", 32, 32, 128}, {"gqa 32q/8kv D128", 32, 8, 128}};
   // TESSERA_ATTN_CASES="kv_heads:ctx:batch,..." limits the decode cases (e.g. for a profiler).
-  const char* only = std::getenv("TESSERA_ATTN_CASES");
+  const bench::CaseFilter only("TESSERA_ATTN_CASES");
   auto selected = [&](int kv_heads, int ctx, int batch) {
-    if (only == nullptr || *only == 0) return true;
-    const std::string key = std::to_string(kv_heads) + ":" + std::to_string(ctx) + ":" + std::to_string(batch);
-    const std::string list = std::string(",") + only + ",";
-    return list.find("," + key + ",") != std::string::npos;
+    return only.Selected(std::to_string(kv_heads) + ":" + std::to_string(ctx) + ":" + std::to_string(batch));
   };
   for (const AttnShape& s : shapes) {
     for (int ctx : {256, 1024, 4096, 16384}) {
@@ -175,7 +172,7 @@ int main(int argc, char** argv) {
   std::printf("\n%-34s %6s %7s %10s %10s\n", "prefill attention (causal)", "seqs", "tokens", "us/layer", "TFLOP/s");
   for (const AttnShape& s : shapes) {
     for (int qlen : {512, 2048}) {
-      if (only != nullptr && *only != 0) break;
+      if (only.active()) break;
       size_t bytes = 0;
       const int batch = 4;
       const double t = TimeAttention(*be, s, batch, qlen, qlen, rng, &bytes);

@@ -216,13 +216,12 @@ int main(int argc, char** argv) {
               "eager us", "generic", "bf16 us", "cublas us", "vs bf16", "vs cublas", "GB/s", "of copy", "TFLOP/s");
   // TESSERA_QUANT_CASES="MxK:batch,..." limits the int4 cases (e.g. for a profiler) and
   // skips the BGMV case.
-  const char* only = std::getenv("TESSERA_QUANT_CASES");
+  const bench::CaseFilter only("TESSERA_QUANT_CASES");
   const char* sweep_env = std::getenv("TESSERA_QUANT_SWEEP");
   const bool sweep = sweep_env != nullptr && std::string(sweep_env) == "1";
-  const bool filtered = only != nullptr && *only != 0;
+  const bool filtered = only.active();
   auto selected = [&](int64_t m, int64_t k, int64_t n) {
-    const std::string key = std::to_string(m) + "x" + std::to_string(k) + ":" + std::to_string(n);
-    return !filtered || (std::string(",") + only + ",").find("," + key + ",") != std::string::npos;
+    return only.Selected(std::to_string(m) + "x" + std::to_string(k) + ":" + std::to_string(n));
   };
   struct Shape { int64_t m, k; };
   for (Shape s : {Shape{4096, 4096}, Shape{11008, 4096}, Shape{4096, 11008}}) {
