@@ -3,7 +3,8 @@
 # of bench/device/pack.sh unpacked in $D. The pack needs the GPU test binaries (*_test),
 # tessera, tessera-loadgen, tessera-bench-decode, tessera-make-random-model,
 # tessera-make-random-adapter, cuda_kernels_bench, cuda_quant_bench and cuda_lora_bench.
-# STAGES picks the parts; all of them take longer than one 10-minute call, so run
+# STAGES picks the parts (PDL_COMPARE=1 adds a decode run with TESSERA_CUDA_PDL=0); all of
+# them take longer than one 10-minute call, so run
 #   STAGES="tests kernels decode serve"   then   STAGES="lora".
 # The log goes to $OUT/goals.log and every JSON into $OUT/goals_json.tar (a call returns
 # at most 8 files).
@@ -53,6 +54,11 @@ if has decode; then
   B="$D/bin/tessera-bench-decode --device cuda --prompt-len 128 --new-tokens 256"
   timeout 200 $B --model $M/llama2-7b --shape llama2-7b --batches 1,32,256 --out "$J/decode_7b_bf16.json" 2>&1 |
     grep -v "^loaded" | tee -a "$LOG"
+  if [ "${PDL_COMPARE:-0}" = 1 ]; then  # the same without programmatic dependent launches
+    echo "== decode, TESSERA_CUDA_PDL=0" | tee -a "$LOG"
+    TESSERA_CUDA_PDL=0 timeout 200 $B --model $M/llama2-7b --shape llama2-7b --batches 1,256 \
+      --out "$J/decode_7b_bf16_nopdl.json" 2>&1 | grep -v "^loaded" | tee -a "$LOG"
+  fi
   "$D/bin/tessera-make-random-model" --shape llama2-7b --gptq-bits 4 --group-size 128 --out $M/gptq 2>&1 | tail -1 | tee -a "$LOG"
   timeout 90 $B --model $M/gptq --shape llama2-7b --batches 1 --out "$J/decode_7b_gptq_int4.json" 2>&1 |
     grep -v "^loaded" | tee -a "$LOG"

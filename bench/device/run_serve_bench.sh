@@ -29,14 +29,31 @@ for c in $CONCURRENCY; do
   "$D/bin/tessera-loadgen" --port "$port" --model llama2-7b-random --num-prompts $((c * PROMPTS_PER_STREAM)) \
     --max-concurrency "$c" --random-input-len 128 --random-output-len 128 --out "$OUT/serve_7b_$tag.json" 2>&1 \
     | grep -E "throughput|ITL|TPOT|TTFT|failed|Failed" | head -12
+  # The engine's step accounting (steps, seconds, forward seconds, tokens by kind of step).
+  python3 -c "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:$port/metrics').read().decode())" \
+    > "$OUT/serve_metrics_$tag.txt" 2>/dev/null
   # The keys every result file carries (device, shape, batch, tokens_per_s) and the command.
   DEVICE_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1) python3 - "$OUT/serve_7b_$tag.json" "$c" \
-    "CONCURRENCY=$c PROMPTS_PER_STREAM=$PROMPTS_PER_STREAM DRIFT=${DRIFT:-1} bench/device/run_serve_bench.sh" <<'PY'
-import json, os, sys
-path, c, cmd = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    "CONCURRENCY=$c PROMPTS_PER_STREAM=$PROMPTS_PER_STREAM DRIFT=${DRIFT:-1} bench/device/run_serve_bench.sh" \
+    "$OUT/serve_metrics_$tag.txt" <<'PY'
+import json, os, re, sys
+path, c, cmd, metrics = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 d = json.load(open(path))
 d.update(device=os.environ.get("DEVICE_NAME", ""), shape="llama2-7b (random weights, bf16)", batch=c,
          tokens_per_s=d.get("output_throughput"), command=cmd + f" (max-num-seqs {c})")
+steps = {}
+for line in open(metrics) if os.path.exists(metrics) else []:
+    m = re.match(r'tessera_engine_(steps|step_seconds|forward_seconds|step_tokens)_total\{kind="(\w+)".* (\S+)$', line)
+    if m:
+        steps.setdefault(m.group(2), {})[m.group(1)] = float(m.group(3))
+for kind, v in steps.items():
+    n = max(v.get("steps", 0), 1)
+    v["mean_step_ms"] = 1e3 * v.get("step_seconds", 0) / n
+    v["mean_host_ms"] = 1e3 * (v.get("step_seconds", 0) - v.get("forward_seconds", 0)) / n
+    v["mean_tokens"] = v.get("step_tokens", 0) / n
+    print(f"  {kind} steps: {int(v.get('steps', 0))}, mean {v['mean_step_ms']:.2f} ms "
+          f"(host outside forwards {v['mean_host_ms']:.2f} ms), {v['mean_tokens']:.0f} tokens/step")
+d["engine_steps"] = steps
 json.dump(d, open(path, "w"), indent=1, sort_keys=True)
 PY
   echo "== above: concurrency $c, drift ${DRIFT:-1}"

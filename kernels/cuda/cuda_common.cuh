@@ -71,4 +71,26 @@ __device__ __forceinline__ void CpAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
+// Programmatic dependent launch (sm_90, see cuda_pdl.h). A kernel launched with LaunchPdl
+// calls PdlStart() before it reads or writes anything an earlier kernel of the stream may
+// still touch; weights and other constant inputs may be read before it.
+__device__ __forceinline__ void PdlLaunchDependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void PdlWait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+// Lets the next kernel of the stream be scheduled now (it waits for this one to finish
+// before touching its results), then waits for the previous kernel to finish.
+__device__ __forceinline__ void PdlStart() {
+  PdlLaunchDependents();
+  PdlWait();
+}
+
 }  // namespace tessera::cuda

@@ -11,6 +11,7 @@
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_decode_internal.h"
 #include "kernels/cuda/cuda_launch.h"
+#include "kernels/cuda/cuda_pdl.h"
 
 namespace tessera::cuda {
 namespace {
@@ -114,6 +115,7 @@ __global__ void __launch_bounds__(kThreads) DecodeKernel(AttentionArgs a, int pa
   const int kvh = blockIdx.x, seq = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int G = a.num_heads / a.num_kv_heads;
+  PdlStart();
   const int t = a.query_start[seq];
   if (a.query_start[seq + 1] - t != 1) return;  // empty, or a prefill (its own kernel)
   const int len = a.positions[t] + 1;
@@ -324,6 +326,7 @@ __global__ void __launch_bounds__(kThreads) DecodeKernel(AttentionArgs a, int pa
 // Merges the partitions of one (sequence, head): weights are sum_i * 2^(max_i - max).
 __global__ void DecodeReduceKernel(AttentionArgs a, int splits, const float* o_part, const float* ml_part) {
   const int h = blockIdx.x, seq = blockIdx.y;
+  PdlStart();
   const int t = a.query_start[seq];
   if (a.query_start[seq + 1] - t != 1) return;  // empty, or a prefill (its own kernel)
   const int D = a.head_dim;
@@ -359,7 +362,7 @@ void LaunchDecode(const AttentionArgs& a, const DecodePlan& plan, float* workspa
   float* o_part = workspace ? workspace + kDecodeCounterBytes / sizeof(float) : nullptr;
   float* ml_part = o_part ? o_part + static_cast<size_t>(a.num_seqs) * a.num_heads * plan.splits * D : nullptr;
   dim3 grid(a.num_kv_heads, a.num_seqs, plan.splits);
-  DecodeKernel<D><<<grid, kThreads, smem, stream>>>(a, plan.partition_tokens, page_cap, o_part, ml_part);
+  LaunchPdl(DecodeKernel<D>, grid, kThreads, smem, stream, a, plan.partition_tokens, page_cap, o_part, ml_part);
   if (plan.splits > 1) LaunchDecodeReduce(a, plan.splits, o_part, ml_part, stream);
 }
 
@@ -367,7 +370,7 @@ void LaunchDecode(const AttentionArgs& a, const DecodePlan& plan, float* workspa
 
 void LaunchDecodeReduce(const AttentionArgs& a, int splits, const float* o_part, const float* ml_part,
                         cudaStream_t stream) {
-  DecodeReduceKernel<<<dim3(a.num_heads, a.num_seqs), 128, 0, stream>>>(a, splits, o_part, ml_part);
+  LaunchPdl(DecodeReduceKernel, dim3(a.num_heads, a.num_seqs), 128, 0, stream, a, splits, o_part, ml_part);
 }
 
 bool AttentionHeadDimSupported(int32_t head_dim) {
@@ -389,6 +392,7 @@ DecodePlan PlanDecodeAttention(const AttentionArgs& a, int num_sms) {
   splits = std::clamp<int64_t>(std::min(splits, (tiles + 3) / 4), 1, 1024);
   const int64_t tiles_per_split = (tiles + splits - 1) / splits;
   plan.splits = static_cast<int32_t>((tiles + tiles_per_split - 1) / tiles_per_split);
+  plan.grid_splits = plan.splits;
   plan.partition_tokens = static_cast<int32_t>(tiles_per_split * kTile);
   if (plan.splits > 1) {
     plan.workspace_bytes = kDecodeCounterBytes +

@@ -16,6 +16,7 @@
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_decode_internal.h"
 #include "kernels/cuda/cuda_mma.cuh"
+#include "kernels/cuda/cuda_pdl.h"
 
 namespace tessera::cuda {
 namespace {
@@ -59,278 +60,285 @@ __device__ __forceinline__ void Partition(int len, int split, int splits, int mi
 }
 
 template <int D>
-__global__ void __launch_bounds__(kThreads) DecodeMmaKernel(AttentionArgs a, int page_cap, int min_subs,
+__global__ void __launch_bounds__(kThreads) DecodeMmaKernel(AttentionArgs a, int splits, int page_cap, int min_subs,
                                                             unsigned* counters, float* o_part, float* ml_part) {
   using S = Shape<D>;
-  const int kvh = blockIdx.x, seq = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
+  const int kvh = blockIdx.x, seq = blockIdx.y;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int G = a.num_heads / a.num_kv_heads;
+  __shared__ bool merge;
+  PdlStart();
   const int t = a.query_start[seq];
   if (a.query_start[seq + 1] - t != 1) return;  // empty, or a prefill (its own kernel)
-  int start, end, parts;
-  Partition(a.positions[t] + 1, split, splits, min_subs, &start, &end, &parts);
+  // A CTA walks partitions blockIdx.z, blockIdx.z + gridDim.z, ...
+  for (int split = blockIdx.z; split < splits; split += gridDim.z) {
+    if (split != static_cast<int>(blockIdx.z)) __syncthreads();  // the previous merge is done with smem
+    int start, end, parts;
+    Partition(a.positions[t] + 1, split, splits, min_subs, &start, &end, &parts);
+    // One non-empty partition writes the output itself; several meet through the workspace.
+    const bool direct = splits == 1 || (counters != nullptr && parts == 1);
 
-  if (start >= end) {  // nothing of this sequence falls in this partition
-    if (counters != nullptr) return;  // the merge reads only the non-empty ones
-    for (int u = tid; u < G * D; u += kThreads) {
-      const int h = kvh * G + u / D, d = u % D;
-      if (splits == 1) {
-        static_cast<__nv_bfloat16*>(a.out)[static_cast<int64_t>(t) * a.out_stride + h * D + d] = __float2bfloat16(0.0f);
-      } else {
-        const int64_t row = (static_cast<int64_t>(seq) * a.num_heads + h) * splits + split;
-        o_part[row * D + d] = 0.0f;
-        if (d == 0) {
-          ml_part[row * 2] = -INFINITY;
-          ml_part[row * 2 + 1] = 0.0f;
+    if (start >= end) {  // nothing of this sequence falls in this partition (nor in later ones)
+      if (counters != nullptr) break;  // the merge reads only the non-empty ones
+      for (int u = tid; u < G * D; u += kThreads) {
+        const int h = kvh * G + u / D, d = u % D;
+        if (splits == 1) {
+          static_cast<__nv_bfloat16*>(a.out)[static_cast<int64_t>(t) * a.out_stride + h * D + d] = __float2bfloat16(0.0f);
+        } else {
+          const int64_t row = (static_cast<int64_t>(seq) * a.num_heads + h) * splits + split;
+          o_part[row * D + d] = 0.0f;
+          if (d == 0) {
+            ml_part[row * 2] = -INFINITY;
+            ml_part[row * 2 + 1] = 0.0f;
+          }
         }
       }
+      continue;
     }
-    return;
-  }
 
-  extern __shared__ uint4 smem_raw[];
-  char* base = reinterpret_cast<char*>(smem_raw);
-  __nv_bfloat16* pipe = reinterpret_cast<__nv_bfloat16*>(base);
-  __nv_bfloat16* qs = reinterpret_cast<__nv_bfloat16*>(base + S::kQOffset);
-  int32_t* pages = reinterpret_cast<int32_t*>(base + S::kPagesOffset);
+    extern __shared__ uint4 smem_raw[];
+    char* base = reinterpret_cast<char*>(smem_raw);
+    __nv_bfloat16* pipe = reinterpret_cast<__nv_bfloat16*>(base);
+    __nv_bfloat16* qs = reinterpret_cast<__nv_bfloat16*>(base + S::kQOffset);
+    int32_t* pages = reinterpret_cast<int32_t*>(base + S::kPagesOffset);
 
-  // The group's query rows, zeros past the group, and the partition's block-table entries.
-  const __nv_bfloat16* q = static_cast<const __nv_bfloat16*>(a.q) + static_cast<int64_t>(t) * a.q_stride +
-                           static_cast<int64_t>(kvh) * G * D;
-  for (int u = tid; u < kRows * (D / 8); u += kThreads) {
-    const int r = u / (D / 8), c = u % (D / 8);
-    const uint4 v = r < G ? *reinterpret_cast<const uint4*>(q + r * D + c * 8) : make_uint4(0, 0, 0, 0);
-    *reinterpret_cast<uint4*>(qs + r * S::kRow + c * 8) = v;
-  }
-  const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq;
-  const int bs = a.block_size;
-  const bool bs_pow2 = (bs & (bs - 1)) == 0;
-  const int bs_shift = __ffs(bs) - 1;
-  const int first_page = bs_pow2 ? start >> bs_shift : start / bs;
-  const int last_page = bs_pow2 ? (end - 1) >> bs_shift : (end - 1) / bs;
-  const bool staged = last_page - first_page < page_cap;  // uniform across the CTA
-  if (staged) {
-    for (int i = tid; i <= last_page - first_page; i += kThreads) pages[i] = table[first_page + i];
-  }
-  __syncthreads();
-
-  // Q as the A operand of every k-step: lanes 0-15 address rows 0-15, lanes 16-31 the
-  // same rows 8 columns on, so the four 8x8 matrices land as a0..a3.
-  uint32_t qa[S::kKSteps][4];
-  {
-    const int r = lane % 16, c = (lane / 16) * 8;
-#pragma unroll
-    for (int kk = 0; kk < S::kKSteps; ++kk) Ldsm4(qa[kk], qs + r * S::kRow + kk * 16 + c);
-  }
-
-  // This warp's sub-tiles: warp, warp + 4, ... of the partition, copied straight into its
-  // ring. Each copy instruction covers whole 16-byte-chunked rows (D / 8 lanes per row), so
-  // the warp's requests stay coalesced; lane l < 16 looks up token l's cache slot and the
-  // lanes copying that token's row take it by shuffle.
-  const int n_sub = (end - start + kSub - 1) / kSub;
-  const int my_n = warp < n_sub ? (n_sub - warp + kWarps - 1) / kWarps : 0;
-  __nv_bfloat16* ring = pipe + warp * S::kWarpElems;
-  const char* kc = static_cast<const char*>(a.k_cache);
-  const char* vc = static_cast<const char*>(a.v_cache);
-  const int64_t slot_bytes = static_cast<int64_t>(a.num_kv_heads) * D * 2;
-  constexpr int kRowChunks = D / 8, kRowsPerCopy = 32 / kRowChunks;
-  const int ld_c = lane % kRowChunks, ld_r = lane / kRowChunks;
-  const int64_t col_bytes = static_cast<int64_t>(kvh) * D * 2 + ld_c * 16;
-  auto load_sub = [&](int i, int stage) {  // warp-uniform: every lane takes part in the shuffles
-    const int j = start + (warp + i * kWarps) * kSub + lane % kSub;
-    int slot = -1;
-    if (j < end) {
-      const int page = bs_pow2 ? j >> bs_shift : j / bs;
-      const int32_t block = staged ? pages[page - first_page] : table[page];
-      slot = block * bs + (j - page * bs);
+    // The group's query rows, zeros past the group, and the partition's block-table entries.
+    const __nv_bfloat16* q = static_cast<const __nv_bfloat16*>(a.q) + static_cast<int64_t>(t) * a.q_stride +
+                             static_cast<int64_t>(kvh) * G * D;
+    for (int u = tid; u < kRows * (D / 8); u += kThreads) {
+      const int r = u / (D / 8), c = u % (D / 8);
+      const uint4 v = r < G ? *reinterpret_cast<const uint4*>(q + r * D + c * 8) : make_uint4(0, 0, 0, 0);
+      *reinterpret_cast<uint4*>(qs + r * S::kRow + c * 8) = v;
     }
-    __nv_bfloat16* kd = ring + stage * S::kStageElems + ld_c * 8;
-#pragma unroll
-    for (int r = 0; r < kSub; r += kRowsPerCopy) {
-      const int tok = r + ld_r;
-      const int s = __shfl_sync(0xffffffffu, slot, tok);
-      const int64_t off = s >= 0 ? static_cast<int64_t>(s) * slot_bytes + col_bytes : 0;
-      CpAsync16(kd + tok * S::kRow, kc + off, s >= 0);
-      CpAsync16(kd + (kSub + tok) * S::kRow, vc + off, s >= 0);
+    const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq;
+    const int bs = a.block_size;
+    const bool bs_pow2 = (bs & (bs - 1)) == 0;
+    const int bs_shift = __ffs(bs) - 1;
+    const int first_page = bs_pow2 ? start >> bs_shift : start / bs;
+    const int last_page = bs_pow2 ? (end - 1) >> bs_shift : (end - 1) / bs;
+    const bool staged = last_page - first_page < page_cap;  // uniform across the CTA
+    if (staged) {
+      for (int i = tid; i <= last_page - first_page; i += kThreads) pages[i] = table[first_page + i];
     }
-  };
-#pragma unroll
-  for (int i = 0; i < kStages - 1; ++i) {
-    if (i < my_n) load_sub(i, i);
-    CpAsyncCommit();
-  }
+    __syncthreads();
 
-  const int tq = lane % 4;
-  const float qscale = a.scale * kLog2e;  // softmax in base 2
-  float o[S::kNTiles][4];
-#pragma unroll
-  for (int nd = 0; nd < S::kNTiles; ++nd) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
-  float m_r[2] = {-INFINITY, -INFINITY};  // rows lane/4 and lane/4 + 8
-  float l_r[2] = {0.0f, 0.0f};            // this lane's share of the row sums
+    // Q as the A operand of every k-step: lanes 0-15 address rows 0-15, lanes 16-31 the
+    // same rows 8 columns on, so the four 8x8 matrices land as a0..a3.
+    uint32_t qa[S::kKSteps][4];
+    {
+      const int r = lane % 16, c = (lane / 16) * 8;
+  #pragma unroll
+      for (int kk = 0; kk < S::kKSteps; ++kk) Ldsm4(qa[kk], qs + r * S::kRow + kk * 16 + c);
+    }
 
-  for (int i = 0; i < my_n; ++i) {
-    if (i + kStages - 1 < my_n) load_sub(i + kStages - 1, (i + kStages - 1) % kStages);
-    CpAsyncCommit();
-    CpAsyncWait<kStages - 1>();
-    __syncwarp();  // every lane's copies of sub-tile i have landed
-    const __nv_bfloat16* ks = ring + (i % kStages) * S::kStageElems;
-    const __nv_bfloat16* vs = ks + kSub * S::kRow;
+    // This warp's sub-tiles: warp, warp + 4, ... of the partition, copied straight into its
+    // ring. Each copy instruction covers whole 16-byte-chunked rows (D / 8 lanes per row), so
+    // the warp's requests stay coalesced; lane l < 16 looks up token l's cache slot and the
+    // lanes copying that token's row take it by shuffle.
+    const int n_sub = (end - start + kSub - 1) / kSub;
+    const int my_n = warp < n_sub ? (n_sub - warp + kWarps - 1) / kWarps : 0;
+    __nv_bfloat16* ring = pipe + warp * S::kWarpElems;
+    const char* kc = static_cast<const char*>(a.k_cache);
+    const char* vc = static_cast<const char*>(a.v_cache);
+    const int64_t slot_bytes = static_cast<int64_t>(a.num_kv_heads) * D * 2;
+    constexpr int kRowChunks = D / 8, kRowsPerCopy = 32 / kRowChunks;
+    const int ld_c = lane % kRowChunks, ld_r = lane / kRowChunks;
+    const int64_t col_bytes = static_cast<int64_t>(kvh) * D * 2 + ld_c * 16;
+    auto load_sub = [&](int i, int stage) {  // warp-uniform: every lane takes part in the shuffles
+      const int j = start + (warp + i * kWarps) * kSub + lane % kSub;
+      int slot = -1;
+      if (j < end) {
+        const int page = bs_pow2 ? j >> bs_shift : j / bs;
+        const int32_t block = staged ? pages[page - first_page] : table[page];
+        slot = block * bs + (j - page * bs);
+      }
+      __nv_bfloat16* kd = ring + stage * S::kStageElems + ld_c * 8;
+  #pragma unroll
+      for (int r = 0; r < kSub; r += kRowsPerCopy) {
+        const int tok = r + ld_r;
+        const int s = __shfl_sync(0xffffffffu, slot, tok);
+        const int64_t off = s >= 0 ? static_cast<int64_t>(s) * slot_bytes + col_bytes : 0;
+        CpAsync16(kd + tok * S::kRow, kc + off, s >= 0);
+        CpAsync16(kd + (kSub + tok) * S::kRow, vc + off, s >= 0);
+      }
+    };
+  #pragma unroll
+    for (int i = 0; i < kStages - 1; ++i) {
+      if (i < my_n) load_sub(i, i);
+      CpAsyncCommit();
+    }
 
-    // S = Q·Kᵀ: two n-tiles of 8 tokens; one ldmatrix.x4 gives two k-steps' B fragments.
-    float s[2][4];
-#pragma unroll
-    for (int nt = 0; nt < 2; ++nt) {
-      s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-#pragma unroll
-      for (int kk = 0; kk < S::kKSteps; kk += 2) {
+    const int tq = lane % 4;
+    const float qscale = a.scale * kLog2e;  // softmax in base 2
+    float o[S::kNTiles][4];
+  #pragma unroll
+    for (int nd = 0; nd < S::kNTiles; ++nd) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
+    float m_r[2] = {-INFINITY, -INFINITY};  // rows lane/4 and lane/4 + 8
+    float l_r[2] = {0.0f, 0.0f};            // this lane's share of the row sums
+
+    for (int i = 0; i < my_n; ++i) {
+      if (i + kStages - 1 < my_n) load_sub(i + kStages - 1, (i + kStages - 1) % kStages);
+      CpAsyncCommit();
+      CpAsyncWait<kStages - 1>();
+      __syncwarp();  // every lane's copies of sub-tile i have landed
+      const __nv_bfloat16* ks = ring + (i % kStages) * S::kStageElems;
+      const __nv_bfloat16* vs = ks + kSub * S::kRow;
+
+      // S = Q·Kᵀ: two n-tiles of 8 tokens; one ldmatrix.x4 gives two k-steps' B fragments.
+      float s[2][4];
+  #pragma unroll
+      for (int nt = 0; nt < 2; ++nt) {
+        s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+  #pragma unroll
+        for (int kk = 0; kk < S::kKSteps; kk += 2) {
+          uint32_t b[4];
+          Ldsm4(b, ks + (nt * 8 + lane % 8) * S::kRow + kk * 16 + (lane / 8) * 8);
+          Mma(s[nt], qa[kk], b[0], b[1]);
+          Mma(s[nt], qa[kk + 1], b[2], b[3]);
+        }
+      }
+
+      // Online softmax: a row's 16 scores sit in the 4 lanes of a quad.
+      const int tok0 = start + (warp + i * kWarps) * kSub;
+      float mx[2] = {m_r[0], m_r[1]};
+  #pragma unroll
+      for (int nt = 0; nt < 2; ++nt) {
+  #pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int j = tok0 + nt * 8 + 2 * tq + (e & 1);
+          s[nt][e] = j < end ? s[nt][e] * qscale : -INFINITY;
+          mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
+        }
+      }
+  #pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      }
+      const float alpha0 = exp2f(m_r[0] - mx[0]), alpha1 = exp2f(m_r[1] - mx[1]);
+      m_r[0] = mx[0];
+      m_r[1] = mx[1];
+      uint32_t pa[4];  // P (16 heads x 16 tokens) as the A operand of P·V
+  #pragma unroll
+      for (int nt = 0; nt < 2; ++nt) {
+        const float p0 = exp2f(s[nt][0] - mx[0]), p1 = exp2f(s[nt][1] - mx[0]);
+        const float p2 = exp2f(s[nt][2] - mx[1]), p3 = exp2f(s[nt][3] - mx[1]);
+        l_r[0] = nt == 0 ? l_r[0] * alpha0 + p0 + p1 : l_r[0] + p0 + p1;
+        l_r[1] = nt == 0 ? l_r[1] * alpha1 + p2 + p3 : l_r[1] + p2 + p3;
+        pa[nt * 2] = PackBf16(p0, p1);
+        pa[nt * 2 + 1] = PackBf16(p2, p3);
+      }
+      if (__any_sync(0xffffffffu, alpha0 != 1.0f || alpha1 != 1.0f)) {
+  #pragma unroll
+        for (int nd = 0; nd < S::kNTiles; ++nd) {
+          o[nd][0] *= alpha0;
+          o[nd][1] *= alpha0;
+          o[nd][2] *= alpha1;
+          o[nd][3] *= alpha1;
+        }
+      }
+
+      // O += P·V: V rows [token][dim] transposed by ldmatrix into B fragments, two n-tiles
+      // of 8 dims per ldmatrix.x4.
+  #pragma unroll
+      for (int nd = 0; nd < S::kNTiles; nd += 2) {
         uint32_t b[4];
-        Ldsm4(b, ks + (nt * 8 + lane % 8) * S::kRow + kk * 16 + (lane / 8) * 8);
-        Mma(s[nt], qa[kk], b[0], b[1]);
-        Mma(s[nt], qa[kk + 1], b[2], b[3]);
+        Ldsm4T(b, vs + (lane % 16) * S::kRow + (nd + lane / 16) * 8);
+        Mma(o[nd], pa, b[0], b[1]);
+        Mma(o[nd + 1], pa, b[2], b[3]);
       }
+      __syncwarp();  // the stage is refilled by the next iteration
     }
-
-    // Online softmax: a row's 16 scores sit in the 4 lanes of a quad.
-    const int tok0 = start + (warp + i * kWarps) * kSub;
-    float mx[2] = {m_r[0], m_r[1]};
-#pragma unroll
-    for (int nt = 0; nt < 2; ++nt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int j = tok0 + nt * 8 + 2 * tq + (e & 1);
-        s[nt][e] = j < end ? s[nt][e] * qscale : -INFINITY;
-        mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
-      }
-    }
-#pragma unroll
+    CpAsyncWait<0>();
+  #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      l_r[r] += __shfl_xor_sync(0xffffffffu, l_r[r], 1);
+      l_r[r] += __shfl_xor_sync(0xffffffffu, l_r[r], 2);
     }
-    const float alpha0 = exp2f(m_r[0] - mx[0]), alpha1 = exp2f(m_r[1] - mx[1]);
-    m_r[0] = mx[0];
-    m_r[1] = mx[1];
-    uint32_t pa[4];  // P (16 heads x 16 tokens) as the A operand of P·V
-#pragma unroll
-    for (int nt = 0; nt < 2; ++nt) {
-      const float p0 = exp2f(s[nt][0] - mx[0]), p1 = exp2f(s[nt][1] - mx[0]);
-      const float p2 = exp2f(s[nt][2] - mx[1]), p3 = exp2f(s[nt][3] - mx[1]);
-      l_r[0] = nt == 0 ? l_r[0] * alpha0 + p0 + p1 : l_r[0] + p0 + p1;
-      l_r[1] = nt == 0 ? l_r[1] * alpha1 + p2 + p3 : l_r[1] + p2 + p3;
-      pa[nt * 2] = PackBf16(p0, p1);
-      pa[nt * 2 + 1] = PackBf16(p2, p3);
-    }
-    if (__any_sync(0xffffffffu, alpha0 != 1.0f || alpha1 != 1.0f)) {
-#pragma unroll
+    __syncthreads();  // every warp is done with the ring: it becomes the merge area
+
+    // Merge the warps: row weights 2^(m_w - M) / L with M the largest max and L the summed
+    // sums; a warp without sub-tiles has max -inf and weight 0.
+    float* mo = reinterpret_cast<float*>(base);                    // [warp][row][kMergeRow]
+    float* mm = mo + kWarps * kRows * S::kMergeRow;                // [warp][row] max
+    float* ml = mm + kWarps * kRows;                               // [warp][row] sum
+    float* wt = ml + kWarps * kRows;                               // [row][warp] weight
+    {
+      const int g = lane / 4;
+      float* r0 = mo + (warp * kRows + g) * S::kMergeRow + 2 * tq;
+      float* r1 = r0 + 8 * S::kMergeRow;
+  #pragma unroll
       for (int nd = 0; nd < S::kNTiles; ++nd) {
-        o[nd][0] *= alpha0;
-        o[nd][1] *= alpha0;
-        o[nd][2] *= alpha1;
-        o[nd][3] *= alpha1;
+        *reinterpret_cast<float2*>(r0 + nd * 8) = make_float2(o[nd][0], o[nd][1]);
+        *reinterpret_cast<float2*>(r1 + nd * 8) = make_float2(o[nd][2], o[nd][3]);
+      }
+      if (tq == 0) {
+        mm[warp * kRows + g] = m_r[0];
+        mm[warp * kRows + g + 8] = m_r[1];
+        ml[warp * kRows + g] = l_r[0];
+        ml[warp * kRows + g + 8] = l_r[1];
       }
     }
+    __syncthreads();
+    if (tid < G) {
+      float m = -INFINITY;
+  #pragma unroll
+      for (int w = 0; w < kWarps; ++w) m = fmaxf(m, mm[w * kRows + tid]);
+      float l = 0.0f, f[kWarps];
+  #pragma unroll
+      for (int w = 0; w < kWarps; ++w) {
+        f[w] = exp2f(mm[w * kRows + tid] - m);
+        l += f[w] * ml[w * kRows + tid];
+      }
+  #pragma unroll
+      for (int w = 0; w < kWarps; ++w) wt[tid * kWarps + w] = f[w] / l;
+      if (!direct) {
+        const int64_t row = (static_cast<int64_t>(seq) * a.num_heads + kvh * G + tid) * splits + split;
+        ml_part[row * 2] = m;
+        ml_part[row * 2 + 1] = l;
+      }
+    }
+    __syncthreads();
+    for (int u = tid; u < G * D; u += kThreads) {
+      const int r = u / D, d = u % D;
+      float v = 0.0f;
+  #pragma unroll
+      for (int w = 0; w < kWarps; ++w) v += wt[r * kWarps + w] * mo[(w * kRows + r) * S::kMergeRow + d];
+      const int h = kvh * G + r;
+      if (direct) {
+        static_cast<__nv_bfloat16*>(a.out)[static_cast<int64_t>(t) * a.out_stride + h * D + d] = __float2bfloat16(v);
+      } else {
+        o_part[((static_cast<int64_t>(seq) * a.num_heads + h) * splits + split) * D + d] = v;
+      }
+    }
+    if (direct || counters == nullptr) continue;
 
-    // O += P·V: V rows [token][dim] transposed by ldmatrix into B fragments, two n-tiles
-    // of 8 dims per ldmatrix.x4.
-#pragma unroll
-    for (int nd = 0; nd < S::kNTiles; nd += 2) {
-      uint32_t b[4];
-      Ldsm4T(b, vs + (lane % 16) * S::kRow + (nd + lane / 16) * 8);
-      Mma(o[nd], pa, b[0], b[1]);
-      Mma(o[nd + 1], pa, b[2], b[3]);
+    // The last of the sequence's non-empty partitions to get here merges them all (weights
+    // sum_i * 2^(max_i - max)), then re-arms the counter for the next launch.
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) {
+      unsigned* counter = counters + static_cast<int64_t>(seq) * a.num_kv_heads + kvh;
+      merge = atomicAdd(counter, 1u) == static_cast<unsigned>(parts - 1);
+      if (merge) *counter = 0;
     }
-    __syncwarp();  // the stage is refilled by the next iteration
-  }
-  CpAsyncWait<0>();
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    l_r[r] += __shfl_xor_sync(0xffffffffu, l_r[r], 1);
-    l_r[r] += __shfl_xor_sync(0xffffffffu, l_r[r], 2);
-  }
-  __syncthreads();  // every warp is done with the ring: it becomes the merge area
-
-  // Merge the warps: row weights 2^(m_w - M) / L with M the largest max and L the summed
-  // sums; a warp without sub-tiles has max -inf and weight 0.
-  float* mo = reinterpret_cast<float*>(base);                    // [warp][row][kMergeRow]
-  float* mm = mo + kWarps * kRows * S::kMergeRow;                // [warp][row] max
-  float* ml = mm + kWarps * kRows;                               // [warp][row] sum
-  float* wt = ml + kWarps * kRows;                               // [row][warp] weight
-  {
-    const int g = lane / 4;
-    float* r0 = mo + (warp * kRows + g) * S::kMergeRow + 2 * tq;
-    float* r1 = r0 + 8 * S::kMergeRow;
-#pragma unroll
-    for (int nd = 0; nd < S::kNTiles; ++nd) {
-      *reinterpret_cast<float2*>(r0 + nd * 8) = make_float2(o[nd][0], o[nd][1]);
-      *reinterpret_cast<float2*>(r1 + nd * 8) = make_float2(o[nd][2], o[nd][3]);
+    __syncthreads();
+    if (!merge) continue;
+    __threadfence();
+    for (int u = tid; u < G * D; u += kThreads) {
+      const int r = u / D, d = u % D, h = kvh * G + r;
+      const int64_t row0 = (static_cast<int64_t>(seq) * a.num_heads + h) * splits;
+      float m = -INFINITY;
+      for (int sp = 0; sp < parts; ++sp) m = fmaxf(m, __ldcg(ml_part + (row0 + sp) * 2));
+      float total = 0.0f, num = 0.0f;
+      for (int sp = 0; sp < parts; ++sp) {
+        const float w = __ldcg(ml_part + (row0 + sp) * 2 + 1) * exp2f(__ldcg(ml_part + (row0 + sp) * 2) - m);
+        total += w;
+        num += w * __ldcg(o_part + (row0 + sp) * D + d);
+      }
+      static_cast<__nv_bfloat16*>(a.out)[static_cast<int64_t>(t) * a.out_stride + h * D + d] =
+          __float2bfloat16(total > 0.0f ? num / total : 0.0f);
     }
-    if (tq == 0) {
-      mm[warp * kRows + g] = m_r[0];
-      mm[warp * kRows + g + 8] = m_r[1];
-      ml[warp * kRows + g] = l_r[0];
-      ml[warp * kRows + g + 8] = l_r[1];
-    }
-  }
-  __syncthreads();
-  if (tid < G) {
-    float m = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) m = fmaxf(m, mm[w * kRows + tid]);
-    float l = 0.0f, f[kWarps];
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) {
-      f[w] = exp2f(mm[w * kRows + tid] - m);
-      l += f[w] * ml[w * kRows + tid];
-    }
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) wt[tid * kWarps + w] = f[w] / l;
-    if (splits > 1) {
-      const int64_t row = (static_cast<int64_t>(seq) * a.num_heads + kvh * G + tid) * splits + split;
-      ml_part[row * 2] = m;
-      ml_part[row * 2 + 1] = l;
-    }
-  }
-  __syncthreads();
-  for (int u = tid; u < G * D; u += kThreads) {
-    const int r = u / D, d = u % D;
-    float v = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) v += wt[r * kWarps + w] * mo[(w * kRows + r) * S::kMergeRow + d];
-    const int h = kvh * G + r;
-    if (splits == 1) {
-      static_cast<__nv_bfloat16*>(a.out)[static_cast<int64_t>(t) * a.out_stride + h * D + d] = __float2bfloat16(v);
-    } else {
-      o_part[((static_cast<int64_t>(seq) * a.num_heads + h) * splits + split) * D + d] = v;
-    }
-  }
-  if (splits == 1 || counters == nullptr) return;
-
-  // The last of the sequence's non-empty partitions to get here merges them all (weights
-  // sum_i * 2^(max_i - max)), then re-arms the counter for the next launch.
-  __shared__ bool merge;
-  __threadfence();
-  __syncthreads();
-  if (tid == 0) {
-    unsigned* counter = counters + static_cast<int64_t>(seq) * a.num_kv_heads + kvh;
-    merge = atomicAdd(counter, 1u) == static_cast<unsigned>(parts - 1);
-    if (merge) *counter = 0;
-  }
-  __syncthreads();
-  if (!merge) return;
-  __threadfence();
-  for (int u = tid; u < G * D; u += kThreads) {
-    const int r = u / D, d = u % D, h = kvh * G + r;
-    const int64_t row0 = (static_cast<int64_t>(seq) * a.num_heads + h) * splits;
-    float m = -INFINITY;
-    for (int sp = 0; sp < parts; ++sp) m = fmaxf(m, __ldcg(ml_part + (row0 + sp) * 2));
-    float total = 0.0f, num = 0.0f;
-    for (int sp = 0; sp < parts; ++sp) {
-      const float w = __ldcg(ml_part + (row0 + sp) * 2 + 1) * exp2f(__ldcg(ml_part + (row0 + sp) * 2) - m);
-      total += w;
-      num += w * __ldcg(o_part + (row0 + sp) * D + d);
-    }
-    static_cast<__nv_bfloat16*>(a.out)[static_cast<int64_t>(t) * a.out_stride + h * D + d] =
-        __float2bfloat16(total > 0.0f ? num / total : 0.0f);
   }
 }
 
@@ -366,10 +374,10 @@ void Launch(const AttentionArgs& a, const DecodePlan& plan, float* workspace, cu
   unsigned* counters = plan.fused_merge ? reinterpret_cast<unsigned*>(workspace) : nullptr;
   float* o_part = workspace ? workspace + kDecodeCounterBytes / sizeof(float) : nullptr;
   float* ml_part = o_part ? o_part + static_cast<size_t>(a.num_seqs) * a.num_heads * plan.splits * D : nullptr;
-  const dim3 grid(a.num_kv_heads, a.num_seqs, plan.splits);
+  const dim3 grid(a.num_kv_heads, a.num_seqs, plan.grid_splits);
   const int min_subs = std::max(plan.min_partition_tokens / kSub, 1);
-  DecodeMmaKernel<D><<<grid, kThreads, Shape<D>::SmemBytes(page_cap), stream>>>(a, page_cap, min_subs, counters,
-                                                                                  o_part, ml_part);
+  LaunchPdl(DecodeMmaKernel<D>, grid, kThreads, Shape<D>::SmemBytes(page_cap), stream, a, plan.splits, page_cap,
+            min_subs, counters, o_part, ml_part);
   if (plan.splits > 1 && !plan.fused_merge) LaunchDecodeReduce(a, plan.splits, o_part, ml_part, stream);
 }
 
@@ -400,6 +408,13 @@ DecodePlan PlanMmaDecode(const AttentionArgs& a, int num_sms) {
                            sizeof(float) * static_cast<size_t>(a.num_seqs) * a.num_heads * plan.splits * (a.head_dim + 2);
     plan.fused_merge = ctas <= kDecodeMergeCounters;
   }
+  // A grid many waves deep walks several partitions per CTA instead: captured graphs plan
+  // for max_model_len, and the CTAs of short sequences' empty partitions would each still
+  // cost a scheduling slot.
+  const int64_t cap = 32 * resident;
+  const int64_t fit = std::max<int64_t>(cap / ctas, 1);  // CTAs per (sequence, kv head) within the cap
+  const int64_t per_cta = ctas * splits > cap ? (splits + fit - 1) / fit : 1;
+  plan.grid_splits = static_cast<int32_t>((splits + per_cta - 1) / per_cta);
   return plan;
 }
 

@@ -1,12 +1,14 @@
 // Memory-bound CUDA ops: embedding, (fused add +) RMSNorm, rotary embedding, SiluMul,
 // Add, KV-cache writes and row gathers. All accumulate in f32; loads and stores go
-// through the element dtype so f32 and bf16 activations both work.
+// through the element dtype so f32 and bf16 activations both work. All are programmatic
+// dependents (cuda_pdl.h) that let their successor launch at once.
 #include <cuda_bf16.h>
 
 #include <algorithm>
 
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_launch.h"
+#include "kernels/cuda/cuda_pdl.h"
 
 namespace tessera::cuda {
 namespace {
@@ -20,6 +22,7 @@ int GridFor(int64_t work) {
 
 __global__ void EmbeddingKernel(const void* table, DType tdt, int64_t d, const int32_t* ids, void* out,
                                 DType odt) {
+  PdlStart();
   const int64_t row = blockIdx.x;
   const int64_t src = static_cast<int64_t>(ids[row]) * d;
   for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
@@ -40,6 +43,7 @@ __device__ float BlockSum(float v, float* scratch) {
 
 __global__ void RmsNormKernel(const void* x, DType xdt, void* residual, DType rdt, const void* w, DType wdt,
                               float eps, int64_t d, void* out, DType odt) {
+  PdlStart();
   __shared__ float scratch[32];
   const int64_t base = static_cast<int64_t>(blockIdx.x) * d;
   float ss = 0.0f;
@@ -63,6 +67,7 @@ __global__ void RmsNormKernel(const void* x, DType xdt, void* residual, DType rd
 // has (Hq + Hk) * D/2 independent pairs, all in flight at once.
 __global__ void RopeKernel(void* q, int64_t q_cols, void* k, int64_t k_cols, DType dt, int64_t n,
                            const int32_t* positions, const float* inv_freq, int32_t head_dim) {
+  PdlStart();
   const int32_t half = head_dim / 2;
   const int64_t hq = q_cols / head_dim, hk = k_cols / head_dim;
   const int64_t per_token = (hq + hk) * half;
@@ -88,6 +93,7 @@ __global__ void RopeKernel(void* q, int64_t q_cols, void* k, int64_t k_cols, DTy
 __global__ void RopeStoreKvKernel(const void* qkv, DType dt, void* q_out, int64_t hq, int64_t hk, int64_t n,
                                   const int32_t* positions, const float* inv_freq, int32_t head_dim,
                                   const int32_t* slots, int32_t num_slots, void* kc, void* vc, DType cdt) {
+  PdlStart();
   const int32_t half = head_dim / 2;
   const int64_t width = hk * head_dim, qdim = hq * head_dim, cols = qdim + 2 * width;
   const int64_t pairs = (hq + hk) * half, per_token = pairs + width;
@@ -127,6 +133,7 @@ __global__ void RopeStoreKvKernel(const void* qkv, DType dt, void* q_out, int64_
 // read once and written once, with one block reduction in between.
 __global__ void RmsNormBf16Kernel(const uint4* x, uint4* residual, const float4* w, float eps, int64_t chunks,
                                   uint4* out) {
+  PdlStart();
   __shared__ float scratch[32];
   const int64_t row = blockIdx.x;
   const int64_t c = threadIdx.x;
@@ -158,6 +165,7 @@ __global__ void RmsNormBf16Kernel(const uint4* x, uint4* residual, const float4*
 }
 
 __global__ void SiluMulKernel(const void* gu, DType idt, void* out, DType odt, int64_t rows, int64_t f) {
+  PdlStart();
   for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < rows * f;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t r = idx / f, j = idx % f;
@@ -168,6 +176,7 @@ __global__ void SiluMulKernel(const void* gu, DType idt, void* out, DType odt, i
 }
 
 __global__ void AddKernel(const void* x, DType xdt, void* out, DType odt, int64_t n) {
+  PdlStart();
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     StoreFromFloat(out, odt, i, LoadAsFloat(out, odt, i) + LoadAsFloat(x, xdt, i));
@@ -177,6 +186,7 @@ __global__ void AddKernel(const void* x, DType xdt, void* out, DType odt, int64_
 // bf16 -> bf16 with rows of a multiple of 8 elements: one 16-byte move per thread.
 __global__ void StoreKvVecKernel(const uint4* k, const uint4* v, const int32_t* slots, int32_t n, uint4* kc,
                                  uint4* vc, int64_t chunks) {
+  PdlStart();
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= n * chunks) return;
   const int64_t t = idx / chunks, c = idx % chunks;
@@ -188,6 +198,7 @@ __global__ void StoreKvVecKernel(const uint4* k, const uint4* v, const int32_t* 
 
 __global__ void StoreKvKernel(const void* k, const void* v, DType sdt, const int32_t* slots, int32_t n, void* kc,
                               void* vc, DType cdt, int64_t width) {
+  PdlStart();
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= n * width) return;
   const int64_t t = idx / width, j = idx % width;
@@ -199,6 +210,7 @@ __global__ void StoreKvKernel(const void* k, const void* v, DType sdt, const int
 
 template <typename Word>
 __global__ void GatherRowsKernel(const Word* x, int64_t words, const int32_t* rows, Word* out) {
+  PdlStart();
   const int64_t j = blockIdx.x;
   const Word* src = x + static_cast<int64_t>(rows[j]) * words;
   for (int64_t i = threadIdx.x; i < words; i += blockDim.x) out[j * words + i] = src[i];
@@ -211,7 +223,7 @@ bool Aligned(const void* p, size_t a) { return reinterpret_cast<uintptr_t>(p) % 
 void LaunchEmbedding(const void* table, DType table_dtype, int64_t d, const int32_t* ids, int32_t n, void* out,
                      DType out_dtype, cudaStream_t stream) {
   if (n <= 0) return;
-  EmbeddingKernel<<<n, kThreads, 0, stream>>>(table, table_dtype, d, ids, out, out_dtype);
+  LaunchPdl(EmbeddingKernel, n, kThreads, 0, stream, table, table_dtype, d, ids, out, out_dtype);
 }
 
 void LaunchRmsNorm(const void* x, DType x_dtype, void* residual, DType residual_dtype, const void* w,
@@ -223,13 +235,13 @@ void LaunchRmsNorm(const void* x, DType x_dtype, void* residual, DType residual_
   if (bf16 && d % 8 == 0 && d / 8 <= 1024 && Aligned(x, 16) && Aligned(out, 16) && Aligned(w, 16) &&
       (residual == nullptr || Aligned(residual, 16))) {
     const int threads = static_cast<int>((d / 8 + 31) / 32 * 32);
-    RmsNormBf16Kernel<<<static_cast<unsigned>(rows), threads, 0, stream>>>(
+    LaunchPdl(RmsNormBf16Kernel, static_cast<unsigned>(rows), threads, 0, stream, 
         static_cast<const uint4*>(x), static_cast<uint4*>(residual), static_cast<const float4*>(w), eps, d / 8,
         static_cast<uint4*>(out));
     return;
   }
   const int threads = d >= 2048 ? 1024 : 256;
-  RmsNormKernel<<<static_cast<unsigned>(rows), threads, 0, stream>>>(x, x_dtype, residual, residual_dtype, w,
+  LaunchPdl(RmsNormKernel, static_cast<unsigned>(rows), threads, 0, stream, x, x_dtype, residual, residual_dtype, w,
                                                                       w_dtype, eps, d, out, out_dtype);
 }
 
@@ -237,7 +249,7 @@ void LaunchRope(void* q, int64_t q_cols, void* k, int64_t k_cols, DType dtype, i
                 const float* inv_freq, int32_t head_dim, cudaStream_t stream) {
   const int64_t work = n * (q_cols / head_dim + k_cols / head_dim) * (head_dim / 2);
   if (work <= 0) return;
-  RopeKernel<<<static_cast<unsigned>((work + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+  LaunchPdl(RopeKernel, static_cast<unsigned>((work + kThreads - 1) / kThreads), kThreads, 0, stream, 
       q, q_cols, k, k_cols, dtype, n, positions, inv_freq, head_dim);
 }
 
@@ -246,7 +258,7 @@ void LaunchRopeStoreKv(const void* qkv, DType dtype, void* q_out, int64_t q_head
                        int32_t num_slots, void* k_cache, void* v_cache, DType cache_dtype, cudaStream_t stream) {
   const int64_t work = n * ((q_heads + kv_heads) * (head_dim / 2) + kv_heads * head_dim);
   if (work <= 0) return;
-  RopeStoreKvKernel<<<static_cast<unsigned>((work + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+  LaunchPdl(RopeStoreKvKernel, static_cast<unsigned>((work + kThreads - 1) / kThreads), kThreads, 0, stream, 
       qkv, dtype, q_out, q_heads, kv_heads, n, positions, inv_freq, head_dim, slots, num_slots, k_cache, v_cache,
       cache_dtype);
 }
@@ -254,12 +266,12 @@ void LaunchRopeStoreKv(const void* qkv, DType dtype, void* q_out, int64_t q_head
 void LaunchSiluMul(const void* gate_up, DType in_dtype, void* out, DType out_dtype, int64_t rows, int64_t f,
                    cudaStream_t stream) {
   if (rows * f <= 0) return;
-  SiluMulKernel<<<GridFor(rows * f), kThreads, 0, stream>>>(gate_up, in_dtype, out, out_dtype, rows, f);
+  LaunchPdl(SiluMulKernel, GridFor(rows * f), kThreads, 0, stream, gate_up, in_dtype, out, out_dtype, rows, f);
 }
 
 void LaunchAdd(const void* x, DType x_dtype, void* out, DType out_dtype, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
-  AddKernel<<<GridFor(n), kThreads, 0, stream>>>(x, x_dtype, out, out_dtype, n);
+  LaunchPdl(AddKernel, GridFor(n), kThreads, 0, stream, x, x_dtype, out, out_dtype, n);
 }
 
 void LaunchStoreKv(const void* k, const void* v, DType src_dtype, const int32_t* slots, int32_t n, void* k_cache,
@@ -269,11 +281,11 @@ void LaunchStoreKv(const void* k, const void* v, DType src_dtype, const int32_t*
                    Aligned(k, 16) && Aligned(v, 16) && Aligned(k_cache, 16) && Aligned(v_cache, 16);
   if (vec) {
     const int64_t chunks = width / 8;
-    StoreKvVecKernel<<<static_cast<unsigned>((n * chunks + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+    LaunchPdl(StoreKvVecKernel, static_cast<unsigned>((n * chunks + kThreads - 1) / kThreads), kThreads, 0, stream, 
         static_cast<const uint4*>(k), static_cast<const uint4*>(v), slots, n, static_cast<uint4*>(k_cache),
         static_cast<uint4*>(v_cache), chunks);
   } else {
-    StoreKvKernel<<<static_cast<unsigned>((n * width + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+    LaunchPdl(StoreKvKernel, static_cast<unsigned>((n * width + kThreads - 1) / kThreads), kThreads, 0, stream, 
         k, v, src_dtype, slots, n, k_cache, v_cache, cache_dtype, width);
   }
 }
@@ -283,13 +295,13 @@ void LaunchGatherRows(const void* x, size_t row_bytes, const int32_t* rows, int3
   if (count <= 0 || row_bytes == 0) return;
   const int64_t rb = static_cast<int64_t>(row_bytes);
   if (rb % 16 == 0 && Aligned(x, 16) && Aligned(out, 16)) {
-    GatherRowsKernel<uint4><<<count, kThreads, 0, stream>>>(static_cast<const uint4*>(x), rb / 16, rows,
+    LaunchPdl(GatherRowsKernel<uint4>, count, kThreads, 0, stream, static_cast<const uint4*>(x), rb / 16, rows,
                                                             static_cast<uint4*>(out));
   } else if (rb % 4 == 0 && Aligned(x, 4) && Aligned(out, 4)) {
-    GatherRowsKernel<uint32_t><<<count, kThreads, 0, stream>>>(static_cast<const uint32_t*>(x), rb / 4, rows,
+    LaunchPdl(GatherRowsKernel<uint32_t>, count, kThreads, 0, stream, static_cast<const uint32_t*>(x), rb / 4, rows,
                                                                static_cast<uint32_t*>(out));
   } else {
-    GatherRowsKernel<uint8_t><<<count, kThreads, 0, stream>>>(static_cast<const uint8_t*>(x), rb, rows,
+    LaunchPdl(GatherRowsKernel<uint8_t>, count, kThreads, 0, stream, static_cast<const uint8_t*>(x), rb, rows,
                                                               static_cast<uint8_t*>(out));
   }
 }

@@ -2,11 +2,13 @@
 // reading W once, which cuBLASLt's general kernels do at 50-80% of copy bandwidth at
 // these shapes (bench/results/). Warps stream W rows in 16-byte loads, kUnroll of them in
 // flight per lane; x rows come through L1 (every warp of the SM reads the same x); f32
-// accumulation, then warp and CTA reductions per batch row.
+// accumulation, then warp and CTA reductions per batch row. A programmatic dependent
+// (cuda_pdl.h): each lane's first weight loads are in flight before the previous kernel ends.
 #include <cuda_bf16.h>
 
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_launch.h"
+#include "kernels/cuda/cuda_pdl.h"
 
 namespace tessera::cuda {
 namespace {
@@ -30,16 +32,27 @@ __global__ void __launch_bounds__(kWarpsPerCta * 32) GemvKernel(const __nv_bfloa
   float acc[N];
 #pragma unroll
   for (int j = 0; j < N; ++j) acc[j] = 0.0f;
+  const uint4* wrow = reinterpret_cast<const uint4*>(w + (row < m ? row : 0) * k);
+  const uint4* xv = reinterpret_cast<const uint4*>(x);
+  constexpr int kStride = 32 * KSPLIT;  // chunks between one lane's consecutive loads
+  int64_t c = static_cast<int64_t>(slice) * 32 + lane;
+  // The first kUnroll weight loads go out before the wait for the previous kernel (the
+  // weights are constant), so they overlap its tail; x is read only after it.
+  uint4 wv[kUnroll];
+  bool loaded = row < m && c + (kUnroll - 1) * kStride < chunks;
+  if (loaded) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) wv[u] = __ldcs(wrow + c + u * kStride);  // streamed: read once
+  }
+  PdlStart();
   if (row < m) {
-    const uint4* wrow = reinterpret_cast<const uint4*>(w + row * k);
-    const uint4* xv = reinterpret_cast<const uint4*>(x);
-    constexpr int kStride = 32 * KSPLIT;  // chunks between one lane's consecutive loads
-    int64_t c = static_cast<int64_t>(slice) * 32 + lane;
     // Main loop: kUnroll independent 16-byte W loads per lane before any use.
     for (; c + (kUnroll - 1) * kStride < chunks; c += kUnroll * kStride) {
-      uint4 wv[kUnroll];
+      if (!loaded) {
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) wv[u] = __ldcs(wrow + c + u * kStride);  // streamed: read once
+        for (int u = 0; u < kUnroll; ++u) wv[u] = __ldcs(wrow + c + u * kStride);
+      }
+      loaded = false;
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         float wf[8];
@@ -105,8 +118,8 @@ void Launch(const void* x, const void* w, void* out, bool f32_out, int64_t k, in
   const dim3 grid(static_cast<unsigned>((m + kRowsPerCta - 1) / kRowsPerCta));
   const auto* xb = static_cast<const __nv_bfloat16*>(x);
   const auto* wb = static_cast<const __nv_bfloat16*>(w);
-  if (f32_out) GemvKernel<N, KSPLIT, true><<<grid, kWarpsPerCta * 32, 0, stream>>>(xb, wb, out, k, m);
-  else GemvKernel<N, KSPLIT, false><<<grid, kWarpsPerCta * 32, 0, stream>>>(xb, wb, out, k, m);
+  if (f32_out) LaunchPdl(GemvKernel<N, KSPLIT, true>, grid, kWarpsPerCta * 32, 0, stream, xb, wb, out, k, m);
+  else LaunchPdl(GemvKernel<N, KSPLIT, false>, grid, kWarpsPerCta * 32, 0, stream, xb, wb, out, k, m);
 }
 
 template <int N>

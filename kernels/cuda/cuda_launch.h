@@ -68,6 +68,9 @@ constexpr int32_t kMaxAttentionGroup = 16;
 // `partition_tokens` so that small batches still fill every multiprocessor.
 struct DecodePlan {
   int32_t splits = 1;
+  // CTAs along the split axis; each walks partitions z, z + grid_splits, ... (tensor-core
+  // kernel; the CUDA-core one launches one CTA per partition).
+  int32_t grid_splits = 1;
   int32_t partition_tokens = 0;
   // Tensor-core kernel: each sequence is cut into min(splits, ceil(len / this)) partitions
   // of its own length, so short sequences split only while the grid is small.

@@ -9,6 +9,7 @@
 
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_launch.h"
+#include "kernels/cuda/cuda_pdl.h"
 #include "kernels/cuda/cuda_prefill_internal.h"
 
 namespace tessera::cuda {
@@ -38,6 +39,7 @@ __global__ void __launch_bounds__(PrefillShape<D>::kThreads) PrefillKernel(Atten
   const int tid = threadIdx.x;
   const int G = a.num_heads / a.num_kv_heads;
   const int tokens_per_tile = kRows / G;
+  PdlStart();
   const int q_begin = a.query_start[seq];
   const int q_len = a.query_start[seq + 1] - q_begin;
   if (q_tile * tokens_per_tile >= q_len || (a.single_token_seqs_elsewhere && q_len == 1)) return;
@@ -166,7 +168,7 @@ void LaunchPrefill(const AttentionArgs& a, cudaStream_t stream) {
   const int group = a.num_heads / a.num_kv_heads;
   const int tokens_per_tile = kRows / group;
   dim3 grid((a.max_query_len + tokens_per_tile - 1) / tokens_per_tile, a.num_seqs, a.num_kv_heads);
-  PrefillKernel<D><<<grid, S::kThreads, S::kSmemBytes, stream>>>(a);
+  LaunchPdl(PrefillKernel<D>, grid, S::kThreads, S::kSmemBytes, stream, a);
 }
 
 }  // namespace

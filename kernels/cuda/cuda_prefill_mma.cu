@@ -11,6 +11,7 @@
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_launch.h"
 #include "kernels/cuda/cuda_mma.cuh"
+#include "kernels/cuda/cuda_pdl.h"
 #include "kernels/cuda/cuda_prefill_internal.h"
 
 namespace tessera::cuda {
@@ -38,6 +39,7 @@ __global__ void __launch_bounds__(kThreads) PrefillMmaKernel(AttentionArgs a) {
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int G = a.num_heads / a.num_kv_heads;
   const int tokens_per_tile = kRows / G;
+  PdlStart();
   const int q_begin = a.query_start[seq];
   const int q_len = a.query_start[seq + 1] - q_begin;
   if (q_tile * tokens_per_tile >= q_len || (a.single_token_seqs_elsewhere && q_len == 1)) return;
@@ -218,7 +220,7 @@ void Launch(const AttentionArgs& a, cudaStream_t stream) {
   (void)attr;
   const int tokens_per_tile = kRows / (a.num_heads / a.num_kv_heads);
   const dim3 grid((a.max_query_len + tokens_per_tile - 1) / tokens_per_tile, a.num_seqs, a.num_kv_heads);
-  PrefillMmaKernel<D><<<grid, kThreads, Shape<D>::kSmemBytes, stream>>>(a);
+  LaunchPdl(PrefillMmaKernel<D>, grid, kThreads, Shape<D>::kSmemBytes, stream, a);
 }
 
 }  // namespace

@@ -321,8 +321,11 @@ void Engine::Step() {
   }
   std::vector<uint64_t> sample_ids;
   absl::StatusOr<std::vector<SampleResult>> sampled_results = std::vector<SampleResult>();
+  const auto forward_start = std::chrono::steady_clock::now();
+  bool all_graphs = true;
   for (const auto& group : GroupByAdapterSlots(out)) {
     auto part = RunGroup(out, group, &sample_ids);
+    all_graphs = all_graphs && group_replayed_graph_;
     if (!part.ok()) {
       sampled_results = part.status();
       break;
@@ -338,6 +341,8 @@ void Engine::Step() {
     PublishStats(0.0);
     return;
   }
+  const double forward_secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - forward_start).count();
   std::vector<SampleResult> results = std::move(*sampled_results);
   std::vector<SampledToken> sampled;
   for (size_t i = 0; i < sample_ids.size(); ++i) sampled.push_back({sample_ids[i], results[i].token});
@@ -395,7 +400,10 @@ void Engine::Step() {
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   PublishStats(secs);
-  if (step_observer_) step_observer_(secs, out.num_batched_tokens);
+  if (step_observer_) {
+    step_observer_(StepInfo{secs, forward_secs, out.num_batched_tokens, static_cast<int>(out.sequences.size()),
+                            all_graphs});
+  }
 }
 
 uint64_t Engine::AdapterOf(uint64_t seq_id) const {
@@ -478,8 +486,8 @@ absl::StatusOr<std::vector<SampleResult>> Engine::RunGroup(const SchedulerOutput
     }
   }
   // Decode-only steps (with or without adapters) replay a captured graph; the rest run eagerly.
-  auto logits = graphs_ && graphs_->Accepts(layout) ? graphs_->Run(layout)
-                                                                                : model_->ForwardLogits(layout, *kv_);
+  group_replayed_graph_ = graphs_ && graphs_->Accepts(layout);
+  auto logits = group_replayed_graph_ ? graphs_->Run(layout) : model_->ForwardLogits(layout, *kv_);
   if (!adapters.empty()) lora_->ReleaseSlots(adapters);  // later uploads queue behind this forward
   if (!logits.ok()) return logits.status();
   // Sample before the next group's forward reuses the logits buffer.

@@ -41,6 +41,15 @@ struct EngineOptions {
   absl::Status Validate() const;
 };
 
+// One engine step as seen by a step observer.
+struct StepInfo {
+  double seconds = 0.0;          // the whole step: scheduling, forward, sampling, outputs
+  double forward_seconds = 0.0;  // forwards and sampling, which wait for the device
+  int batched_tokens = 0;
+  int num_seqs = 0;
+  bool graph = false;  // every forward of the step replayed a captured decode graph
+};
+
 struct EngineStats {
   int num_waiting = 0;
   int num_running = 0;
@@ -79,8 +88,8 @@ class Engine {
   // Batch-size buckets whose decode graph has been captured so far.
   int num_decode_graphs() const { return graphs_ ? graphs_->num_graphs() : 0; }
 
-  // Observes every step (seconds, tokens fed); set before the first Submit.
-  void SetStepObserver(std::function<void(double, int)> observer) { step_observer_ = std::move(observer); }
+  // Observes every step that ran a forward; set before the first Submit.
+  void SetStepObserver(std::function<void(const StepInfo&)> observer) { step_observer_ = std::move(observer); }
 
  private:
   struct Active;
@@ -112,7 +121,8 @@ class Engine {
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<PagedKvStorage> kv_;
   std::unique_ptr<DecodeGraphRunner> graphs_;  // null: every step eager
-  std::function<void(double, int)> step_observer_;
+  std::function<void(const StepInfo&)> step_observer_;
+  bool group_replayed_graph_ = false;  // set by RunGroup
   LoraRegistry* lora_ = nullptr;
 
   // Engine-thread state.

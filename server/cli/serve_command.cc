@@ -169,7 +169,7 @@ int RunServe(const std::vector<std::string>& argv) {
   auto engine = Engine::Create(loaded->model.get(), loaded->tokenizer.get(), *engine_opts, lora.get());
   if (!engine.ok()) return Fail(1, std::string(engine.status().message()));
   ServingMetrics metrics(server_opts.served_model_name);
-  (*engine)->SetStepObserver([&metrics](double secs, int) { metrics.RecordStep(secs); });
+  (*engine)->SetStepObserver([&metrics](const StepInfo& step) { metrics.RecordStep(step); });
   ServingContext ctx(engine->get(), loaded->tokenizer.get(), chat, server_opts, &metrics);
   if (lora) {
     LoraRegistry* reg = lora.get();

@@ -22,6 +22,10 @@ ServingMetrics::ServingMetrics(std::string model_name)
       tpot_(prometheus::BuildHistogram().Name("tessera_time_per_output_token_seconds").Help("Mean time per output token after the first").Register(*registry_)),
       e2e_(prometheus::BuildHistogram().Name("tessera_e2e_request_latency_seconds").Help("End-to-end request latency").Register(*registry_)),
       step_(prometheus::BuildHistogram().Name("tessera_engine_step_seconds").Help("Duration of one engine step").Register(*registry_).Add({{"model", model_}}, LatencyBuckets())),
+      steps_(prometheus::BuildCounter().Name("tessera_engine_steps_total").Help("Engine steps by kind (graph: replayed decode graphs; eager)").Register(*registry_)),
+      step_seconds_(prometheus::BuildCounter().Name("tessera_engine_step_seconds_total").Help("Seconds in engine steps by kind").Register(*registry_)),
+      forward_seconds_(prometheus::BuildCounter().Name("tessera_engine_forward_seconds_total").Help("Seconds of engine steps spent in forwards and sampling (launching and waiting for the device); the rest is host work: scheduling, batch building, outputs").Register(*registry_)),
+      step_tokens_(prometheus::BuildCounter().Name("tessera_engine_step_tokens_total").Help("Tokens fed to the model by kind of step").Register(*registry_)),
       waiting_(prometheus::BuildGauge().Name("tessera_num_requests_waiting").Help("Requests queued").Register(*registry_).Add({{"model", model_}})),
       running_(prometheus::BuildGauge().Name("tessera_num_requests_running").Help("Sequences running").Register(*registry_).Add({{"model", model_}})),
       kv_usage_(prometheus::BuildGauge().Name("tessera_kv_cache_usage_ratio").Help("Fraction of KV blocks in use").Register(*registry_).Add({{"model", model_}})),
@@ -42,7 +46,14 @@ void ServingMetrics::RecordCompletion(const std::string& adapter, int prompt_tok
   e2e_.Add(labels, LatencyBuckets()).Observe(e2e_s);
 }
 
-void ServingMetrics::RecordStep(double seconds) { step_.Observe(seconds); }
+void ServingMetrics::RecordStep(const StepInfo& step) {
+  step_.Observe(step.seconds);
+  const prometheus::Labels labels = {{"model", model_}, {"kind", step.graph ? "graph" : "eager"}};
+  steps_.Add(labels).Increment();
+  step_seconds_.Add(labels).Increment(step.seconds);
+  forward_seconds_.Add(labels).Increment(step.forward_seconds);
+  step_tokens_.Add(labels).Increment(step.batched_tokens);
+}
 
 void ServingMetrics::Refresh(const EngineStats& stats) {
   waiting_.Set(stats.num_waiting);

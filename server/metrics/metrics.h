@@ -17,6 +17,7 @@
 namespace tessera {
 
 struct EngineStats;
+struct StepInfo;
 
 class ServingMetrics {
  public:
@@ -26,7 +27,7 @@ class ServingMetrics {
   void RecordRequest(const std::string& adapter, const std::string& outcome);
   void RecordCompletion(const std::string& adapter, int prompt_tokens, int generated_tokens, double ttft_s,
                         double tpot_s, double e2e_s);
-  void RecordStep(double seconds);
+  void RecordStep(const StepInfo& step);
   // Copies the engine's gauges (queue, running, KV usage, prefix hits, preemptions).
   void Refresh(const EngineStats& stats);
   // Runs before every Serialize (e.g. to copy drift statistics into gauges).
@@ -45,6 +46,12 @@ class ServingMetrics {
   prometheus::Family<prometheus::Histogram>& tpot_;
   prometheus::Family<prometheus::Histogram>& e2e_;
   prometheus::Histogram& step_;
+  // By kind ("graph": decode graphs replayed; "eager"): steps, their seconds, the part spent
+  // in forwards and sampling (waiting for the device), and the tokens they fed.
+  prometheus::Family<prometheus::Counter>& steps_;
+  prometheus::Family<prometheus::Counter>& step_seconds_;
+  prometheus::Family<prometheus::Counter>& forward_seconds_;
+  prometheus::Family<prometheus::Counter>& step_tokens_;
   prometheus::Gauge& waiting_;
   prometheus::Gauge& running_;
   prometheus::Gauge& kv_usage_;

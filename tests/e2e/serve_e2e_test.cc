@@ -297,6 +297,15 @@ TEST_F(ServeE2ETest, MetricsParseAsPrometheusTextAndCountersMove) {
   EXPECT_GE(MetricValue(r.body, "tessera_time_to_first_token_seconds_count"),
             MetricValue(before, "tessera_time_to_first_token_seconds_count") + 1);
   EXPECT_GT(MetricValue(r.body, "tessera_engine_step_seconds_count"), 0);
+  // Step accounting by kind: 7 tokens took at least 7 steps (the CPU backend runs them
+  // eagerly), and the forward share of step time is part of it.
+  const auto moved = [&](const std::string& name) { return MetricValue(r.body, name) - MetricValue(before, name); };
+  EXPECT_GE(moved("tessera_engine_steps_total{kind=\"eager\""), 7);
+  EXPECT_GE(moved("tessera_engine_step_tokens_total{kind=\"eager\""), 7);
+  const double step_s = MetricValue(r.body, "tessera_engine_step_seconds_total");
+  const double forward_s = MetricValue(r.body, "tessera_engine_forward_seconds_total");
+  EXPECT_GT(forward_s, 0);
+  EXPECT_LE(forward_s, step_s);
 }
 
 TEST_F(ServeE2ETest, HealthReadyModelsAndRequestIds) {

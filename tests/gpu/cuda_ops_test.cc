@@ -4,15 +4,19 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <functional>
 #include <limits>
 #include <numeric>
 #include <random>
 #include <string>
 #include <vector>
 
+#include <cuda_runtime.h>
+
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cuda/cuda_launch.h"
 #include "tests/gpu/gpu_test_util.h"
 
 namespace tessera {
@@ -279,9 +283,15 @@ struct AttentionCase {
   int block_size = 16;
 };
 
+// Runs attention on the device (the backend's PagedAttention unless a test launches a
+// kernel itself).
+using GpuAttention = std::function<void(const TensorView& q, const DeviceBatch& batch, const KvLayerView& cache,
+                                        const AttentionParams& params, TensorView out)>;
+
 // Builds a batch over random, non-contiguous blocks, fills the whole cache with random
 // K/V and compares the two backends' attention outputs.
-void RunAttentionCase(Backend& gpu, CpuBackend& cpu, const AttentionCase& c, std::mt19937& rng) {
+void RunAttentionCase(Backend& gpu, CpuBackend& cpu, const AttentionCase& c, std::mt19937& rng,
+                      const GpuAttention& gpu_attention = nullptr) {
   const int block_size = c.block_size;
   BatchLayout layout;
   layout.block_size = block_size;
@@ -326,7 +336,12 @@ void RunAttentionCase(Backend& gpu, CpuBackend& cpu, const AttentionCase& c, std
   AttentionParams params{c.hq, c.hk, c.d, 1.0f / std::sqrt(static_cast<float>(c.d))};
   DeviceBatch cb = Must(cpu.UploadBatch(layout)), gb = Must(gpu.UploadBatch(layout));
   cpu.PagedAttention(cq.view, cb, cc, params, co.view);
-  gpu.PagedAttention(gq.view, gb, gc, params, go.view);
+  if (gpu_attention) {
+    ASSERT_TRUE(gpu.Synchronize().ok());
+    gpu_attention(gq.view, gb, gc, params, go.view);
+  } else {
+    gpu.PagedAttention(gq.view, gb, gc, params, go.view);
+  }
   const std::vector<float> out = Get(gpu, go.view), ref = Get(cpu, co.view);
   EXPECT_LT(RelError(out, ref), kBf16Tol) << "hq=" << c.hq << " hk=" << c.hk << " d=" << c.d
                                           << " seqs=" << c.seqs.size() << " max_ctx=" << layout.max_context_len();
@@ -373,6 +388,58 @@ TEST_F(CudaOpsTest, DecodeAttentionMatchesCpuAtLongContextLong) {
   RunAttentionCase(*gpu_, cpu_, {8, 2, 128, {{16383, 1}, {9000, 1}, {31, 1}}}, rng_);
   RunAttentionCase(*gpu_, cpu_, {32, 8, 128, {{4095, 1}, {4096, 1}}}, rng_);
   RunAttentionCase(*gpu_, cpu_, {8, 8, 64, RandomDecodes(64, 8192, rng_)}, rng_);
+}
+
+// Captured decode graphs plan for max_model_len, not the batch's longest context: short
+// sequences then leave later partitions empty (or need only one, written directly), and a
+// grid many waves deep has each CTA walk several partitions. The decode kernel is launched
+// directly under such plans, with the fused merge and with the reduce kernel.
+TEST_F(CudaOpsTest, DecodeAttentionMatchesCpuUnderPlansForLongerContexts) {
+  int sms = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  for (int d : {64, 128}) {
+    for (int grid_splits : {1, 2, 3, 0}) {  // 0: the planner's own
+      for (bool fused : {true, false}) {
+        SCOPED_TRACE("d " + std::to_string(d) + " grid_splits " + std::to_string(grid_splits) +
+                     (fused ? " fused merge" : " reduce kernel"));
+        GpuAttention launch = [&](const TensorView& q, const DeviceBatch& b, const KvLayerView& cache,
+                                  const AttentionParams& p, TensorView out) {
+          cuda::AttentionArgs a;
+          a.q = q.data;
+          a.out = out.data;
+          a.k_cache = cache.k;
+          a.v_cache = cache.v;
+          a.positions = b.positions;
+          a.query_start = b.query_start;
+          a.block_tables = b.block_tables;
+          a.num_tokens = b.num_tokens;
+          a.num_seqs = b.num_seqs;
+          a.max_blocks_per_seq = b.max_blocks_per_seq;
+          a.block_size = b.block_size;
+          a.max_query_len = 1;
+          a.max_context_len = 4096;  // as a graph captured for max_model_len 4096 plans
+          a.num_heads = p.num_heads;
+          a.num_kv_heads = p.num_kv_heads;
+          a.head_dim = p.head_dim;
+          a.q_stride = q.cols;
+          a.out_stride = out.cols;
+          a.scale = p.scale;
+          cuda::DecodePlan plan = cuda::PlanDecodeAttention(a, sms);
+          ASSERT_GT(plan.splits, 3);
+          if (grid_splits > 0) plan.grid_splits = grid_splits;
+          plan.fused_merge = fused;
+          DeviceBuffer ws = Must(gpu_->Allocate(plan.workspace_bytes));
+          ASSERT_EQ(cudaMemset(ws.data(), 0, cuda::kDecodeCounterBytes), cudaSuccess);
+          cuda::LaunchDecodeAttention(a, plan, static_cast<float*>(ws.data()), nullptr);
+          ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        };
+        // Lengths 1..64 fit one partition; the rest spread over several.
+        RunAttentionCase(*gpu_, cpu_, {8, 2, d, {{0, 1}, {16, 1}, {63, 1}, {200, 1}, {1500, 1}, {4095, 1}}}, rng_,
+                         launch);
+        RunAttentionCase(*gpu_, cpu_, {32, 8, d, RandomDecodes(24, 4096, rng_)}, rng_, launch);
+      }
+    }
+  }
 }
 
 TEST_F(CudaOpsTest, PrefillAttentionMatchesCpuWithMixedDecodes) {
