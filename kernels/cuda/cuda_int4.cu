@@ -288,7 +288,7 @@ Int4Plan PlanInt4Matmul(const Int4Args& w, int64_t rows, bool x_direct, int num_
     Int4Plan best;
     double best_fill = 0.0;
     for (int warps_n : {2, 4, 8, 1}) {
-      const Int4Plan d = PlanInt4Decode(w, rows, x_direct, num_sms, 2, warps_n, 0, 2);
+      const Int4Plan d = PlanInt4Decode(w, rows, x_direct, num_sms, 2, warps_n, 0, 2, 2);
       if (!d.decode) continue;
       const int64_t blocks = static_cast<int64_t>(d.col_tiles) * d.splits;
       const int64_t resident = Int4DecodeResidentBlocks(d, num_sms);
