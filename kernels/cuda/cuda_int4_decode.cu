@@ -36,7 +36,8 @@ struct DecodeArgs {
   const __nv_bfloat16* x;
   int64_t lda, k_valid;
   int rows, warps_n, chunks_per_split;
-  bool cluster;     // the splits meet in distributed shared memory
+  bool cluster;       // the splits meet in distributed shared memory
+  bool release_once;  // one thread publishes the block's partial sums (else every thread fences)
   int x_stride;     // staged activation row, bf16
   int meta_offset;  // staged metadata, bytes into shared memory
   void* out;
@@ -52,6 +53,13 @@ __device__ __forceinline__ uint4 LoadStreaming(const uint4* p) {
                : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
                : "l"(p));
   return v;
+}
+
+// Device-scope acquire-release fetch-and-add (one thread's arrival at a split-K counter).
+__device__ __forceinline__ unsigned AtomicAddAcqRel(unsigned* p, unsigned v) {
+  unsigned old;
+  asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;\n" : "=r"(old) : "l"(p), "r"(v) : "memory");
+  return old;
 }
 
 // MinBlocks: blocks per multiprocessor the registers must allow (3 caps them at 80). R: chunk
@@ -265,13 +273,23 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) Int4DecodeKernel(DecodeAr
     return;
   }
 
-  __threadfence();
-  __syncthreads();
   unsigned* counter = a.counters + blockIdx.x;
-  if (tid == 0) last_block = atomicAdd(counter, 1u) == static_cast<unsigned>(splits - 1);
-  __syncthreads();
-  if (!last_block) return;
-  __threadfence();
+  if (a.release_once) {
+    // The barrier orders every thread's partial sums before thread 0's arrival, whose
+    // release (cumulative over what the barrier ordered) publishes them at device scope and
+    // whose acquire, passed on by the second barrier, lets the last block read the others'.
+    __syncthreads();
+    if (tid == 0) last_block = AtomicAddAcqRel(counter, 1u) == static_cast<unsigned>(splits - 1);
+    __syncthreads();
+    if (!last_block) return;
+  } else {
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) last_block = atomicAdd(counter, 1u) == static_cast<unsigned>(splits - 1);
+    __syncthreads();
+    if (!last_block) return;
+    __threadfence();
+  }
   for (int idx = tid; idx < rows * ncols; idx += kThreads) {
     const int row = idx / ncols, col = idx % ncols;
     float s = 0.0f;
@@ -411,6 +429,7 @@ void LaunchInt4Decode(const Int4Args& w, const Int4Plan& p, const void* x, int64
   a.warps_n = p.warps_n;
   a.chunks_per_split = p.chunks_per_split;
   a.cluster = p.cluster && p.splits > 1 && p.splits <= kMaxClusterSplits;
+  a.release_once = p.release_once;
   a.x_stride = p.x_stride;
   a.meta_offset = p.meta_offset;
   a.out = out;
