@@ -6,8 +6,10 @@
 // ring (no shared-memory round trip for weights); the block's activations and per-group
 // metadata are staged once in shared memory. The warps of a block split its K run and meet
 // in shared memory; blocks split K further only as far as the device needs to be filled and
-// then meet through the workspace, the last block to arrive summing (or, as a plan's knob,
-// through distributed shared memory as one thread-block cluster). Launched as a
+// then meet through the workspace, the last block to arrive summing (or, as plan knobs,
+// through distributed shared memory as one thread-block cluster, or published by one
+// thread's acquire-release arrival); a block may also own all of K. The ring's depth (chunk
+// steps in flight per warp) is a template parameter. Launched as a
 // programmatic dependent, a block streams its weights before the previous kernel has
 // finished and waits for it only to read the activations.
 #include <cuda_bf16.h>
