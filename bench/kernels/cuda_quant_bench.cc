@@ -7,7 +7,7 @@
 // time, as decode steps run); the int4 kernel is also timed launched eagerly. Weights
 // rotate through copies larger than L2. Prints a table, writes JSON (argv[1]). With
 // TESSERA_QUANT_SWEEP=1 it also times the decode kernel under other work splits than its
-// planner's (column blocks per warp, warps across columns, split-K) at batches 1, 8 and 16.
+// planner's (ring depth, warps across columns, split-K) at every decode batch.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -134,22 +134,29 @@ void SweepDecode(CudaBackend& be, const std::vector<QuantizedWeight>& views, con
   if (planned.decode) {
     plans.push_back({"planned", planned});
     cuda::Int4Plan p = planned;
-    p.cluster = p.splits > 1 && p.splits <= 8;
-    plans.push_back({"planned, splits as a cluster", p});
-    p = planned;
     p.pdl = false;
     plans.push_back({"planned, no programmatic launch", p});
-    p = cuda::PlanInt4Decode(w0, n, true, sms, planned.nb, planned.warps_n, 0, 3);
-    plans.push_back({"planned, 3 blocks/SM", p});
+    p = planned;
+    p.release_once = true;
+    if (p.splits > 1) plans.push_back({"planned, one-thread split-K release", p});
   }
-  for (int nb : {2, 4}) {
+  // Two column blocks per warp (four measured slower at every batch) at each ring depth and
+  // warps across columns: blocks owning all of K (no split-K), and the device-filling split
+  // with half and twice as many splits.
+  for (int ring : {2, 4, 8}) {
     for (int warps_n : {1, 2, 4, 8}) {
-      const int base = cuda::PlanInt4Decode(w0, n, true, sms, nb, warps_n, 0, 2).splits;
-      for (int splits : {base, std::max(1, base / 2), base * 2}) {
-        plans.push_back({"grid", cuda::PlanInt4Decode(w0, n, true, sms, nb, warps_n, splits, 2)});
+      const int base = cuda::PlanInt4Decode(w0, n, true, sms, 2, warps_n, 0, 2, ring).splits;
+      std::vector<int> seen;
+      for (int splits : {1, std::max(1, base / 2), base, base * 2}) {
+        if (std::find(seen.begin(), seen.end(), splits) != seen.end()) continue;
+        seen.push_back(splits);
+        const cuda::Int4Plan p = cuda::PlanInt4Decode(w0, n, true, sms, 2, warps_n, splits, 2, ring);
+        if (p.ring == ring) plans.push_back({"grid", p});
       }
     }
   }
+  plans.push_back({"grid", cuda::PlanInt4Decode(w0, n, true, sms, 2, 2, 0, 3, 2)});
+  plans.push_back({"grid", cuda::PlanInt4Decode(w0, n, true, sms, 4, 2, 0, 2, 2)});
   for (const auto& [what, p] : plans) {
     if (!p.decode || p.workspace_bytes > ws.bytes()) continue;
     size_t next = 0;
@@ -157,13 +164,16 @@ void SweepDecode(CudaBackend& be, const std::vector<QuantizedWeight>& views, con
       cuda::LaunchInt4Matmul(args[next++ % args.size()], p, xv.data, n, yv.data, DType::kBF16, ws.data(),
                              be.stream());
     });
-    std::printf("  sweep %-12s batch %3ld nb %d warps_n %d blocks/SM %d splits %3d chunks/split %3d blocks %5d "
-                "cluster %d pdl %d: %7.2f us  %s\n",
-                shape.c_str(), static_cast<long>(n), p.nb, p.warps_n, p.min_blocks, p.splits, p.chunks_per_split,
-                p.col_tiles * p.splits, p.cluster ? 1 : 0, p.pdl ? 1 : 0, t * 1e6, what.c_str());
+    std::printf("  sweep %-12s batch %3ld nb %d warps_n %d blocks/SM %d ring %d splits %3d chunks/split %3d "
+                "blocks %5d smem %6d cluster %d pdl %d release1 %d: %7.2f us  %s\n",
+                shape.c_str(), static_cast<long>(n), p.nb, p.warps_n, p.min_blocks, p.ring, p.splits,
+                p.chunks_per_split, p.col_tiles * p.splits, p.smem_bytes, p.cluster ? 1 : 0, p.pdl ? 1 : 0,
+                p.release_once ? 1 : 0, t * 1e6,
+                what.c_str());
     rows.push_back({{"device", device}, {"kernel", "gptq_int4_decode_sweep"}, {"shape", shape}, {"batch", n},
-                    {"nb", p.nb}, {"warps_n", p.warps_n}, {"min_blocks", p.min_blocks}, {"splits", p.splits},
-                    {"cluster", p.cluster}, {"pdl", p.pdl}, {"us", t * 1e6}, {"variant", what},
+                    {"nb", p.nb}, {"warps_n", p.warps_n}, {"min_blocks", p.min_blocks}, {"ring", p.ring},
+                    {"splits", p.splits}, {"chunks_per_split", p.chunks_per_split},
+                    {"cluster", p.cluster}, {"pdl", p.pdl}, {"release_once", p.release_once}, {"us", t * 1e6}, {"variant", what},
                     {"backend_call_us", planned_s * 1e6}, {"timing", "cuda graph"}});
   }
 }
@@ -272,7 +282,7 @@ int main(int argc, char** argv) {
                                                                  be->num_sms()).decode ? "decode" : "tile"}};
       if (tg > 0) row["generic_autogptq_us"] = tg * 1e6;
       rows.push_back(row);
-      if (sweep && (n == 1 || n == 8 || n == 16) && s.k == 4096) SweepDecode(*be, q.packed, xv, yv, shape, tq, device, rows);
+      if (sweep && n <= cuda::kInt4DecodeMaxRows) SweepDecode(*be, q.packed, xv, yv, shape, tq, device, rows);
     }
   }
 

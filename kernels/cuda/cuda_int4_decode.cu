@@ -6,8 +6,10 @@
 // ring (no shared-memory round trip for weights); the block's activations and per-group
 // metadata are staged once in shared memory. The warps of a block split its K run and meet
 // in shared memory; blocks split K further only as far as the device needs to be filled and
-// then meet through the workspace, the last block to arrive summing (or, as a plan's knob,
-// through distributed shared memory as one thread-block cluster). Launched as a
+// then meet through the workspace, the last block to arrive summing (or, as plan knobs,
+// through distributed shared memory as one thread-block cluster, or published by one
+// thread's acquire-release arrival); a block may also own all of K. The ring's depth (chunk
+// steps in flight per warp) is a template parameter. Launched as a
 // programmatic dependent, a block streams its weights before the previous kernel has
 // finished and waits for it only to read the activations.
 #include <cuda_bf16.h>
@@ -27,9 +29,8 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kRing = 2;                    // chunk steps of weight loads in flight per warp
-constexpr int kMaxBlockChunks = 32;         // a block's K run, bounding its staged activations
 constexpr int kMaxSmemBytes = 160 * 1024;   // what a plan may ask for
+constexpr int kFillChunks = 32;             // a block's K run when the planner splits K to fill the device
 constexpr int kMaxClusterSplits = 8;        // the portable thread-block cluster size
 
 struct DecodeArgs {
@@ -37,7 +38,8 @@ struct DecodeArgs {
   const __nv_bfloat16* x;
   int64_t lda, k_valid;
   int rows, warps_n, chunks_per_split;
-  bool cluster;     // the splits meet in distributed shared memory
+  bool cluster;       // the splits meet in distributed shared memory
+  bool release_once;  // one thread publishes the block's partial sums (else every thread fences)
   int x_stride;     // staged activation row, bf16
   int meta_offset;  // staged metadata, bytes into shared memory
   void* out;
@@ -55,8 +57,17 @@ __device__ __forceinline__ uint4 LoadStreaming(const uint4* p) {
   return v;
 }
 
-// MinBlocks: blocks per multiprocessor the registers must allow (3 caps them at 80).
-template <int NT, int NB, int MinBlocks>
+// Device-scope acquire-release fetch-and-add (one thread's arrival at a split-K counter).
+__device__ __forceinline__ unsigned AtomicAddAcqRel(unsigned* p, unsigned v) {
+  unsigned old;
+  asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;\n" : "=r"(old) : "l"(p), "r"(v) : "memory");
+  return old;
+}
+
+// MinBlocks: blocks per multiprocessor the registers must allow (3 caps them at 80). R: chunk
+// steps of weight loads in flight per warp (the register ring); all of a warp's loads when
+// its K run is at most R chunks, so that they all go out before the previous kernel ends.
+template <int NT, int NB, int MinBlocks, int R>
 __global__ void __launch_bounds__(kThreads, MinBlocks) Int4DecodeKernel(DecodeArgs a) {
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ bool last_block;
@@ -100,9 +111,9 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) Int4DecodeKernel(DecodeAr
                                     : make_uint4(0, 0, 0, 0);
     }
   };
-  uint4 q[kRing][NB];
+  uint4 q[R][NB];
 #pragma unroll
-  for (int r = 0; r < kRing; ++r) load(q[r], wc0 + r);
+  for (int r = 0; r < R; ++r) load(q[r], wc0 + r);
 
   // A dependent kernel may start launching now (it waits for this grid to finish before it
   // reads anything this grid writes); this one waits for its predecessor here, before reading
@@ -199,12 +210,12 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) Int4DecodeKernel(DecodeAr
   };
 
 #pragma unroll 1
-  for (int c = wc0; c < wc1; c += kRing) {
+  for (int c = wc0; c < wc1; c += R) {
 #pragma unroll
-    for (int r = 0; r < kRing; ++r) {
+    for (int r = 0; r < R; ++r) {
       if (c + r < wc1) {
         compute(q[r], c + r);
-        load(q[r], c + r + kRing);
+        load(q[r], c + r + R);
       }
     }
   }
@@ -264,13 +275,23 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) Int4DecodeKernel(DecodeAr
     return;
   }
 
-  __threadfence();
-  __syncthreads();
   unsigned* counter = a.counters + blockIdx.x;
-  if (tid == 0) last_block = atomicAdd(counter, 1u) == static_cast<unsigned>(splits - 1);
-  __syncthreads();
-  if (!last_block) return;
-  __threadfence();
+  if (a.release_once) {
+    // The barrier orders every thread's partial sums before thread 0's arrival, whose
+    // release (cumulative over what the barrier ordered) publishes them at device scope and
+    // whose acquire, passed on by the second barrier, lets the last block read the others'.
+    __syncthreads();
+    if (tid == 0) last_block = AtomicAddAcqRel(counter, 1u) == static_cast<unsigned>(splits - 1);
+    __syncthreads();
+    if (!last_block) return;
+  } else {
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) last_block = atomicAdd(counter, 1u) == static_cast<unsigned>(splits - 1);
+    __syncthreads();
+    if (!last_block) return;
+    __threadfence();
+  }
   for (int idx = tid; idx < rows * ncols; idx += kThreads) {
     const int row = idx / ncols, col = idx % ncols;
     float s = 0.0f;
@@ -283,23 +304,32 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) Int4DecodeKernel(DecodeAr
 
 using KernelFn = void (*)(DecodeArgs);
 
-// The instantiated kernels: one or two row tiles, two or four column blocks per warp; two
-// column blocks at one row tile also fit three blocks per multiprocessor.
-KernelFn KernelFor(int nt, int nb, int min_blocks) {
-  if (nt == 1 && nb == 2) return min_blocks == 3 ? Int4DecodeKernel<1, 2, 3> : Int4DecodeKernel<1, 2, 2>;
-  if (nt == 1) return Int4DecodeKernel<1, 4, 2>;
-  return nb == 2 ? Int4DecodeKernel<2, 2, 2> : Int4DecodeKernel<2, 4, 2>;
+// The instantiated kernels (index: KernelIndex): one or two row tiles, two or four column
+// blocks per warp, a ring of 2 chunk steps; two column blocks at one row tile also fit three
+// blocks per multiprocessor, and take rings of 4 and 8 (4 at two row tiles).
+constexpr int kKernels = 8;
+int KernelIndex(int nt, int nb, int min_blocks, int ring) {
+  if (nb == 4) return nt == 1 ? 2 : 4;
+  if (nt == 2) return ring == 4 ? 7 : 3;
+  if (min_blocks == 3) return 1;
+  return ring == 8 ? 6 : ring == 4 ? 5 : 0;
 }
 
-int KernelIndex(int nt, int nb, int min_blocks) { return (nt - 1) * 4 + (nb / 2 - 1) * 2 + (min_blocks == 3); }
+KernelFn KernelFor(int nt, int nb, int min_blocks, int ring) {
+  static constexpr KernelFn kFns[kKernels] = {
+      Int4DecodeKernel<1, 2, 2, 2>, Int4DecodeKernel<1, 2, 3, 2>, Int4DecodeKernel<1, 4, 2, 2>,
+      Int4DecodeKernel<2, 2, 2, 2>, Int4DecodeKernel<2, 4, 2, 2>, Int4DecodeKernel<1, 2, 2, 4>,
+      Int4DecodeKernel<1, 2, 2, 8>, Int4DecodeKernel<2, 2, 2, 4>};
+  return kFns[KernelIndex(nt, nb, min_blocks, ring)];
+}
 
 // Blocks of one kernel that fit on a multiprocessor by registers; asked once per kernel (the
 // opt-in to kMaxSmemBytes of shared memory goes with it).
-int RegisterBlocksPerSm(int nt, int nb, int min_blocks) {
-  static int cached[8] = {};
-  int& n = cached[KernelIndex(nt, nb, min_blocks)];
+int RegisterBlocksPerSm(int nt, int nb, int min_blocks, int ring) {
+  static int cached[kKernels] = {};
+  int& n = cached[KernelIndex(nt, nb, min_blocks, ring)];
   if (n == 0) {
-    KernelFn k = KernelFor(nt, nb, min_blocks);
+    KernelFn k = KernelFor(nt, nb, min_blocks, ring);
     int blocks = 0;
     if (cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSmemBytes) != cudaSuccess ||
         cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, k, kThreads, 0) != cudaSuccess) {
@@ -338,11 +368,13 @@ void SizeSmem(const Int4Args& w, int64_t rows, int chunks, Int4Plan* p) {
 }  // namespace
 
 Int4Plan PlanInt4Decode(const Int4Args& w, int64_t rows, bool x_direct, int num_sms, int nb, int warps_n,
-                        int splits, int min_blocks) {
+                        int splits, int min_blocks, int ring) {
   Int4Plan p;
   p.nt = rows <= 8 ? 1 : 2;
   p.nb = nb == 2 ? 2 : 4;
   p.min_blocks = p.nt == 1 && p.nb == 2 && min_blocks == 3 ? 3 : 2;
+  // Deeper rings only where the registers hold them (KernelFor's list).
+  p.ring = p.nb == 4 || p.min_blocks == 3 ? 2 : ring >= 8 && p.nt == 1 ? 8 : ring >= 4 ? 4 : 2;
   p.warps_n = std::clamp(warps_n, 1, kWarps);
   const int warps_k = kWarps / p.warps_n;
   p.row_blocks = 1;
@@ -351,7 +383,9 @@ Int4Plan PlanInt4Decode(const Int4Args& w, int64_t rows, bool x_direct, int num_
   if (rows < 1 || rows > kInt4DecodeMaxRows || col_tiles > kGptqGemvMaxColTiles) return p;
   p.col_tiles = static_cast<int32_t>(col_tiles);
   const int k_chunks = static_cast<int>(w.k_chunks);
-  int chunks = std::min(k_chunks, kMaxBlockChunks);
+  // Given splits set the K run (all of K for one split); filling the device starts from runs
+  // of at most kFillChunks.
+  int chunks = splits > 0 ? (k_chunks + splits - 1) / splits : std::min(k_chunks, kFillChunks);
   SizeSmem(w, rows, chunks, &p);
   while (p.smem_bytes > kMaxSmemBytes && chunks > 1) {  // small groups and wide tiles stage more metadata
     chunks = (chunks + 1) / 2;
@@ -379,14 +413,15 @@ Int4Plan PlanInt4Decode(const Int4Args& w, int64_t rows, bool x_direct, int num_
 }
 
 int64_t Int4DecodeResidentBlocks(const Int4Plan& p, int num_sms) {
-  const int per_sm = std::min(RegisterBlocksPerSm(p.nt, p.nb, p.min_blocks), SmemPerSm() / (p.smem_bytes + 1024));
+  const int per_sm =
+      std::min(RegisterBlocksPerSm(p.nt, p.nb, p.min_blocks, p.ring), SmemPerSm() / (p.smem_bytes + 1024));
   return static_cast<int64_t>(std::max(per_sm, 1)) * num_sms;
 }
 
 void LaunchInt4Decode(const Int4Args& w, const Int4Plan& p, const void* x, int64_t lda, int64_t k_valid,
                       int64_t rows, void* out, DType out_dtype, float* partial, unsigned* counters,
                       cudaStream_t stream) {
-  RegisterBlocksPerSm(p.nt, p.nb, p.min_blocks);  // the shared-memory opt-in
+  RegisterBlocksPerSm(p.nt, p.nb, p.min_blocks, p.ring);  // the shared-memory opt-in
   DecodeArgs a;
   a.w = w;
   a.x = static_cast<const __nv_bfloat16*>(x);
@@ -396,6 +431,7 @@ void LaunchInt4Decode(const Int4Args& w, const Int4Plan& p, const void* x, int64
   a.warps_n = p.warps_n;
   a.chunks_per_split = p.chunks_per_split;
   a.cluster = p.cluster && p.splits > 1 && p.splits <= kMaxClusterSplits;
+  a.release_once = p.release_once;
   a.x_stride = p.x_stride;
   a.meta_offset = p.meta_offset;
   a.out = out;
@@ -423,7 +459,7 @@ void LaunchInt4Decode(const Int4Args& w, const Int4Plan& p, const void* x, int64
     d.val.programmaticStreamSerializationAllowed = 1;
   }
   // Errors surface through the caller's cudaGetLastError like a <<<>>> launch's.
-  cudaLaunchKernelEx(&cfg, KernelFor(p.nt, p.nb, p.min_blocks), a);
+  cudaLaunchKernelEx(&cfg, KernelFor(p.nt, p.nb, p.min_blocks, p.ring), a);
 }
 
 }  // namespace tessera::cuda

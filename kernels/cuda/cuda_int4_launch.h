@@ -41,8 +41,12 @@ struct Int4Plan {
   // cluster instead of the workspace (off in planned plans); pdl: launched as a programmatic
   // dependent of the previous kernel (weights stream while it finishes).
   // min_blocks: the kernel's register bound, 2 or 3 (nt 1, nb 2 only) blocks per multiprocessor.
-  int nt = 1, nb = 4, warps_n = 2, min_blocks = 2;
-  bool cluster = false, pdl = false;
+  // ring: 64-input chunk steps of weight loads each warp keeps in flight (2, 4 or 8; above 2
+  // only at nb 2 and 2 blocks per multiprocessor, and 8 only at one row tile).
+  // release_once: a block's split-K arrival is one thread's acquire-release atomic after a
+  // barrier instead of a fence in every thread (off in planned plans; a knob for the sweep).
+  int nt = 1, nb = 4, warps_n = 2, min_blocks = 2, ring = 2;
+  bool cluster = false, pdl = false, release_once = false;
   int32_t x_stride = 0, meta_offset = 0, smem_bytes = 0;
   int32_t row_blocks = 0, col_tiles = 0, splits = 1, chunks_per_split = 0;
   bool gather = false;
@@ -52,10 +56,11 @@ struct Int4Plan {
 // x_direct: x needs no gathering (no perm, in_features % 8 == 0, 16-byte aligned rows).
 Int4Plan PlanInt4Matmul(const Int4Args& w, int64_t rows, bool x_direct, int num_sms);
 // The decode kernel's plan with its knobs set (rows <= kInt4DecodeMaxRows; nb 2 or 4;
-// warps_n 1, 2, 4 or 8; splits 0 fills the device; min_blocks 2 or 3). decode is false when
-// the shape does not fit it (more column tiles than split-K counters).
+// warps_n 1, 2, 4 or 8; splits 0 fills the device, 1 gives each block all of K; min_blocks 2
+// or 3; ring 2, 4 or 8, lowered to what the other knobs allow). decode is false when the
+// shape does not fit it (more column tiles than split-K counters).
 Int4Plan PlanInt4Decode(const Int4Args& w, int64_t rows, bool x_direct, int num_sms, int nb, int warps_n,
-                        int splits, int min_blocks);
+                        int splits, int min_blocks, int ring);
 // Blocks of a decode plan's kernel that the device holds at once.
 int64_t Int4DecodeResidentBlocks(const Int4Plan& p, int num_sms);
 // Sets the workspace fields of a plan whose kernel fields are set.

@@ -281,13 +281,15 @@ void* ZeroedWorkspace(size_t bytes) {
 
 // The decode kernel under every plan it accepts, launched directly: column blocks per warp,
 // warps side by side over columns (the others split K inside a block), split-K across
-// blocks from none to one chunk per block (up to 8 as a cluster meeting in distributed
-// shared memory, or through the workspace), with and without programmatic launch and both
-// register bounds, against the CPU reference.
+// blocks from none (one block walks all of K, longer than any ring) to one chunk per block
+// (up to 8 as a cluster meeting in distributed shared memory, or through the workspace),
+// register rings of 2, 4 and 8 chunk steps, with and without programmatic launch, both
+// register bounds and both ways a block publishes its partial sums, against the CPU reference.
 TEST_F(CudaQuantTest, PackedInt4DecodeMatchesCpuUnderEveryWorkSplit) {
   struct Mode {
     bool cluster, pdl;
     int min_blocks;
+    bool release_once;
   };
   cudaStream_t stream = nullptr;  // a stream of its own, as the backend launches on
   ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
@@ -303,7 +305,7 @@ TEST_F(CudaQuantTest, PackedInt4DecodeMatchesCpuUnderEveryWorkSplit) {
     const cuda::Int4Args w = cuda::Int4ArgsOf(gw.q);
     LinearWeight cl;
     cl.quant = &cw.q;
-    for (int64_t rows : {1, 5, 8, 9, 16}) {
+    for (int64_t rows : {1, 2, 3, 8, 9, 16}) {
       const std::vector<float> x = RandomBf16(rows * c.in, rng_);
       Tensor cx = Put(cpu_, x, rows, c.in, DType::kF32), gx = Put(*gpu_, x, rows, c.in, DType::kBF16);
       Tensor co = Poisoned(cpu_, rows, c.out, DType::kF32);
@@ -311,24 +313,34 @@ TEST_F(CudaQuantTest, PackedInt4DecodeMatchesCpuUnderEveryWorkSplit) {
       const std::vector<float> ref = Get(cpu_, co.view);
       const bool x_direct = h.perm.empty() && c.in % 8 == 0;
       for (int nb : {2, 4}) {
-        for (int warps_n : {1, 2, 4, 8}) {
-          for (int splits : {0, 1, 3, 8, 1000}) {
-            for (Mode m : {Mode{false, false, 2}, Mode{true, true, 3}, Mode{true, false, 2}, Mode{false, true, 3}}) {
-              cuda::Int4Plan plan = cuda::PlanInt4Decode(w, rows, x_direct, 132, nb, warps_n, splits, m.min_blocks);
-              const std::string what = Describe(c, rows) + " nb " + std::to_string(nb) + " warps_n " +
-                                       std::to_string(warps_n) + " splits " + std::to_string(plan.splits) +
-                                       " cluster " + std::to_string(m.cluster) + " pdl " + std::to_string(m.pdl) +
-                                       " blocks/SM " + std::to_string(plan.min_blocks);
-              ASSERT_TRUE(plan.decode) << what;
-              plan.cluster = m.cluster;  // used when there are 2 to 8 splits
-              plan.pdl = m.pdl;
-              ASSERT_LE(plan.workspace_bytes, ws_bytes) << what;
-              Tensor go = Poisoned(*gpu_, rows, c.out, DType::kF32);
-              ASSERT_TRUE(gpu_->Synchronize().ok());
-              cuda::LaunchInt4Matmul(w, plan, gx.view.data, rows, go.view.data, DType::kF32, ws, stream);
-              ASSERT_EQ(cudaGetLastError(), cudaSuccess) << what;
-              ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess) << what;
-              EXPECT_LT(RelError(Get(*gpu_, go.view), ref), 1e-4) << what;
+        for (int ring : {2, 4, 8}) {
+          if (nb == 4 && ring > 2) continue;  // the kernel has no deeper ring at four column blocks
+          for (int warps_n : {1, 2, 4, 8}) {
+            for (int splits : {0, 1, 3, 1000}) {
+              for (Mode m : {Mode{false, false, 2, false}, Mode{true, true, 3, false}, Mode{true, false, 2, false},
+                             Mode{false, true, 3, false}, Mode{false, true, 2, true}}) {
+                if (ring > 2 && m.min_blocks == 3) continue;  // deeper rings take two blocks per multiprocessor
+                cuda::Int4Plan plan =
+                    cuda::PlanInt4Decode(w, rows, x_direct, 132, nb, warps_n, splits, m.min_blocks, ring);
+                const std::string what = Describe(c, rows) + " nb " + std::to_string(nb) + " warps_n " +
+                                         std::to_string(warps_n) + " splits " + std::to_string(plan.splits) +
+                                         " ring " + std::to_string(plan.ring) + " cluster " +
+                                         std::to_string(m.cluster) + " pdl " + std::to_string(m.pdl) +
+                                         " blocks/SM " + std::to_string(plan.min_blocks) + " one-thread release " +
+                                         std::to_string(m.release_once);
+                ASSERT_TRUE(plan.decode) << what;
+                ASSERT_EQ(plan.ring, rows > 8 && ring == 8 ? 4 : ring) << what;
+                plan.cluster = m.cluster;  // used when there are 2 to 8 splits
+                plan.pdl = m.pdl;
+                plan.release_once = m.release_once;
+                ASSERT_LE(plan.workspace_bytes, ws_bytes) << what;
+                Tensor go = Poisoned(*gpu_, rows, c.out, DType::kF32);
+                ASSERT_TRUE(gpu_->Synchronize().ok());
+                cuda::LaunchInt4Matmul(w, plan, gx.view.data, rows, go.view.data, DType::kF32, ws, stream);
+                ASSERT_EQ(cudaGetLastError(), cudaSuccess) << what;
+                ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess) << what;
+                EXPECT_LT(RelError(Get(*gpu_, go.view), ref), 1e-4) << what;
+              }
             }
           }
         }
