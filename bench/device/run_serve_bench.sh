@@ -2,7 +2,8 @@
 # Serving benchmark on the device: random-weight Llama-2-7B shape (bf16), `tessera serve`
 # driven by `tessera-loadgen`, 128-token prompts -> 128 tokens, at each concurrency in
 # $CONCURRENCY (max-num-seqs follows the concurrency). Drift monitoring stays on (the
-# default) unless DRIFT=0. Run from the repo root with the bundle in $D; JSON to $OUT.
+# default) unless DRIFT=0; SERVE_FLAGS adds server flags and TAG names such a run's files.
+# Run from the repo root with the bundle in $D; JSON to $OUT.
 set -u
 D=${D:-.device-m}
 OUT=${OUT:-/tmp/out}
@@ -25,7 +26,7 @@ for c in $CONCURRENCY; do
   for i in $(seq 1 240); do grep -q "listening http" /tmp/serve.out && break; sleep 0.5; done
   port=$(grep "listening http" /tmp/serve.out | sed 's/.*://')
   [ -n "$port" ] || { echo "server did not start"; cat /tmp/serve.out; tail -5 /tmp/serve.err; exit 1; }
-  tag="c${c}_drift${DRIFT:-1}"
+  tag="c${c}_drift${DRIFT:-1}${TAG:+_$TAG}"
   "$D/bin/tessera-loadgen" --port "$port" --model llama2-7b-random --num-prompts $((c * PROMPTS_PER_STREAM)) \
     --max-concurrency "$c" --random-input-len 128 --random-output-len 128 --out "$OUT/serve_7b_$tag.json" 2>&1 \
     | grep -E "throughput|ITL|TPOT|TTFT|failed|Failed" | head -12
@@ -34,7 +35,7 @@ for c in $CONCURRENCY; do
     > "$OUT/serve_metrics_$tag.txt" 2>/dev/null
   # The keys every result file carries (device, shape, batch, tokens_per_s) and the command.
   DEVICE_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1) python3 - "$OUT/serve_7b_$tag.json" "$c" \
-    "CONCURRENCY=$c PROMPTS_PER_STREAM=$PROMPTS_PER_STREAM DRIFT=${DRIFT:-1} bench/device/run_serve_bench.sh" \
+    "CONCURRENCY=$c PROMPTS_PER_STREAM=$PROMPTS_PER_STREAM DRIFT=${DRIFT:-1} SERVE_FLAGS=\"${SERVE_FLAGS:-}\" bench/device/run_serve_bench.sh" \
     "$OUT/serve_metrics_$tag.txt" <<'PY'
 import json, os, re, sys
 path, c, cmd, metrics = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]

@@ -137,8 +137,8 @@ void SweepDecode(CudaBackend& be, const std::vector<QuantizedWeight>& views, con
     p.pdl = false;
     plans.push_back({"planned, no programmatic launch", p});
     p = planned;
-    p.release_once = true;
-    if (p.splits > 1) plans.push_back({"planned, one-thread split-K release", p});
+    p.release_once = false;
+    if (p.splits > 1) plans.push_back({"planned, every thread fences before the split-K arrival", p});
   }
   // Two column blocks per warp (four measured slower at every batch) at each ring depth and
   // warps across columns: blocks owning all of K (no split-K), and the device-filling split

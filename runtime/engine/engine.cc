@@ -27,7 +27,7 @@ bool NeedsHostSampling(const SamplingParams& p) {
 // Per-request state kept on the engine thread.
 struct Engine::Active {
   GenerationRequest request;
-  OutputCallback callback;
+  std::shared_ptr<OutputCallback> callback;  // shared with outputs queued for delivery
   std::unique_ptr<SequenceSampler> sampler;
   std::unique_ptr<IncrementalDetokenizer> detok;
   std::unique_ptr<StopStringChecker> stops;
@@ -117,6 +117,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(LlamaModel* model, const 
     ASSIGN_OR_RETURN(e->graphs_, DecodeGraphRunner::Create(model, e->kv_.get(), go));
   }
   e->PublishStats(0.0);
+  if (options.output_thread) e->pump_ = std::make_unique<OutputPump>([raw = e.get()](int n) { raw->OnDelivered(n); });
   e->thread_ = std::thread([raw = e.get()] { raw->Loop(); });
   return e;
 }
@@ -128,6 +129,7 @@ Engine::~Engine() {
   }
   wake_.notify_all();
   if (thread_.joinable()) thread_.join();
+  pump_.reset();  // delivers the final outputs of the aborted requests
 }
 
 absl::StatusOr<uint64_t> Engine::Submit(GenerationRequest request, OutputCallback callback) {
@@ -171,7 +173,7 @@ absl::StatusOr<uint64_t> Engine::Submit(GenerationRequest request, OutputCallbac
   a->stops = std::make_unique<StopStringChecker>(request.stop_strings);
   a->usage.prompt_tokens = static_cast<int32_t>(prompt_len);
   a->request = std::move(request);
-  a->callback = std::move(callback);
+  a->callback = std::make_shared<OutputCallback>(std::move(callback));
   uint64_t id;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -221,7 +223,32 @@ void Engine::PublishStats(double step_seconds) {
 }
 
 void Engine::Emit(Active& a, RequestOutput out) {
-  if (a.callback) a.callback(std::move(out));
+  if (pump_) {
+    pending_outputs_.push_back({a.callback, std::move(out)});
+    return;
+  }
+  const bool finished = out.finished;
+  if (*a.callback) (*a.callback)(std::move(out));
+  if (finished) {
+    std::lock_guard<std::mutex> lock(mu_);
+    --in_flight_;  // stats_ follows at the step's PublishStats, with the final KV usage
+  }
+}
+
+void Engine::FlushOutputs() {
+  if (pump_ && !pending_outputs_.empty()) {
+    pump_->Push(std::move(pending_outputs_));
+    pending_outputs_.clear();
+  }
+}
+
+void Engine::OnDelivered(int finished) {
+  if (finished == 0) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  in_flight_ -= finished;
+  // The engine thread published this step's KV usage before it handed the outputs over.
+  stats_.num_in_flight = in_flight_;
+  if (in_flight_ == 0) drained_.notify_all();
 }
 
 void Engine::FinishRequest(uint64_t id, const std::string& reason, absl::Status status) {
@@ -239,8 +266,6 @@ void Engine::FinishRequest(uint64_t id, const std::string& reason, absl::Status 
   out.status = std::move(status);
   Emit(a, std::move(out));
   active_.erase(it);
-  std::lock_guard<std::mutex> lock(mu_);
-  --in_flight_;
 }
 
 void Engine::Admit(std::vector<std::pair<uint64_t, std::unique_ptr<Active>>>& incoming) {
@@ -294,6 +319,7 @@ void Engine::Loop() {
         FinishRequest(id, "abort", absl::UnavailableError("the engine shut down"));
       }
       PublishStats(0.0);
+      FlushOutputs();
       return;
     }
     if (scheduler_->HasUnfinished()) {
@@ -301,6 +327,7 @@ void Engine::Loop() {
     } else {
       PublishStats(0.0);
     }
+    FlushOutputs();
   }
 }
 
@@ -392,8 +419,6 @@ void Engine::Step() {
       o.usage = a.usage;
       Emit(a, std::move(o));
       active_.erase(it);
-      std::lock_guard<std::mutex> lock(mu_);
-      --in_flight_;
     } else {
       Emit(a, std::move(o));
     }

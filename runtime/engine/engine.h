@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "runtime/engine/output_pump.h"
 #include "runtime/engine/request.h"
 #include "runtime/lora/lora_registry.h"
 #include "runtime/model/decode_graph_runner.h"
@@ -37,6 +38,9 @@ struct EngineOptions {
   bool enable_prefix_caching = true;
   // Decode steps replay captured device graphs unless this is set (or the backend has none).
   bool enforce_eager = false;
+  // Request callbacks run on an output thread of the engine's own, a step's outputs handed
+  // over at once; off, they run on the engine thread between steps.
+  bool output_thread = true;
 
   absl::Status Validate() const;
 };
@@ -71,7 +75,8 @@ class Engine {
 
   // Validates and queues a request. Errors that can be known at once (bad sampling
   // parameters, a prompt that can never fit, an adapter that is not loaded: NotFound) come back here; later ones arrive as a final
-  // output with finish_reason "error". The callback runs on the engine thread.
+  // output with finish_reason "error". The callback runs on the engine's output thread (or
+  // on the engine thread without one), a request's outputs in order.
   absl::StatusOr<uint64_t> Submit(GenerationRequest request, OutputCallback callback);
   // Stops the request at the next step boundary; its final output has reason "abort".
   void Cancel(uint64_t id);
@@ -97,7 +102,11 @@ class Engine {
   void Loop();
   void Step();
   void Admit(std::vector<std::pair<uint64_t, std::unique_ptr<Active>>>& incoming);
+  // Queues (or, without an output thread, delivers) one output; a final output counts the
+  // request as no longer in flight once delivered.
   void Emit(Active& a, RequestOutput out);
+  void FlushOutputs();
+  void OnDelivered(int finished);
   void FinishRequest(uint64_t id, const std::string& reason, absl::Status status = absl::OkStatus());
   void PublishStats(double step_seconds);
   // Splits a step's sequences into groups whose adapters fit the LoRA slots together.
@@ -127,6 +136,7 @@ class Engine {
 
   // Engine-thread state.
   std::unordered_map<uint64_t, std::unique_ptr<Active>> active_;
+  std::vector<OutputPump::Item> pending_outputs_;  // this loop iteration's, for the pump
 
   mutable std::mutex mu_;
   std::condition_variable wake_;
@@ -138,6 +148,7 @@ class Engine {
   bool stop_ = false;
   EngineStats stats_;
   std::thread thread_;
+  std::unique_ptr<OutputPump> pump_;  // null: callbacks run on the engine thread
 };
 
 }  // namespace tessera

@@ -14,7 +14,8 @@ const char kEngineFlagsHelp[] =
     "  --kv-blocks N | --kv-cache-memory BYTES | --gpu-memory-utilization F (default 0.9)\n"
     "  --block-size 16  --max-num-seqs 256  --max-num-batched-tokens 2048  --max-model-len N\n"
     "  --enable-prefix-caching (default) | --no-enable-prefix-caching  --tensor-parallel-size 1\n"
-    "  --enforce-eager                no CUDA graphs for decode steps\n";
+    "  --enforce-eager                no CUDA graphs for decode steps\n"
+    "  --no-output-thread             run request callbacks on the engine thread between steps\n";
 
 void AddEngineFlags(std::set<std::string>* value_flags, std::set<std::string>* switches) {
   for (const char* f : {"model", "device", "dtype", "kv-blocks", "kv-cache-memory", "gpu-memory-utilization",
@@ -24,6 +25,7 @@ void AddEngineFlags(std::set<std::string>* value_flags, std::set<std::string>* s
   switches->insert("enable-prefix-caching");
   switches->insert("no-enable-prefix-caching");
   switches->insert("enforce-eager");
+  switches->insert("no-output-thread");
 }
 
 absl::StatusOr<EngineOptions> ParseEngineOptions(const Args& args) {
@@ -46,6 +48,7 @@ absl::StatusOr<EngineOptions> ParseEngineOptions(const Args& args) {
   o.max_model_len = static_cast<int32_t>(len);
   o.enable_prefix_caching = !args.Has("no-enable-prefix-caching");
   o.enforce_eager = args.Has("enforce-eager");
+  o.output_thread = !args.Has("no-output-thread");
   RETURN_IF_ERROR(o.Validate());
   return o;
 }

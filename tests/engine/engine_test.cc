@@ -2,6 +2,8 @@
 // and prefix caching change nothing in greedy outputs; cancellation frees everything.
 #include "runtime/engine/engine.h"
 
+#include <chrono>
+#include <condition_variable>
 #include <future>
 #include <mutex>
 
@@ -103,6 +105,68 @@ TEST_F(EngineTest, ConcurrentGreedyOutputsEqualEachRequestAlone) {
     EXPECT_EQ(got[i].usage.prompt_tokens, static_cast<int>(reqs[i].prompt_ids.size()));
   }
   EXPECT_EQ(engine->Stats().kv.used_blocks, 0);
+  EXPECT_EQ(engine->Stats().num_in_flight, 0);
+}
+
+TEST_F(EngineTest, WithoutAnOutputThreadOutputsAreTheSame) {
+  EngineOptions o;
+  o.max_num_batched_tokens = 32;
+  o.max_num_seqs = 8;
+  o.output_thread = false;  // callbacks on the engine thread, between steps
+  auto engine = MakeEngine(o);
+  auto reqs = MixedRequests();
+  auto got = RunAll(*engine, reqs);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    GenerationResult ref = Alone(reqs[i]);
+    EXPECT_EQ(got[i].ids, ref.ids) << "request " << i;
+    EXPECT_EQ(got[i].text, ref.text) << "request " << i;
+  }
+  EXPECT_EQ(engine->Stats().kv.used_blocks, 0);
+  EXPECT_EQ(engine->Stats().num_in_flight, 0);
+}
+
+// Callbacks run on the engine's output thread: one that blocks holds back the outputs
+// queued behind it, not the steps; once it returns everything arrives, in order, and a
+// request counts as in flight until its final output is delivered.
+TEST_F(EngineTest, ABlockedCallbackHoldsBackDeliveryButNotGeneration) {
+  auto engine = MakeEngine(EngineOptions());
+  std::mutex mu;
+  std::condition_variable stepped;
+  int steps = 0;
+  engine->SetStepObserver([&](const StepInfo&) {
+    std::lock_guard<std::mutex> lock(mu);
+    ++steps;
+    stepped.notify_all();
+  });
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  const auto reqs = MixedRequests();  // the longest generates 83 tokens
+  std::vector<Collected> got(reqs.size());
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    auto id = engine->Submit(reqs[i], [&, i](RequestOutput o) {
+      if (i == 0 && got[0].outputs == 0) released.wait();
+      Collected& c = got[i];  // only the output thread touches these
+      c.ids.insert(c.ids.end(), o.token_ids.begin(), o.token_ids.end());
+      c.text += o.text;
+      c.outputs++;
+      if (o.finished) c.finish_reason = o.finish_reason;
+    });
+    ASSERT_TRUE(id.ok()) << id.status();
+  }
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(stepped.wait_for(lock, std::chrono::seconds(120), [&] { return steps >= 40; }))
+        << "the engine stopped stepping while a callback was blocked";
+  }
+  EXPECT_EQ(engine->Stats().num_in_flight, static_cast<int>(reqs.size()));  // nothing delivered yet
+  release.set_value();
+  engine->Drain();
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    GenerationResult ref = Alone(reqs[i]);
+    EXPECT_EQ(got[i].ids, ref.ids) << "request " << i;
+    EXPECT_EQ(got[i].text, ref.text) << "request " << i;
+    EXPECT_EQ(got[i].finish_reason, ref.finish_reason) << "request " << i;
+  }
   EXPECT_EQ(engine->Stats().num_in_flight, 0);
 }
 
