@@ -89,40 +89,29 @@ class EngineTest : public ::testing::Test {
   std::unique_ptr<Tokenizer> tokenizer_;
 };
 
+// Chunked prefill mixed with decodes, with request callbacks on the output thread or on the
+// engine thread: every output equals the request run alone.
 TEST_F(EngineTest, ConcurrentGreedyOutputsEqualEachRequestAlone) {
-  EngineOptions o;
-  o.max_num_batched_tokens = 32;  // forces chunked prefill mixed with decodes
-  o.max_num_seqs = 8;
-  auto engine = MakeEngine(o);
-  auto reqs = MixedRequests();
-  auto got = RunAll(*engine, reqs);
-  for (size_t i = 0; i < reqs.size(); ++i) {
-    GenerationResult ref = Alone(reqs[i]);
-    EXPECT_EQ(got[i].ids, ref.ids) << "request " << i;
-    EXPECT_EQ(got[i].text, ref.text) << "request " << i;
-    EXPECT_EQ(got[i].finish_reason, ref.finish_reason);
-    EXPECT_EQ(got[i].usage.completion_tokens, static_cast<int>(ref.ids.size()));
-    EXPECT_EQ(got[i].usage.prompt_tokens, static_cast<int>(reqs[i].prompt_ids.size()));
+  for (bool output_thread : {true, false}) {
+    SCOPED_TRACE(output_thread ? "output thread" : "callbacks on the engine thread");
+    EngineOptions o;
+    o.max_num_batched_tokens = 32;  // forces chunked prefill mixed with decodes
+    o.max_num_seqs = 8;
+    o.output_thread = output_thread;
+    auto engine = MakeEngine(o);
+    auto reqs = MixedRequests();
+    auto got = RunAll(*engine, reqs);
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      GenerationResult ref = Alone(reqs[i]);
+      EXPECT_EQ(got[i].ids, ref.ids) << "request " << i;
+      EXPECT_EQ(got[i].text, ref.text) << "request " << i;
+      EXPECT_EQ(got[i].finish_reason, ref.finish_reason);
+      EXPECT_EQ(got[i].usage.completion_tokens, static_cast<int>(ref.ids.size()));
+      EXPECT_EQ(got[i].usage.prompt_tokens, static_cast<int>(reqs[i].prompt_ids.size()));
+    }
+    EXPECT_EQ(engine->Stats().kv.used_blocks, 0);
+    EXPECT_EQ(engine->Stats().num_in_flight, 0);
   }
-  EXPECT_EQ(engine->Stats().kv.used_blocks, 0);
-  EXPECT_EQ(engine->Stats().num_in_flight, 0);
-}
-
-TEST_F(EngineTest, WithoutAnOutputThreadOutputsAreTheSame) {
-  EngineOptions o;
-  o.max_num_batched_tokens = 32;
-  o.max_num_seqs = 8;
-  o.output_thread = false;  // callbacks on the engine thread, between steps
-  auto engine = MakeEngine(o);
-  auto reqs = MixedRequests();
-  auto got = RunAll(*engine, reqs);
-  for (size_t i = 0; i < reqs.size(); ++i) {
-    GenerationResult ref = Alone(reqs[i]);
-    EXPECT_EQ(got[i].ids, ref.ids) << "request " << i;
-    EXPECT_EQ(got[i].text, ref.text) << "request " << i;
-  }
-  EXPECT_EQ(engine->Stats().kv.used_blocks, 0);
-  EXPECT_EQ(engine->Stats().num_in_flight, 0);
 }
 
 // Callbacks run on the engine's output thread: one that blocks holds back the outputs
