@@ -5,6 +5,7 @@
 #include <cstring>
 #include <string>
 
+#include "kernels/cuda/cuda_attention_args.h"
 #include "kernels/cuda/cuda_backend_impl.h"
 #include "kernels/cuda/cuda_launch.h"
 #include "kernels/sample_tokens_args.h"
@@ -377,26 +378,7 @@ void CudaBackend::PagedAttention(const TensorView& q, const DeviceBatch& batch, 
     return;
   }
   if (batch.num_tokens == 0) return;
-  cuda::AttentionArgs a;
-  a.q = q.data;
-  a.out = out.data;
-  a.k_cache = cache.k;
-  a.v_cache = cache.v;
-  a.positions = batch.positions;
-  a.query_start = batch.query_start;
-  a.block_tables = batch.block_tables;
-  a.num_tokens = batch.num_tokens;
-  a.num_seqs = batch.num_seqs;
-  a.max_blocks_per_seq = batch.max_blocks_per_seq;
-  a.block_size = batch.block_size;
-  a.max_query_len = batch.max_query_len;
-  a.max_context_len = batch.max_context_len;
-  a.num_heads = p.num_heads;
-  a.num_kv_heads = p.num_kv_heads;
-  a.head_dim = p.head_dim;
-  a.q_stride = q.cols;
-  a.out_stride = out.cols;
-  a.scale = p.scale;
+  cuda::AttentionArgs a = cuda::AttentionArgsOf(q, batch, cache, p, out);
   // Decodes take the split-K decode kernel, also beside prefill chunks in a mixed batch.
   if (batch.max_query_len <= 1 || batch.num_single_token_seqs > 0) {
     const PlanKey key{a.num_seqs, a.max_context_len, a.num_heads, a.num_kv_heads, a.head_dim};

@@ -16,6 +16,7 @@
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cuda/cuda_attention_args.h"
 #include "kernels/cuda/cuda_launch.h"
 #include "tests/gpu/gpu_test_util.h"
 
@@ -404,26 +405,9 @@ TEST_F(CudaOpsTest, DecodeAttentionMatchesCpuUnderPlansForLongerContexts) {
                      (fused ? " fused merge" : " reduce kernel"));
         GpuAttention launch = [&](const TensorView& q, const DeviceBatch& b, const KvLayerView& cache,
                                   const AttentionParams& p, TensorView out) {
-          cuda::AttentionArgs a;
-          a.q = q.data;
-          a.out = out.data;
-          a.k_cache = cache.k;
-          a.v_cache = cache.v;
-          a.positions = b.positions;
-          a.query_start = b.query_start;
-          a.block_tables = b.block_tables;
-          a.num_tokens = b.num_tokens;
-          a.num_seqs = b.num_seqs;
-          a.max_blocks_per_seq = b.max_blocks_per_seq;
-          a.block_size = b.block_size;
+          cuda::AttentionArgs a = cuda::AttentionArgsOf(q, b, cache, p, out);
           a.max_query_len = 1;
           a.max_context_len = 4096;  // as a graph captured for max_model_len 4096 plans
-          a.num_heads = p.num_heads;
-          a.num_kv_heads = p.num_kv_heads;
-          a.head_dim = p.head_dim;
-          a.q_stride = q.cols;
-          a.out_stride = out.cols;
-          a.scale = p.scale;
           cuda::DecodePlan plan = cuda::PlanDecodeAttention(a, sms);
           ASSERT_GT(plan.splits, 3);
           if (grid_splits > 0) plan.grid_splits = grid_splits;
