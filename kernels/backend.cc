@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
 #include "kernels/cpu/cpu_backend.h"
 
 #ifdef TESSERA_CUDA_BACKEND
@@ -21,6 +22,12 @@ void Backend::LoraApply(const TensorView&, const LoraBatch&, int, int, TensorVie
 void Backend::LoraApplyGroup(const TensorView& x, const LoraBatch& lora, int layer,
                              std::span<const LoraTarget> targets) {
   for (const LoraTarget& t : targets) LoraApply(x, lora, layer, t.target, t.out, t.col_offset);
+}
+
+absl::Status Backend::CheckKvCacheDType(DType dtype, int32_t) const {
+  if (dtype == activation_dtype()) return absl::OkStatus();
+  return absl::UnimplementedError(absl::StrCat("this backend keeps its KV cache in ", std::string(DTypeName(activation_dtype())),
+                                               ", not ", std::string(DTypeName(dtype))));
 }
 
 absl::Status Backend::TakeOpError() {

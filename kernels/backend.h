@@ -139,6 +139,10 @@ struct KvLayerView {
   int32_t block_size = 16;
   int32_t num_kv_heads = 0;
   int32_t head_dim = 0;
+  // kF8E4M3 caches only: the scale of each (slot, kv head), [num_blocks * block_size,
+  // num_kv_heads] f32; element d of a head is E4M3ToF32(q[d]) * scale (QuantizeKvHeadE4M3).
+  float* k_scale = nullptr;
+  float* v_scale = nullptr;
 };
 
 struct AttentionParams {
@@ -248,6 +252,10 @@ class Backend {
   virtual DeviceKind kind() const = 0;
   virtual std::string name() const = 0;
   virtual DType activation_dtype() const = 0;
+  // Whether StoreKv/RopeStoreKv/PagedAttention take a KV cache of `dtype` for heads of
+  // `head_dim`: the activation dtype always does where attention runs at all; kF8E4M3
+  // where the backend has the kernels. The base version accepts the activation dtype only.
+  virtual absl::Status CheckKvCacheDType(DType dtype, int32_t head_dim) const;
 
   // ---- memory -------------------------------------------------------------------
   virtual absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) = 0;

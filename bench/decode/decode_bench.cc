@@ -128,10 +128,10 @@ absl::StatusOr<RunResult> RunBatch(Engine& engine, int batch, int prompt_len, in
 // Sequence s uses adapter slot lora_slots[s % size] when `lora_slots` is not empty. With
 // `profile`, the one step after the warm-up runs between cudaProfilerStart/Stop (for
 // `ncu --profile-from-start off`) and its wall time is returned.
-absl::StatusOr<double> ForwardSeconds(LlamaModel& model, int batch, int ctx, int max_model_len, bool graphs,
-                                      const std::vector<int32_t>& lora_slots = {}, bool profile = false) {
+absl::StatusOr<double> ForwardSeconds(LlamaModel& model, DType kv_dtype, int batch, int ctx, int max_model_len,
+                                      bool graphs, const std::vector<int32_t>& lora_slots = {}, bool profile = false) {
   const int bs = 16, per_seq = (ctx + bs) / bs;
-  ASSIGN_OR_RETURN(auto kv, PagedKvStorage::Create(model.backend(), model.config(), batch * per_seq, bs));
+  ASSIGN_OR_RETURN(auto kv, PagedKvStorage::Create(model.backend(), model.config(), batch * per_seq, bs, kv_dtype));
   BatchLayout l;
   l.block_size = bs;
   l.max_blocks_per_seq = per_seq;
@@ -221,6 +221,7 @@ int main(int argc, char** argv) {
   EngineOptions eo = *opts;
   eo.max_num_seqs = std::max(eo.max_num_seqs, max_batch);
   if (eo.max_model_len == 0) eo.max_model_len = std::min<int32_t>(static_cast<int32_t>(c.max_position_embeddings), 4096);
+  const DType kv_dtype = KvCacheDTypeOf(eo, **backend);
   // Adapters (optional): all in device slots at once, one per sequence of a batch.
   std::unique_ptr<LoraRegistry> lora;
   std::vector<std::string> adapter_names;
@@ -259,7 +260,7 @@ int main(int argc, char** argv) {
     for (auto part : absl::StrSplit(*args->Get("profile-batches"), ',')) {
       int batch;
       if (!absl::SimpleAtoi(part, &batch) || batch <= 0) continue;
-      auto s = ForwardSeconds(**model, batch, mid_ctx, eo.max_model_len, /*graphs=*/false, adapter_slots,
+      auto s = ForwardSeconds(**model, kv_dtype, batch, mid_ctx, eo.max_model_len, /*graphs=*/false, adapter_slots,
                               /*profile=*/true);
       if (!s.ok()) {
         std::fprintf(stderr, "%s\n", std::string(s.status().message()).c_str());
@@ -282,7 +283,7 @@ int main(int argc, char** argv) {
                                           {&f.lora_graph, graphs, &adapter_slots},
                                           {&f.lora_eager, false, &adapter_slots}}) {
       if (slots != nullptr && slots->empty()) continue;
-      auto t = ForwardSeconds(**model, batch, mid_ctx, eo.max_model_len, use_graphs,
+      auto t = ForwardSeconds(**model, kv_dtype, batch, mid_ctx, eo.max_model_len, use_graphs,
                               slots ? *slots : std::vector<int32_t>());
       if (!t.ok()) {
         std::fprintf(stderr, "%s\n", std::string(t.status().message()).c_str());
@@ -304,8 +305,8 @@ int main(int argc, char** argv) {
   const double embed_bytes = c.tie_word_embeddings ? 0.0 : static_cast<double>(c.vocab_size) * c.hidden_size * es;
   const double weight_read = static_cast<double>((*model)->weight_bytes()) - embed_bytes;
   const double mean_ctx = prompt_len + new_tokens / 2.0;
-  const double kv_read = 2.0 * c.num_hidden_layers * mean_ctx * c.num_key_value_heads * c.head_dim *
-                         DTypeSize((*backend)->activation_dtype());
+  // Bytes of K and V (with their scales in an FP8 cache) one sequence reads per step.
+  const double kv_read = static_cast<double>(PagedKvStorage::BytesPerBlock(c, 1, kv_dtype)) * mean_ctx;
   const std::string shape = args->GetOr("shape", *args->Get("model"));
   nlohmann::json results = nlohmann::json::array();
   std::printf("device %s, copy bandwidth %.0f GB/s, %s: %.2f GB of weights read per step, %.1f MB KV per sequence\n",
@@ -343,6 +344,7 @@ int main(int argc, char** argv) {
                           {"copy_bandwidth_gbs", dev.copy_gbs},
                           {"weight_bytes_read_per_step", weight_read},
                           {"kv_bytes_read_per_sequence_step", kv_read},
+                          {"kv_cache_dtype", std::string(DTypeName(kv_dtype))},
                           {"cuda_graphs", !eo.enforce_eager && (*engine)->num_decode_graphs() > 0},
                           {"forward_only_graph_ms", graph_s * 1e3},
                           {"forward_only_eager_ms", eager_s * 1e3},

@@ -69,16 +69,27 @@ struct AttnShape {
 // caches so the working set exceeds L2, like a real forward pass going through the layers:
 // a captured graph of the layers (GPU time, as decode steps run), and eagerly launched
 // (host launch cost included) in *eager_seconds.
+// With fp8, the caches hold E4M3 codes and a scale per (slot, kv head).
 double TimeAttention(CudaBackend& be, const AttnShape& s, int batch, int ctx, int qlen, std::mt19937& rng,
-                     size_t* kv_bytes_per_layer, double* eager_seconds = nullptr) {
+                     size_t* kv_bytes_per_layer, double* eager_seconds = nullptr, bool fp8 = false) {
   const int bs = 16;
   const int blocks_per_seq = (ctx + bs - 1) / bs;
   const int64_t blocks = static_cast<int64_t>(batch) * blocks_per_seq;
-  const size_t layer_bytes = static_cast<size_t>(blocks) * bs * s.hk * s.d * 2;  // one of K or V
+  const size_t slots = static_cast<size_t>(blocks) * bs;
+  const size_t layer_bytes = slots * s.hk * s.d * (fp8 ? 1 : 2);  // one of K or V
+  const size_t scale_bytes = fp8 ? slots * s.hk * sizeof(float) : 0;
   const int layers = static_cast<int>(std::clamp<size_t>((size_t{1} << 30) / (2 * layer_bytes) + 1, 1, 32));
   DeviceBuffer kpool = Must(be.Allocate(layer_bytes * layers)), vpool = Must(be.Allocate(layer_bytes * layers));
   FillRandom(be, kpool.data(), layer_bytes * layers, rng);
   FillRandom(be, vpool.data(), layer_bytes * layers, rng);
+  DeviceBuffer kscale, vscale;
+  if (fp8) {
+    kscale = Must(be.Allocate(scale_bytes * layers));
+    vscale = Must(be.Allocate(scale_bytes * layers));
+    // Random codes (a few are NaN: timing only) and finite scales (0x3c3c3c3c ~ 0.0115).
+    CHECK_CUDA(cudaMemset(kscale.data(), 0x3c, scale_bytes * layers));
+    CHECK_CUDA(cudaMemset(vscale.data(), 0x3c, scale_bytes * layers));
+  }
 
   BatchLayout layout;
   layout.block_size = bs;
@@ -108,14 +119,18 @@ double TimeAttention(CudaBackend& be, const AttnShape& s, int batch, int ctx, in
   auto pass = [&] {
     for (int l = 0; l < layers; ++l) {
       KvLayerView kv{static_cast<char*>(kpool.data()) + l * layer_bytes, static_cast<char*>(vpool.data()) + l * layer_bytes,
-                     DType::kBF16, static_cast<int32_t>(blocks), bs, s.hk, s.d};
+                     fp8 ? DType::kF8E4M3 : DType::kBF16, static_cast<int32_t>(blocks), bs, s.hk, s.d};
+      if (fp8) {
+        kv.k_scale = reinterpret_cast<float*>(static_cast<char*>(kscale.data()) + l * scale_bytes);
+        kv.v_scale = reinterpret_cast<float*>(static_cast<char*>(vscale.data()) + l * scale_bytes);
+      }
       be.PagedAttention(qv, db, kv, p, ov);
     }
   };
   const double t = bench::GraphMedianSeconds(be.stream(), 2, 7, 1, pass) / layers;
   MustOk(be.Synchronize());
   if (eager_seconds) *eager_seconds = MedianSeconds(be.stream(), 1, 5, pass) / layers;
-  *kv_bytes_per_layer = 2 * static_cast<size_t>(batch) * ctx * s.hk * s.d * 2;
+  *kv_bytes_per_layer = 2 * static_cast<size_t>(batch) * ctx * s.hk * (fp8 ? s.d + sizeof(float) : s.d * 2);
   return t;
 }
 
@@ -151,22 +166,30 @@ int main(int argc, char** argv) {
   auto selected = [&](int kv_heads, int ctx, int batch) {
     return only.Selected(std::to_string(kv_heads) + ":" + std::to_string(ctx) + ":" + std::to_string(batch));
   };
+  // TESSERA_ATTN_KV=bf16|fp8 limits the cache formats (both by default).
+  const char* kv_env = std::getenv("TESSERA_ATTN_KV");
+  const std::string kv_only = kv_env ? kv_env : "";
+  for (bool fp8 : {false, true}) {
+  if (!kv_only.empty() && kv_only != (fp8 ? "fp8" : "bf16")) continue;
   for (const AttnShape& s : shapes) {
     for (int ctx : {256, 1024, 4096, 16384}) {
       for (int batch : {1, 4, 16, 64}) {
         if (!selected(s.hk, ctx, batch)) continue;
         size_t bytes = 0;
         double eager = 0;
-        const double t = TimeAttention(*be, s, batch, ctx, 1, rng, &bytes, &eager);
+        const double t = TimeAttention(*be, s, batch, ctx, 1, rng, &bytes, &eager, fp8);
         const double bw = bytes / t / 1e9;
-        std::printf("%-34s %6d %7d %10.1f %10.0f %7.1f%% %10.1f\n", s.name, batch, ctx, t * 1e6, bw, 100 * bw / copy_bw,
-                    eager * 1e6);
+        const std::string name = std::string(s.name) + (fp8 ? " fp8 KV" : "");
+        std::printf("%-34s %6d %7d %10.1f %10.0f %7.1f%% %10.1f\n", name.c_str(), batch, ctx, t * 1e6, bw,
+                    100 * bw / copy_bw, eager * 1e6);
         rows.push_back({{"device", device}, {"kernel", "decode_attention"},
                         {"shape", std::string(s.name) + " ctx " + std::to_string(ctx)}, {"batch", batch},
+                        {"kv_cache_dtype", fp8 ? "float8_e4m3" : "bfloat16"},
                         {"context", ctx}, {"us", t * 1e6}, {"eager_us", eager * 1e6}, {"bandwidth_gbs", bw},
                         {"copy_bandwidth_gbs", copy_bw}, {"fraction", bw / copy_bw}, {"timing", "cuda graph"}});
       }
     }
+  }
   }
 
   std::printf("\n%-34s %6s %7s %10s %10s\n", "prefill attention (causal)", "seqs", "tokens", "us/layer", "TFLOP/s");

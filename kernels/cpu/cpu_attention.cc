@@ -1,10 +1,12 @@
 // CPU reference paged attention: each query token attends causally to its sequence's
-// cached keys through the block table (GQA: query head h reads kv head h / group).
+// cached keys through the block table (GQA: query head h reads kv head h / group); an
+// FP8 cache is dequantized as it is read.
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_kv_cache.h"
 #include "runtime/common/thread_pool.h"
 
 namespace tessera {
@@ -13,16 +15,13 @@ void CpuBackend::PagedAttention(const TensorView& q, const DeviceBatch& batch, c
                                 const AttentionParams& p, TensorView out) {
   const int32_t D = p.head_dim;
   const int32_t group = p.num_heads / p.num_kv_heads;
-  const int64_t kv_width = static_cast<int64_t>(p.num_kv_heads) * D;
   std::vector<int32_t> seq_of(batch.num_tokens);
   for (int32_t s = 0; s < batch.num_seqs; ++s)
     for (int32_t t = batch.query_start[s]; t < batch.query_start[s + 1]; ++t) seq_of[t] = s;
-  const float* kc = static_cast<const float*>(cache.k);
-  const float* vc = static_cast<const float*>(cache.v);
   const int64_t work = static_cast<int64_t>(batch.num_tokens) * p.num_heads;
   pool_->ParallelFor(work, [&](int64_t b, int64_t e) {
     std::vector<float> scores;
-    std::vector<float> acc(D);
+    std::vector<float> acc(D), scratch(D);
     for (int64_t w = b; w < e; ++w) {
       const int32_t t = static_cast<int32_t>(w / p.num_heads);
       const int32_t h = static_cast<int32_t>(w % p.num_heads);
@@ -35,7 +34,7 @@ void CpuBackend::PagedAttention(const TensorView& q, const DeviceBatch& batch, c
       float mx = -INFINITY;
       for (int32_t j = 0; j < len; ++j) {
         int64_t slot = static_cast<int64_t>(table[j / batch.block_size]) * batch.block_size + j % batch.block_size;
-        const float* kv = kc + slot * kv_width + kvh * D;
+        const float* kv = cpu::LoadKvHead(cache, cpu::KvPart::kK, slot, kvh, scratch.data());
         float dot = 0.0f;
         for (int32_t d = 0; d < D; ++d) dot += qv[d] * kv[d];
         scores[j] = dot * p.scale;
@@ -49,7 +48,7 @@ void CpuBackend::PagedAttention(const TensorView& q, const DeviceBatch& batch, c
       std::fill(acc.begin(), acc.end(), 0.0f);
       for (int32_t j = 0; j < len; ++j) {
         int64_t slot = static_cast<int64_t>(table[j / batch.block_size]) * batch.block_size + j % batch.block_size;
-        const float* vv = vc + slot * kv_width + kvh * D;
+        const float* vv = cpu::LoadKvHead(cache, cpu::KvPart::kV, slot, kvh, scratch.data());
         const float wgt = scores[j];
         for (int32_t d = 0; d < D; ++d) acc[d] += wgt * vv[d];
       }

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <new>
 
+#include "absl/strings/str_cat.h"
 #include "runtime/common/thread_pool.h"
 
 namespace tessera {
@@ -34,6 +35,12 @@ absl::Status CpuBackend::CopyToDevice(void* dst, const void* host_src, size_t by
 absl::Status CpuBackend::CopyToHost(void* host_dst, const void* src, size_t bytes) {
   if (bytes) std::memcpy(host_dst, src, bytes);
   return absl::OkStatus();
+}
+
+absl::Status CpuBackend::CheckKvCacheDType(DType dtype, int32_t) const {
+  if (dtype == DType::kF32 || dtype == DType::kF8E4M3) return absl::OkStatus();
+  return absl::UnimplementedError(absl::StrCat("the cpu backend keeps its KV cache in float32 or float8_e4m3, not ",
+                                               std::string(DTypeName(dtype))));
 }
 
 size_t CpuBackend::FreeMemoryBytes() const {

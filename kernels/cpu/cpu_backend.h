@@ -15,6 +15,7 @@ class CpuBackend final : public Backend {
   DeviceKind kind() const override { return DeviceKind::kCpu; }
   std::string name() const override { return "cpu"; }
   DType activation_dtype() const override { return DType::kF32; }
+  absl::Status CheckKvCacheDType(DType dtype, int32_t head_dim) const override;
 
   absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) override;
   absl::Status CopyToDevice(void* dst, const void* host_src, size_t bytes) override;

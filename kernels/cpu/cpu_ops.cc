@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_kv_cache.h"
 #include "runtime/common/thread_pool.h"
 
 namespace tessera {
@@ -121,8 +122,8 @@ void CpuBackend::RopeStoreKv(const TensorView& qkv, TensorView q_out, const int3
     if (slot < 0) continue;  // padding token: nothing to store
     std::memcpy(k.data(), src + qdim, width * sizeof(float));
     RotateHeads(k.data(), width / head_dim, head_dim, cos_t.data(), sin_t.data());
-    std::memcpy(static_cast<float*>(cache.k) + slot * width, k.data(), width * sizeof(float));
-    std::memcpy(static_cast<float*>(cache.v) + slot * width, src + qdim + width, width * sizeof(float));
+    cpu::StoreKvRow(cache, cpu::KvPart::kK, slot, k.data());
+    cpu::StoreKvRow(cache, cpu::KvPart::kV, slot, src + qdim + width);
   }
 }
 
@@ -148,10 +149,8 @@ void CpuBackend::StoreKv(const TensorView& k, const TensorView& v, const DeviceB
   for (int32_t t = 0; t < batch.num_tokens; ++t) {
     int64_t slot = batch.slot_mapping[t];
     if (slot < 0) continue;  // padding token: nothing to store
-    float* kd = static_cast<float*>(cache.k) + slot * width;
-    float* vd = static_cast<float*>(cache.v) + slot * width;
-    std::memcpy(kd, static_cast<const float*>(k.data) + t * width, width * sizeof(float));
-    std::memcpy(vd, static_cast<const float*>(v.data) + t * width, width * sizeof(float));
+    cpu::StoreKvRow(cache, cpu::KvPart::kK, slot, static_cast<const float*>(k.data) + t * width);
+    cpu::StoreKvRow(cache, cpu::KvPart::kV, slot, static_cast<const float*>(v.data) + t * width);
   }
 }
 

@@ -14,6 +14,9 @@ inline AttentionArgs AttentionArgsOf(const TensorView& q, const DeviceBatch& bat
   a.out = out.data;
   a.k_cache = cache.k;
   a.v_cache = cache.v;
+  a.kv_fp8 = cache.dtype == DType::kF8E4M3;
+  a.k_scale = cache.k_scale;
+  a.v_scale = cache.v_scale;
   a.positions = batch.positions;
   a.query_start = batch.query_start;
   a.block_tables = batch.block_tables;

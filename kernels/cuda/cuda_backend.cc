@@ -5,6 +5,7 @@
 #include <cstring>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_attention_args.h"
 #include "kernels/cuda/cuda_backend_impl.h"
 #include "kernels/cuda/cuda_launch.h"
@@ -170,6 +171,17 @@ absl::Status CudaBackend::Synchronize() {
   return st;
 }
 
+absl::Status CudaBackend::CheckKvCacheDType(DType dtype, int32_t head_dim) const {
+  if (dtype == DType::kBF16) return absl::OkStatus();
+  if (dtype == DType::kF8E4M3) {
+    if (cuda::Fp8AttentionHeadDimSupported(head_dim)) return absl::OkStatus();
+    return absl::UnimplementedError(
+        absl::StrCat("an fp8 KV cache on CUDA needs head_dim 32, 64 or 128; this model's is ", head_dim));
+  }
+  return absl::UnimplementedError(absl::StrCat("the CUDA backend keeps its KV cache in bfloat16 or float8_e4m3, not ",
+                                               std::string(DTypeName(dtype))));
+}
+
 size_t CudaBackend::FreeMemoryBytes() const {
   size_t free_bytes = 0, total = 0;
   if (cudaMemGetInfo(&free_bytes, &total) != cudaSuccess) {
@@ -333,38 +345,62 @@ void CudaBackend::RopeStoreKv(const TensorView& qkv, TensorView q_out, const int
                               const float* inv_freq, int32_t head_dim, const DeviceBatch& batch,
                               const KvLayerView& cache) {
   const int64_t width = static_cast<int64_t>(cache.num_kv_heads) * cache.head_dim;
+  const bool fp8 = cache.dtype == DType::kF8E4M3;
   if (!Check(head_dim > 0 && head_dim % 2 == 0 && q_out.cols % head_dim == 0 && cache.head_dim == head_dim,
              "rope_store_kv", "head_dim must be even and divide the rows") ||
-      !Check(qkv.dtype == q_out.dtype && IsActivation(qkv.dtype) && IsActivation(cache.dtype), "rope_store_kv",
-             "unsupported dtype") ||
+      !Check(qkv.dtype == q_out.dtype && IsActivation(qkv.dtype) && (IsActivation(cache.dtype) || fp8),
+             "rope_store_kv", "unsupported dtype") ||
+      !Check(!fp8 || (head_dim <= 256 && cache.k_scale != nullptr && cache.v_scale != nullptr), "rope_store_kv",
+             "an fp8 cache needs head_dim <= 256 and its scales") ||
       !Check(qkv.cols == q_out.cols + 2 * width && qkv.rows == q_out.rows && batch.num_tokens <= qkv.rows,
              "rope_store_kv", "qkv must hold q, k and v of each token")) {
     return;
   }
-  cuda::LaunchRopeStoreKv(qkv.data, qkv.dtype, q_out.data, q_out.cols / head_dim, cache.num_kv_heads, qkv.rows,
-                          positions, inv_freq, head_dim, batch.slot_mapping, batch.num_tokens, cache.k, cache.v,
-                          cache.dtype, stream_);
+  if (fp8) {
+    cuda::LaunchRopeStoreKvFp8(qkv.data, qkv.dtype, q_out.data, q_out.cols / head_dim, cache.num_kv_heads, qkv.rows,
+                               positions, inv_freq, head_dim, batch.slot_mapping, batch.num_tokens,
+                               static_cast<uint8_t*>(cache.k), static_cast<uint8_t*>(cache.v), cache.k_scale,
+                               cache.v_scale, stream_);
+  } else {
+    cuda::LaunchRopeStoreKv(qkv.data, qkv.dtype, q_out.data, q_out.cols / head_dim, cache.num_kv_heads, qkv.rows,
+                            positions, inv_freq, head_dim, batch.slot_mapping, batch.num_tokens, cache.k, cache.v,
+                            cache.dtype, stream_);
+  }
   CheckLaunch("rope_store_kv");
 }
 
 void CudaBackend::StoreKv(const TensorView& k, const TensorView& v, const DeviceBatch& batch,
                           const KvLayerView& cache) {
   const int64_t width = static_cast<int64_t>(cache.num_kv_heads) * cache.head_dim;
-  if (!Check(k.dtype == v.dtype && IsActivation(k.dtype) && IsActivation(cache.dtype), "store_kv",
+  const bool fp8 = cache.dtype == DType::kF8E4M3;
+  if (!Check(k.dtype == v.dtype && IsActivation(k.dtype) && (IsActivation(cache.dtype) || fp8), "store_kv",
              "unsupported dtype") ||
+      !Check(!fp8 || (cache.head_dim % 2 == 0 && cache.head_dim <= 256 && cache.k_scale != nullptr &&
+                      cache.v_scale != nullptr),
+             "store_kv", "an fp8 cache needs an even head_dim <= 256 and its scales") ||
       !Check(k.cols == width && v.cols == width && k.rows >= batch.num_tokens && v.rows >= batch.num_tokens,
              "store_kv", "shape mismatch")) {
     return;
   }
-  cuda::LaunchStoreKv(k.data, v.data, k.dtype, batch.slot_mapping, batch.num_tokens, cache.k, cache.v, cache.dtype,
-                      width, stream_);
+  if (fp8) {
+    cuda::LaunchStoreKvFp8(k.data, v.data, k.dtype, batch.slot_mapping, batch.num_tokens, cache.num_kv_heads,
+                           cache.head_dim, static_cast<uint8_t*>(cache.k), static_cast<uint8_t*>(cache.v),
+                           cache.k_scale, cache.v_scale, stream_);
+  } else {
+    cuda::LaunchStoreKv(k.data, v.data, k.dtype, batch.slot_mapping, batch.num_tokens, cache.k, cache.v, cache.dtype,
+                        width, stream_);
+  }
   CheckLaunch("store_kv");
 }
 
 void CudaBackend::PagedAttention(const TensorView& q, const DeviceBatch& batch, const KvLayerView& cache,
                                  const AttentionParams& p, TensorView out) {
-  if (!Check(q.dtype == DType::kBF16 && out.dtype == DType::kBF16 && cache.dtype == DType::kBF16, "attention",
-             "q, out and the KV cache must be bf16") ||
+  const bool fp8 = cache.dtype == DType::kF8E4M3;
+  if (!Check(q.dtype == DType::kBF16 && out.dtype == DType::kBF16 && (cache.dtype == DType::kBF16 || fp8), "attention",
+             "q and out must be bf16, the KV cache bf16 or float8_e4m3") ||
+      !Check(!fp8 || (cuda::Fp8AttentionHeadDimSupported(p.head_dim) && cache.k_scale != nullptr &&
+                      cache.v_scale != nullptr),
+             "attention", "an fp8 KV cache needs head_dim 32, 64 or 128 and its scales") ||
       !Check(cuda::AttentionHeadDimSupported(p.head_dim), "attention", "head_dim must be 8, 16, 32, 64, 128 or 256") ||
       !Check(p.num_kv_heads > 0 && p.num_heads % p.num_kv_heads == 0 &&
                  p.num_heads / p.num_kv_heads <= cuda::kMaxAttentionGroup,
@@ -381,7 +417,7 @@ void CudaBackend::PagedAttention(const TensorView& q, const DeviceBatch& batch, 
   cuda::AttentionArgs a = cuda::AttentionArgsOf(q, batch, cache, p, out);
   // Decodes take the split-K decode kernel, also beside prefill chunks in a mixed batch.
   if (batch.max_query_len <= 1 || batch.num_single_token_seqs > 0) {
-    const PlanKey key{a.num_seqs, a.max_context_len, a.num_heads, a.num_kv_heads, a.head_dim};
+    const PlanKey key{a.num_seqs, a.max_context_len, a.num_heads, a.num_kv_heads, a.head_dim, a.kv_fp8};
     if (!(key == plan_key_)) {
       plan_ = cuda::PlanDecodeAttention(a, num_sms_);
       plan_key_ = key;

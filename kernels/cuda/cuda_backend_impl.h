@@ -37,6 +37,7 @@ class CudaBackend final : public Backend {
   DeviceKind kind() const override { return DeviceKind::kCuda; }
   std::string name() const override { return "cuda"; }
   DType activation_dtype() const override { return DType::kBF16; }
+  absl::Status CheckKvCacheDType(DType dtype, int32_t head_dim) const override;
   cudaStream_t stream() const { return stream_; }
   int num_sms() const { return num_sms_; }
 
@@ -119,6 +120,7 @@ class CudaBackend final : public Backend {
   // The decode plan depends only on the step's shape: computed by the first layer, reused.
   struct PlanKey {
     int32_t num_seqs = -1, max_context_len = -1, num_heads = -1, num_kv_heads = -1, head_dim = -1;
+    bool kv_fp8 = false;
     bool operator==(const PlanKey&) const = default;
   };
   PlanKey plan_key_;

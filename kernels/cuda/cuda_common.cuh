@@ -64,6 +64,13 @@ __device__ __forceinline__ void CpAsync16(void* smem_dst, const void* gmem_src, 
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem_src), "r"(src_bytes));
 }
 
+// 4-byte global->shared copy (through L1); zeros when !valid.
+__device__ __forceinline__ void CpAsync4(void* smem_dst, const void* gmem_src, bool valid) {
+  unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
+  int src_bytes = valid ? 4 : 0;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(gmem_src), "r"(src_bytes));
+}
+
 __device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
 
 template <int N>

@@ -12,6 +12,7 @@
 #include "kernels/cuda/cuda_decode_internal.h"
 #include "kernels/cuda/cuda_launch.h"
 #include "kernels/cuda/cuda_pdl.h"
+#include "kernels/cuda/cuda_prefill_internal.h"
 
 namespace tessera::cuda {
 namespace {
@@ -378,6 +379,10 @@ bool AttentionHeadDimSupported(int32_t head_dim) {
     case 8: case 16: case 32: case 64: case 128: case 256: return true;
     default: return false;
   }
+}
+
+bool Fp8AttentionHeadDimSupported(int32_t head_dim) {
+  return MmaDecodeSupported(head_dim) && MmaPrefillSupported(head_dim);
 }
 
 DecodePlan PlanDecodeAttention(const AttentionArgs& a, int num_sms) {

@@ -7,7 +7,9 @@
 // warps' (max, sum, O) are merged once at the end, and the partitions by the last of them
 // to finish (or by LaunchDecodeReduce when there are too many sequences to count).
 // Partitions adapt to each sequence's own length, so a plan made for the longest context
-// (as captured decode graphs use) still spreads a short sequence over several CTAs.
+// (as captured decode graphs use) still spreads a short sequence over several CTAs. The
+// cache's format (bf16, or E4M3 with per-token scales) is a tile policy
+// (cuda_decode_tiles.cuh).
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -15,34 +17,31 @@
 
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_decode_internal.h"
+#include "kernels/cuda/cuda_decode_tiles.cuh"
 #include "kernels/cuda/cuda_mma.cuh"
 #include "kernels/cuda/cuda_pdl.h"
 
 namespace tessera::cuda {
 namespace {
 
+using decode::kRows;
+using decode::kSub;
+
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
-constexpr int kSub = 16;    // tokens per warp sub-tile
 constexpr int kStages = 3;  // sub-tiles in a warp's ring
-constexpr int kRows = 16;   // mma rows: the query heads of one kv head (at most 16)
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr int kMaxStagedPages = 1024;
 constexpr int kMaxPartitionSubs = 64;  // 1024 tokens: enough partitions to balance long contexts
 
-template <int D>
+template <typename Tile>
 struct Shape {
-  static constexpr int kRow = D + 8;  // bf16 per shared row: +16 B keeps ldmatrix conflict-free
-  static constexpr int kStageElems = 2 * kSub * kRow;  // K rows, then V rows
-  static constexpr int kWarpElems = kStages * kStageElems;
-  static constexpr int kKSteps = D / 16;  // of S = Q·Kᵀ
-  static constexpr int kNTiles = D / 8;   // of O
+  static constexpr int D = Tile::kD;
   static constexpr int kMergeRow = D + 4;  // f32 per row of a warp's O in the merge
-  static_assert(kKSteps % 2 == 0 && kNTiles % 2 == 0, "fragments are loaded in pairs");
-  static constexpr size_t kPipeBytes = sizeof(__nv_bfloat16) * kWarps * kWarpElems;
+  static constexpr size_t kPipeBytes = static_cast<size_t>(Tile::kStageBytes) * kStages * kWarps;
   static constexpr size_t kMergeBytes = sizeof(float) * kWarps * kRows * (kMergeRow + 2) + sizeof(float) * kRows * kWarps;
   static constexpr size_t kQOffset = kPipeBytes > kMergeBytes ? kPipeBytes : kMergeBytes;
-  static constexpr size_t kPagesOffset = kQOffset + sizeof(__nv_bfloat16) * kRows * kRow;
+  static constexpr size_t kPagesOffset = kQOffset + Tile::kQBytes;
   static size_t SmemBytes(int pages) { return kPagesOffset + sizeof(int32_t) * static_cast<size_t>(pages); }
 };
 
@@ -59,10 +58,11 @@ __device__ __forceinline__ void Partition(int len, int split, int splits, int mi
   *parts = (subs + per - 1) / per;
 }
 
-template <int D>
+template <typename Tile>
 __global__ void __launch_bounds__(kThreads) DecodeMmaKernel(AttentionArgs a, int splits, int page_cap, int min_subs,
                                                             unsigned* counters, float* o_part, float* ml_part) {
-  using S = Shape<D>;
+  using S = Shape<Tile>;
+  constexpr int D = Tile::kD;
   const int kvh = blockIdx.x, seq = blockIdx.y;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int G = a.num_heads / a.num_kv_heads;
@@ -98,18 +98,13 @@ __global__ void __launch_bounds__(kThreads) DecodeMmaKernel(AttentionArgs a, int
 
     extern __shared__ uint4 smem_raw[];
     char* base = reinterpret_cast<char*>(smem_raw);
-    __nv_bfloat16* pipe = reinterpret_cast<__nv_bfloat16*>(base);
-    __nv_bfloat16* qs = reinterpret_cast<__nv_bfloat16*>(base + S::kQOffset);
+    char* qs = base + S::kQOffset;
     int32_t* pages = reinterpret_cast<int32_t*>(base + S::kPagesOffset);
 
     // The group's query rows, zeros past the group, and the partition's block-table entries.
     const __nv_bfloat16* q = static_cast<const __nv_bfloat16*>(a.q) + static_cast<int64_t>(t) * a.q_stride +
                              static_cast<int64_t>(kvh) * G * D;
-    for (int u = tid; u < kRows * (D / 8); u += kThreads) {
-      const int r = u / (D / 8), c = u % (D / 8);
-      const uint4 v = r < G ? *reinterpret_cast<const uint4*>(q + r * D + c * 8) : make_uint4(0, 0, 0, 0);
-      *reinterpret_cast<uint4*>(qs + r * S::kRow + c * 8) = v;
-    }
+    Tile::StageQ(q, G, qs, tid, kThreads);
     const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq;
     const int bs = a.block_size;
     const bool bs_pow2 = (bs & (bs - 1)) == 0;
@@ -122,28 +117,14 @@ __global__ void __launch_bounds__(kThreads) DecodeMmaKernel(AttentionArgs a, int
     }
     __syncthreads();
 
-    // Q as the A operand of every k-step: lanes 0-15 address rows 0-15, lanes 16-31 the
-    // same rows 8 columns on, so the four 8x8 matrices land as a0..a3.
-    uint32_t qa[S::kKSteps][4];
-    {
-      const int r = lane % 16, c = (lane / 16) * 8;
-  #pragma unroll
-      for (int kk = 0; kk < S::kKSteps; ++kk) Ldsm4(qa[kk], qs + r * S::kRow + kk * 16 + c);
-    }
+    uint32_t qa[Tile::kKSteps][4];
+    Tile::LoadQ(qa, qs, lane);
 
     // This warp's sub-tiles: warp, warp + 4, ... of the partition, copied straight into its
-    // ring. Each copy instruction covers whole 16-byte-chunked rows (D / 8 lanes per row), so
-    // the warp's requests stay coalesced; lane l < 16 looks up token l's cache slot and the
-    // lanes copying that token's row take it by shuffle.
+    // ring; lane l < 16 looks up token l's cache slot.
     const int n_sub = (end - start + kSub - 1) / kSub;
     const int my_n = warp < n_sub ? (n_sub - warp + kWarps - 1) / kWarps : 0;
-    __nv_bfloat16* ring = pipe + warp * S::kWarpElems;
-    const char* kc = static_cast<const char*>(a.k_cache);
-    const char* vc = static_cast<const char*>(a.v_cache);
-    const int64_t slot_bytes = static_cast<int64_t>(a.num_kv_heads) * D * 2;
-    constexpr int kRowChunks = D / 8, kRowsPerCopy = 32 / kRowChunks;
-    const int ld_c = lane % kRowChunks, ld_r = lane / kRowChunks;
-    const int64_t col_bytes = static_cast<int64_t>(kvh) * D * 2 + ld_c * 16;
+    char* ring = base + static_cast<size_t>(warp) * kStages * Tile::kStageBytes;
     auto load_sub = [&](int i, int stage) {  // warp-uniform: every lane takes part in the shuffles
       const int j = start + (warp + i * kWarps) * kSub + lane % kSub;
       int slot = -1;
@@ -152,15 +133,7 @@ __global__ void __launch_bounds__(kThreads) DecodeMmaKernel(AttentionArgs a, int
         const int32_t block = staged ? pages[page - first_page] : table[page];
         slot = block * bs + (j - page * bs);
       }
-      __nv_bfloat16* kd = ring + stage * S::kStageElems + ld_c * 8;
-  #pragma unroll
-      for (int r = 0; r < kSub; r += kRowsPerCopy) {
-        const int tok = r + ld_r;
-        const int s = __shfl_sync(0xffffffffu, slot, tok);
-        const int64_t off = s >= 0 ? static_cast<int64_t>(s) * slot_bytes + col_bytes : 0;
-        CpAsync16(kd + tok * S::kRow, kc + off, s >= 0);
-        CpAsync16(kd + (kSub + tok) * S::kRow, vc + off, s >= 0);
-      }
+      Tile::Copy(ring + stage * Tile::kStageBytes, a, kvh, slot, lane);
     };
   #pragma unroll
     for (int i = 0; i < kStages - 1; ++i) {
@@ -170,9 +143,9 @@ __global__ void __launch_bounds__(kThreads) DecodeMmaKernel(AttentionArgs a, int
 
     const int tq = lane % 4;
     const float qscale = a.scale * kLog2e;  // softmax in base 2
-    float o[S::kNTiles][4];
+    float o[Tile::kNTiles][4];
   #pragma unroll
-    for (int nd = 0; nd < S::kNTiles; ++nd) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
+    for (int nd = 0; nd < Tile::kNTiles; ++nd) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
     float m_r[2] = {-INFINITY, -INFINITY};  // rows lane/4 and lane/4 + 8
     float l_r[2] = {0.0f, 0.0f};            // this lane's share of the row sums
 
@@ -181,22 +154,9 @@ __global__ void __launch_bounds__(kThreads) DecodeMmaKernel(AttentionArgs a, int
       CpAsyncCommit();
       CpAsyncWait<kStages - 1>();
       __syncwarp();  // every lane's copies of sub-tile i have landed
-      const __nv_bfloat16* ks = ring + (i % kStages) * S::kStageElems;
-      const __nv_bfloat16* vs = ks + kSub * S::kRow;
-
-      // S = Q·Kᵀ: two n-tiles of 8 tokens; one ldmatrix.x4 gives two k-steps' B fragments.
+      const char* stage = ring + (i % kStages) * Tile::kStageBytes;
       float s[2][4];
-  #pragma unroll
-      for (int nt = 0; nt < 2; ++nt) {
-        s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-  #pragma unroll
-        for (int kk = 0; kk < S::kKSteps; kk += 2) {
-          uint32_t b[4];
-          Ldsm4(b, ks + (nt * 8 + lane % 8) * S::kRow + kk * 16 + (lane / 8) * 8);
-          Mma(s[nt], qa[kk], b[0], b[1]);
-          Mma(s[nt], qa[kk + 1], b[2], b[3]);
-        }
-      }
+      Tile::Scores(s, qa, stage, lane);
 
       // Online softmax: a row's 16 scores sit in the 4 lanes of a quad.
       const int tok0 = start + (warp + i * kWarps) * kSub;
@@ -218,35 +178,26 @@ __global__ void __launch_bounds__(kThreads) DecodeMmaKernel(AttentionArgs a, int
       const float alpha0 = exp2f(m_r[0] - mx[0]), alpha1 = exp2f(m_r[1] - mx[1]);
       m_r[0] = mx[0];
       m_r[1] = mx[1];
-      uint32_t pa[4];  // P (16 heads x 16 tokens) as the A operand of P·V
+      float p[2][4];  // P (16 heads x 16 tokens) in the layout of S
   #pragma unroll
       for (int nt = 0; nt < 2; ++nt) {
-        const float p0 = exp2f(s[nt][0] - mx[0]), p1 = exp2f(s[nt][1] - mx[0]);
-        const float p2 = exp2f(s[nt][2] - mx[1]), p3 = exp2f(s[nt][3] - mx[1]);
-        l_r[0] = nt == 0 ? l_r[0] * alpha0 + p0 + p1 : l_r[0] + p0 + p1;
-        l_r[1] = nt == 0 ? l_r[1] * alpha1 + p2 + p3 : l_r[1] + p2 + p3;
-        pa[nt * 2] = PackBf16(p0, p1);
-        pa[nt * 2 + 1] = PackBf16(p2, p3);
+        p[nt][0] = exp2f(s[nt][0] - mx[0]);
+        p[nt][1] = exp2f(s[nt][1] - mx[0]);
+        p[nt][2] = exp2f(s[nt][2] - mx[1]);
+        p[nt][3] = exp2f(s[nt][3] - mx[1]);
+        l_r[0] = nt == 0 ? l_r[0] * alpha0 + p[nt][0] + p[nt][1] : l_r[0] + p[nt][0] + p[nt][1];
+        l_r[1] = nt == 0 ? l_r[1] * alpha1 + p[nt][2] + p[nt][3] : l_r[1] + p[nt][2] + p[nt][3];
       }
       if (__any_sync(0xffffffffu, alpha0 != 1.0f || alpha1 != 1.0f)) {
   #pragma unroll
-        for (int nd = 0; nd < S::kNTiles; ++nd) {
+        for (int nd = 0; nd < Tile::kNTiles; ++nd) {
           o[nd][0] *= alpha0;
           o[nd][1] *= alpha0;
           o[nd][2] *= alpha1;
           o[nd][3] *= alpha1;
         }
       }
-
-      // O += P·V: V rows [token][dim] transposed by ldmatrix into B fragments, two n-tiles
-      // of 8 dims per ldmatrix.x4.
-  #pragma unroll
-      for (int nd = 0; nd < S::kNTiles; nd += 2) {
-        uint32_t b[4];
-        Ldsm4T(b, vs + (lane % 16) * S::kRow + (nd + lane / 16) * 8);
-        Mma(o[nd], pa, b[0], b[1]);
-        Mma(o[nd + 1], pa, b[2], b[3]);
-      }
+      Tile::Pv(o, p, stage, lane);
       __syncwarp();  // the stage is refilled by the next iteration
     }
     CpAsyncWait<0>();
@@ -265,12 +216,14 @@ __global__ void __launch_bounds__(kThreads) DecodeMmaKernel(AttentionArgs a, int
     float* wt = ml + kWarps * kRows;                               // [row][warp] weight
     {
       const int g = lane / 4;
-      float* r0 = mo + (warp * kRows + g) * S::kMergeRow + 2 * tq;
+      float* r0 = mo + (warp * kRows + g) * S::kMergeRow;
       float* r1 = r0 + 8 * S::kMergeRow;
   #pragma unroll
-      for (int nd = 0; nd < S::kNTiles; ++nd) {
-        *reinterpret_cast<float2*>(r0 + nd * 8) = make_float2(o[nd][0], o[nd][1]);
-        *reinterpret_cast<float2*>(r1 + nd * 8) = make_float2(o[nd][2], o[nd][3]);
+      for (int nd = 0; nd < Tile::kNTiles; ++nd) {
+        r0[Tile::ODim(nd, 2 * tq)] = o[nd][0];
+        r0[Tile::ODim(nd, 2 * tq + 1)] = o[nd][1];
+        r1[Tile::ODim(nd, 2 * tq)] = o[nd][2];
+        r1[Tile::ODim(nd, 2 * tq + 1)] = o[nd][3];
       }
       if (tq == 0) {
         mm[warp * kRows + g] = m_r[0];
@@ -342,15 +295,15 @@ __global__ void __launch_bounds__(kThreads) DecodeMmaKernel(AttentionArgs a, int
   }
 }
 
-template <int D>
+template <typename Tile>
 int BlocksPerSm() {
   static const int blocks = [] {
-    const int smem = static_cast<int>(Shape<D>::SmemBytes(kMaxStagedPages));
-    cudaFuncSetAttribute(DecodeMmaKernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    const int smem = static_cast<int>(Shape<Tile>::SmemBytes(kMaxStagedPages));
+    cudaFuncSetAttribute(DecodeMmaKernel<Tile>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     int n = 0;
     // Typical partitions stage few pages; count occupancy at a 1 KiB page table.
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, DecodeMmaKernel<D>, kThreads,
-                                                      Shape<D>::SmemBytes(256)) != cudaSuccess) {
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, DecodeMmaKernel<Tile>, kThreads,
+                                                      Shape<Tile>::SmemBytes(256)) != cudaSuccess) {
       cudaGetLastError();
       n = 1;
     }
@@ -359,26 +312,42 @@ int BlocksPerSm() {
   return blocks;
 }
 
-int BlocksPerSmFor(int head_dim) {
+template <template <int> class Tile>
+int BlocksPerSmOf(int head_dim) {
   switch (head_dim) {
-    case 32: return BlocksPerSm<32>();
-    case 64: return BlocksPerSm<64>();
-    default: return BlocksPerSm<128>();
+    case 32: return BlocksPerSm<Tile<32>>();
+    case 64: return BlocksPerSm<Tile<64>>();
+    default: return BlocksPerSm<Tile<128>>();
   }
 }
 
-template <int D>
+int BlocksPerSmFor(const AttentionArgs& a) {
+  return a.kv_fp8 ? BlocksPerSmOf<decode::Fp8Tile>(a.head_dim) : BlocksPerSmOf<decode::Bf16Tile>(a.head_dim);
+}
+
+template <typename Tile>
 void Launch(const AttentionArgs& a, const DecodePlan& plan, float* workspace, cudaStream_t stream) {
-  BlocksPerSm<D>();  // sets the kernel's shared-memory limit once
+  constexpr int D = Tile::kD;
+  BlocksPerSm<Tile>();  // sets the kernel's shared-memory limit once
   const int page_cap = std::min(plan.partition_tokens / std::max(a.block_size, 1) + 2, kMaxStagedPages);
   unsigned* counters = plan.fused_merge ? reinterpret_cast<unsigned*>(workspace) : nullptr;
   float* o_part = workspace ? workspace + kDecodeCounterBytes / sizeof(float) : nullptr;
   float* ml_part = o_part ? o_part + static_cast<size_t>(a.num_seqs) * a.num_heads * plan.splits * D : nullptr;
   const dim3 grid(a.num_kv_heads, a.num_seqs, plan.grid_splits);
   const int min_subs = std::max(plan.min_partition_tokens / kSub, 1);
-  LaunchPdl(DecodeMmaKernel<D>, grid, kThreads, Shape<D>::SmemBytes(page_cap), stream, a, plan.splits, page_cap,
+  LaunchPdl(DecodeMmaKernel<Tile>, grid, kThreads, Shape<Tile>::SmemBytes(page_cap), stream, a, plan.splits, page_cap,
             min_subs, counters, o_part, ml_part);
   if (plan.splits > 1 && !plan.fused_merge) LaunchDecodeReduce(a, plan.splits, o_part, ml_part, stream);
+}
+
+template <template <int> class Tile>
+void LaunchOf(const AttentionArgs& a, const DecodePlan& plan, float* workspace, cudaStream_t stream) {
+  switch (a.head_dim) {
+    case 32: return Launch<Tile<32>>(a, plan, workspace, stream);
+    case 64: return Launch<Tile<64>>(a, plan, workspace, stream);
+    case 128: return Launch<Tile<128>>(a, plan, workspace, stream);
+    default: return;
+  }
 }
 
 }  // namespace
@@ -391,7 +360,7 @@ DecodePlan PlanMmaDecode(const AttentionArgs& a, int num_sms) {
   const int64_t subs = std::max<int64_t>(1, (std::max(a.max_context_len, 1) + kSub - 1) / kSub);
   // One wave of resident CTAs at least, partitions of at most kMaxPartitionSubs sub-tiles
   // (so long contexts balance across waves) and at least one sub-tile per warp.
-  const int64_t resident = static_cast<int64_t>(std::max(num_sms, 1)) * BlocksPerSmFor(a.head_dim);
+  const int64_t resident = static_cast<int64_t>(std::max(num_sms, 1)) * BlocksPerSmFor(a);
   int64_t splits = std::max((resident + ctas - 1) / ctas, (subs + kMaxPartitionSubs - 1) / kMaxPartitionSubs);
   splits = std::clamp<int64_t>(std::min(splits, (subs + kWarps - 1) / kWarps), 1, 1024);
   plan.splits = static_cast<int32_t>(splits);
@@ -419,12 +388,8 @@ DecodePlan PlanMmaDecode(const AttentionArgs& a, int num_sms) {
 }
 
 void LaunchMmaDecode(const AttentionArgs& a, const DecodePlan& plan, float* workspace, cudaStream_t stream) {
-  switch (a.head_dim) {
-    case 32: return Launch<32>(a, plan, workspace, stream);
-    case 64: return Launch<64>(a, plan, workspace, stream);
-    case 128: return Launch<128>(a, plan, workspace, stream);
-    default: return;
-  }
+  if (a.kv_fp8) return LaunchOf<decode::Fp8Tile>(a, plan, workspace, stream);
+  LaunchOf<decode::Bf16Tile>(a, plan, workspace, stream);
 }
 
 }  // namespace tessera::cuda

@@ -31,15 +31,30 @@ void LaunchRopeStoreKv(const void* qkv, DType dtype, void* q_out, int64_t q_head
                        int32_t num_slots, void* k_cache, void* v_cache, DType cache_dtype, cudaStream_t stream);
 void LaunchStoreKv(const void* k, const void* v, DType src_dtype, const int32_t* slots, int32_t n, void* k_cache,
                    void* v_cache, DType cache_dtype, int64_t width, cudaStream_t stream);
+// The FP8 (E4M3) cache forms of the two above (cuda_kv_fp8.cu): each (token, kv head) of k
+// and v is quantized as QuantizeKvHeadE4M3 does, its scale written to k_scale/v_scale
+// [slot, kv_heads]; k is rounded to the activation dtype first, as Rope then StoreKv would.
+// head_dim even and at most 256.
+void LaunchRopeStoreKvFp8(const void* qkv, DType dtype, void* q_out, int64_t q_heads, int64_t kv_heads, int64_t n,
+                          const int32_t* positions, const float* inv_freq, int32_t head_dim, const int32_t* slots,
+                          int32_t num_slots, uint8_t* k_cache, uint8_t* v_cache, float* k_scale, float* v_scale,
+                          cudaStream_t stream);
+void LaunchStoreKvFp8(const void* k, const void* v, DType src_dtype, const int32_t* slots, int32_t n,
+                      int64_t kv_heads, int32_t head_dim, uint8_t* k_cache, uint8_t* v_cache, float* k_scale,
+                      float* v_scale, cudaStream_t stream);
 void LaunchGatherRows(const void* x, size_t row_bytes, const int32_t* rows, int32_t count, void* out,
                       cudaStream_t stream);
 
-// Everything the attention kernels need; q, out and the caches are bf16.
+// Everything the attention kernels need; q and out are bf16, the caches bf16 or, with
+// kv_fp8, E4M3 codes with a scale per (slot, kv head) (tensor-core kernels only).
 struct AttentionArgs {
   const void* q = nullptr;  // [num_tokens, q_stride]
   void* out = nullptr;      // [num_tokens, out_stride]
   const void* k_cache = nullptr;
   const void* v_cache = nullptr;
+  bool kv_fp8 = false;
+  const float* k_scale = nullptr;  // [slots, num_kv_heads] when kv_fp8
+  const float* v_scale = nullptr;
   const int32_t* positions = nullptr;
   const int32_t* query_start = nullptr;
   const int32_t* block_tables = nullptr;
@@ -62,6 +77,8 @@ struct AttentionArgs {
 
 // Head dims and GQA group sizes the attention kernels are built for.
 bool AttentionHeadDimSupported(int32_t head_dim);
+// With an FP8 cache (the tensor-core kernels only).
+bool Fp8AttentionHeadDimSupported(int32_t head_dim);
 constexpr int32_t kMaxAttentionGroup = 16;
 
 // Split-K decode plan: the context is cut into `splits` partitions of

@@ -3,7 +3,9 @@
 // (query token, head of the GQA group), as in the CUDA-core kernel, so each K/V tile in
 // shared memory serves the whole group. Each of the 4 warps owns 16 rows: S = Q·Kᵀ for a
 // 64-key tile with mma.sync, the causal mask and online softmax in registers, then
-// O += P·V with P as the next A operand. K/V tiles are double-buffered with cp.async.
+// O += P·V with P as the next A operand. K/V tiles are double-buffered with cp.async; an
+// FP8 cache's tiles are dequantized (codes times their token's scale, rounded to bf16) as
+// they are stored to shared memory.
 #include <cuda_bf16.h>
 
 #include <cmath>
@@ -32,7 +34,24 @@ struct Shape {
   static constexpr size_t kSmemBytes = sizeof(__nv_bfloat16) * (kRows * kRow + 2 * kTileElems);
 };
 
-template <int D>
+// Sixteen E4M3 codes times `scale`, as sixteen bf16 at dst (two 16-byte stores).
+__device__ __forceinline__ void DequantE4M3x16(const uint4& codes, float scale, __nv_bfloat16* dst) {
+  const uint32_t w[4] = {codes.x, codes.y, codes.z, codes.w};
+  uint32_t out[8];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    uint32_t lo, hi;
+    E4M3x4ToF16(w[i], lo, hi);
+    const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&lo));
+    const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&hi));
+    out[2 * i] = PackBf16(a.x * scale, a.y * scale);
+    out[2 * i + 1] = PackBf16(b.x * scale, b.y * scale);
+  }
+  reinterpret_cast<uint4*>(dst)[0] = make_uint4(out[0], out[1], out[2], out[3]);
+  reinterpret_cast<uint4*>(dst)[1] = make_uint4(out[4], out[5], out[6], out[7]);
+}
+
+template <int D, bool kFp8>
 __global__ void __launch_bounds__(kThreads) PrefillMmaKernel(AttentionArgs a) {
   using S = Shape<D>;
   const int q_tile = blockIdx.x, seq = blockIdx.y, kvh = blockIdx.z;
@@ -96,6 +115,26 @@ __global__ void __launch_bounds__(kThreads) PrefillMmaKernel(AttentionArgs a) {
   auto load_tile = [&](int k0, int stage) {
     __nv_bfloat16* kd = tiles + stage * S::kTileElems;
     __nv_bfloat16* vd = kd + kKeys * S::kRow;
+    if constexpr (kFp8) {
+      constexpr int kChunks = D / 16;  // 16 codes per chunk
+      const int64_t slot_codes = static_cast<int64_t>(a.num_kv_heads) * D;
+      for (int u = tid; u < kKeys * kChunks; u += kThreads) {
+        const int key = u / kChunks, c = u % kChunks, j = k0 + key;
+        uint4 kq = make_uint4(0, 0, 0, 0), vq = kq;
+        float ks = 0.0f, vs = 0.0f;
+        if (j < keys_end) {
+          const int64_t slot = static_cast<int64_t>(table[j / bs]) * bs + j % bs;
+          const int64_t off = slot * slot_codes + kvh * D + c * 16;
+          kq = *reinterpret_cast<const uint4*>(kc + off);
+          vq = *reinterpret_cast<const uint4*>(vc + off);
+          ks = a.k_scale[slot * a.num_kv_heads + kvh];
+          vs = a.v_scale[slot * a.num_kv_heads + kvh];
+        }
+        DequantE4M3x16(kq, ks, kd + key * S::kRow + c * 16);
+        DequantE4M3x16(vq, vs, vd + key * S::kRow + c * 16);
+      }
+      return;
+    }
     const int c = tid % kRowChunks;
     for (int key = tid / kRowChunks; key < kKeys; key += kRowsPerPass) {
       const int j = k0 + key;
@@ -213,14 +252,20 @@ __global__ void __launch_bounds__(kThreads) PrefillMmaKernel(AttentionArgs a) {
   }
 }
 
-template <int D>
-void Launch(const AttentionArgs& a, cudaStream_t stream) {
+template <int D, bool kFp8>
+void LaunchOf(const AttentionArgs& a, cudaStream_t stream) {
   static const cudaError_t attr = cudaFuncSetAttribute(
-      PrefillMmaKernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Shape<D>::kSmemBytes));
+      PrefillMmaKernel<D, kFp8>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Shape<D>::kSmemBytes));
   (void)attr;
   const int tokens_per_tile = kRows / (a.num_heads / a.num_kv_heads);
   const dim3 grid((a.max_query_len + tokens_per_tile - 1) / tokens_per_tile, a.num_seqs, a.num_kv_heads);
-  LaunchPdl(PrefillMmaKernel<D>, grid, kThreads, Shape<D>::kSmemBytes, stream, a);
+  LaunchPdl(PrefillMmaKernel<D, kFp8>, grid, kThreads, Shape<D>::kSmemBytes, stream, a);
+}
+
+template <int D>
+void Launch(const AttentionArgs& a, cudaStream_t stream) {
+  if (a.kv_fp8) return LaunchOf<D, true>(a, stream);
+  LaunchOf<D, false>(a, stream);
 }
 
 }  // namespace

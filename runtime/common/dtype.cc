@@ -1,6 +1,8 @@
 #include "runtime/common/dtype.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace tessera {
 
@@ -13,6 +15,7 @@ size_t DTypeSize(DType t) {
     case DType::kI8: return 1;
     case DType::kU8: return 1;
     case DType::kI64: return 8;
+    case DType::kF8E4M3: return 1;
   }
   return 0;
 }
@@ -26,6 +29,7 @@ std::string_view DTypeName(DType t) {
     case DType::kI8: return "int8";
     case DType::kU8: return "uint8";
     case DType::kI64: return "int64";
+    case DType::kF8E4M3: return "float8_e4m3";
   }
   return "?";
 }
@@ -118,6 +122,49 @@ void ConvertFromF32(const float* src, DType to, void* dst, size_t n) {
     default:
       return;
   }
+}
+
+uint8_t F32ToE4M3(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  const uint8_t sign = static_cast<uint8_t>((bits >> 24) & 0x80u);
+  if (std::isnan(f)) return static_cast<uint8_t>(sign | 0x7F);
+  const float a = std::fabs(f);
+  if (a >= kE4M3Max) return static_cast<uint8_t>(sign | 0x7E);  // satfinite
+  constexpr float kMinNormal = 0.015625f;                        // 2^-6
+  if (a < kMinNormal) {
+    // Subnormals are multiples of 2^-9; 8 * 2^-9 is the smallest normal, code 0x08.
+    const float q = std::nearbyint(a * 512.0f);  // exact product; ties to even
+    return static_cast<uint8_t>(sign | static_cast<uint8_t>(q));
+  }
+  int e;
+  const float m = std::frexp(a, &e);  // a = m * 2^e, m in [0.5, 1)
+  // a = (1 + q/8) * 2^(e-1): q = (2m - 1) * 8, exact before rounding.
+  int q = static_cast<int>(std::nearbyint((2.0f * m - 1.0f) * 8.0f));
+  int exp = e - 1 + 7;
+  if (q == 8) {
+    q = 0;
+    ++exp;
+  }
+  const int code = std::min((exp << 3) | q, 0x7E);
+  return static_cast<uint8_t>(sign | code);
+}
+
+float E4M3ToF32(uint8_t v) {
+  const int e = (v >> 3) & 0xF, m = v & 7;
+  float a;
+  if (e == 0) a = std::ldexp(static_cast<float>(m), -9);
+  else if (e == 15 && m == 7) a = std::numeric_limits<float>::quiet_NaN();
+  else a = std::ldexp(1.0f + m / 8.0f, e - 7);
+  return (v & 0x80) ? -a : a;
+}
+
+void QuantizeKvHeadE4M3(const float* x, int n, uint8_t* q, float* scale) {
+  float amax = 0.0f;
+  for (int i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+  const float inv = amax > 0.0f ? kE4M3Max / amax : 0.0f;
+  for (int i = 0; i < n; ++i) q[i] = F32ToE4M3(x[i] * inv);
+  *scale = amax / kE4M3Max;
 }
 
 }  // namespace tessera

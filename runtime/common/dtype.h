@@ -9,11 +9,14 @@
 
 namespace tessera {
 
-enum class DType : uint8_t { kF32, kF16, kBF16, kI32, kI8, kU8, kI64 };
+// kF8E4M3: OCP FP8 E4M3 (bias 7, max 448, no infinities; 0x7F/0xFF are NaN), used for the
+// KV cache with a scale per (token, kv head).
+enum class DType : uint8_t { kF32, kF16, kBF16, kI32, kI8, kU8, kI64, kF8E4M3 };
 
 size_t DTypeSize(DType t);
 std::string_view DTypeName(DType t);
-// Parses a safetensors dtype tag ("F32", "BF16", ...). Returns false when unknown.
+// Parses a safetensors dtype tag ("F32", "BF16", ...). Returns false when unknown (FP8 weights
+// are not read: kF8E4M3 is the KV cache's).
 bool DTypeFromSafetensors(std::string_view tag, DType* out);
 std::string_view DTypeSafetensorsTag(DType t);
 
@@ -61,6 +64,17 @@ inline float F16ToF32(uint16_t h) {
 }
 
 uint16_t F32ToF16(float f);
+
+// FP8 E4M3: round to nearest even, saturating to +-448 (NaN stays NaN), as the device's
+// cvt.rn.satfinite.e4m3x2.f32 does.
+uint8_t F32ToE4M3(float f);
+float E4M3ToF32(uint8_t v);
+inline constexpr float kE4M3Max = 448.0f;
+
+// The KV cache's FP8 form of one head of one token: scale = max|x| / 448 and
+// q[d] = E4M3(x[d] * (448 / max|x|)), so x[d] ~ q[d] * scale; all zeros for a zero head.
+// The CUDA store kernels follow the same arithmetic.
+void QuantizeKvHeadE4M3(const float* x, int n, uint8_t* q, float* scale);
 
 // Converts n elements of src (dtype `from`) to float.
 void ConvertToF32(const void* src, DType from, float* dst, size_t n);

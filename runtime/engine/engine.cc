@@ -48,7 +48,14 @@ absl::Status EngineOptions::Validate() const {
   if (max_num_seqs <= 0) return absl::InvalidArgumentError("--max-num-seqs must be positive");
   if (max_num_batched_tokens <= 0) return absl::InvalidArgumentError("--max-num-batched-tokens must be positive");
   if (max_model_len < 0) return absl::InvalidArgumentError("--max-model-len must not be negative");
+  if (kv_cache_dtype != "auto" && kv_cache_dtype != "fp8" && kv_cache_dtype != "fp8_e4m3")
+    return absl::InvalidArgumentError(
+        absl::StrCat("--kv-cache-dtype '", kv_cache_dtype, "': expected auto, fp8 or fp8_e4m3"));
   return absl::OkStatus();
+}
+
+DType KvCacheDTypeOf(const EngineOptions& options, const Backend& backend) {
+  return options.kv_cache_dtype == "auto" ? backend.activation_dtype() : DType::kF8E4M3;
 }
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(LlamaModel* model, const Tokenizer* tokenizer,
@@ -78,7 +85,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(LlamaModel* model, const 
     RETURN_IF_ERROR(model->Reserve(std::max<int64_t>(options.max_num_batched_tokens, 256),
                                    std::max<int64_t>(options.max_num_seqs, 256), e->max_model_len_));
   }
-  const DType kv_dtype = backend.activation_dtype();
+  const DType kv_dtype = KvCacheDTypeOf(options, backend);
+  RETURN_IF_ERROR(backend.CheckKvCacheDType(kv_dtype, static_cast<int32_t>(c.head_dim)));
   int64_t blocks = options.num_kv_blocks;
   if (blocks == 0) {
     int64_t budget = options.kv_cache_memory_bytes;
@@ -89,8 +97,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(LlamaModel* model, const 
                    : static_cast<int64_t>(free_bytes * options.gpu_memory_utilization);
     }
     ASSIGN_OR_RETURN(int n, NumBlocksForBudget(budget, options.block_size, static_cast<int>(c.num_hidden_layers),
-                                               static_cast<int>(c.num_key_value_heads), static_cast<int>(c.head_dim),
-                                               static_cast<int>(DTypeSize(kv_dtype))));
+                                               static_cast<int>(c.num_key_value_heads),
+                                               static_cast<int>(PagedKvStorage::BytesPerBlock(c, 1, kv_dtype) /
+                                                                (2 * c.num_hidden_layers * c.num_key_value_heads))));
     blocks = n;
   }
   e->num_kv_blocks_ = static_cast<int32_t>(blocks);
@@ -102,7 +111,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(LlamaModel* model, const 
   so.kv.block_size = options.block_size;
   so.kv.enable_prefix_caching = options.enable_prefix_caching;
   ASSIGN_OR_RETURN(e->scheduler_, Scheduler::Create(so));
-  ASSIGN_OR_RETURN(e->kv_, PagedKvStorage::Create(backend, c, e->num_kv_blocks_, options.block_size));
+  ASSIGN_OR_RETURN(e->kv_, PagedKvStorage::Create(backend, c, e->num_kv_blocks_, options.block_size, kv_dtype));
   if (use_graphs) {
     DecodeGraphOptions go;
     go.buckets.clear();

@@ -8,6 +8,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <string>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -32,6 +33,9 @@ struct EngineOptions {
   int64_t num_kv_blocks = 0;
   int64_t kv_cache_memory_bytes = 0;
   double gpu_memory_utilization = 0.9;
+  // auto: the KV cache in the activation dtype; fp8 (or fp8_e4m3): FP8 E4M3 with a scale per
+  // token and kv head, half the bytes of bf16 (twice the tokens, half the attention reads).
+  std::string kv_cache_dtype = "auto";
   int32_t max_num_seqs = 256;
   int32_t max_num_batched_tokens = 2048;
   int32_t max_model_len = 0;  // 0: the model's max_position_embeddings
@@ -44,6 +48,9 @@ struct EngineOptions {
 
   absl::Status Validate() const;
 };
+
+// The KV cache dtype that options.kv_cache_dtype names on `backend`.
+DType KvCacheDTypeOf(const EngineOptions& options, const Backend& backend);
 
 // One engine step as seen by a step observer.
 struct StepInfo {

@@ -22,7 +22,7 @@ absl::StatusOr<GenerationResult> GenerateSingleSequence(LlamaModel& model, const
     return absl::InvalidArgumentError(absl::StrCat("prompt of ", prompt_ids.size(), " tokens exceeds the context of ", max_len));
   const int32_t bs = options.block_size;
   const int32_t num_blocks = static_cast<int32_t>((total + bs) / bs);
-  ASSIGN_OR_RETURN(auto kv, PagedKvStorage::Create(model.backend(), c, num_blocks, bs));
+  ASSIGN_OR_RETURN(auto kv, PagedKvStorage::Create(model.backend(), c, num_blocks, bs, options.kv_cache_dtype));
   // Blocks are handed out in reverse so the test of paging is not a test of contiguity.
   std::vector<int32_t> table(num_blocks);
   for (int32_t i = 0; i < num_blocks; ++i) table[i] = num_blocks - 1 - i;

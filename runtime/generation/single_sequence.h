@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,8 @@ struct SingleSequenceOptions {
   std::vector<int32_t> stop_token_ids;  // finishing tokens (included in the output ids)
   SamplingParams sampling;
   int32_t block_size = 16;
+  // The KV cache's dtype; the backend's activation dtype when unset.
+  std::optional<DType> kv_cache_dtype;
 };
 
 struct GenerationResult {

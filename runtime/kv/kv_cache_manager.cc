@@ -21,16 +21,13 @@ absl::Status KvCacheOptions::Validate() const {
 }
 
 absl::StatusOr<int> NumBlocksForBudget(int64_t bytes, int block_size, int num_layers,
-                                       int num_kv_heads, int head_dim, int dtype_bytes) {
-  if (bytes < 0 || block_size <= 0 || num_layers <= 0 || num_kv_heads <= 0 || head_dim <= 0 ||
-      dtype_bytes <= 0) {
+                                       int num_kv_heads, int head_bytes) {
+  if (bytes < 0 || block_size <= 0 || num_layers <= 0 || num_kv_heads <= 0 || head_bytes <= 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "kv budget needs positive shapes: bytes=", bytes, " block_size=", block_size,
-        " num_layers=", num_layers, " num_kv_heads=", num_kv_heads, " head_dim=", head_dim,
-        " dtype_bytes=", dtype_bytes));
+        " num_layers=", num_layers, " num_kv_heads=", num_kv_heads, " head_bytes=", head_bytes));
   }
-  const int64_t per_block = int64_t{2} * num_layers * num_kv_heads * head_dim * dtype_bytes *
-                            block_size;
+  const int64_t per_block = int64_t{2} * num_layers * num_kv_heads * head_bytes * block_size;
   const int64_t blocks = bytes / per_block;
   if (blocks < 1) {
     return absl::InvalidArgumentError(absl::StrCat("kv budget of ", bytes,

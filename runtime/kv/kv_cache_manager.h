@@ -30,11 +30,12 @@ struct KvCacheOptions {
   absl::Status Validate() const;
 };
 
-// Blocks that hold `bytes` of K and V for every layer:
-// bytes / (2 * num_layers * num_kv_heads * head_dim * dtype_bytes * block_size).
+// Blocks that hold `bytes` of K and V for every layer, where one token's K (or V) of one
+// kv head takes head_bytes (head_dim * dtype bytes, plus its scale in an FP8 cache):
+// bytes / (2 * num_layers * num_kv_heads * head_bytes * block_size).
 // Fails on non-positive shapes or a budget too small for one block.
 absl::StatusOr<int> NumBlocksForBudget(int64_t bytes, int block_size, int num_layers,
-                                       int num_kv_heads, int head_dim, int dtype_bytes);
+                                       int num_kv_heads, int head_bytes);
 
 // The longest cached prefix of a token list, from GetComputedBlocks. Holds no references:
 // pass it to AllocateSlots before any other allocation, or look it up again.

@@ -18,32 +18,41 @@ absl::Status ModelLoadOptions::Validate() const {
 }
 
 size_t PagedKvStorage::BytesPerBlock(const ModelConfig& c, int32_t block_size, DType dtype) {
-  return 2ull * c.num_hidden_layers * block_size * c.num_key_value_heads * c.head_dim * DTypeSize(dtype);
+  const size_t scale = dtype == DType::kF8E4M3 ? sizeof(float) : 0;
+  return 2ull * c.num_hidden_layers * block_size * c.num_key_value_heads * (c.head_dim * DTypeSize(dtype) + scale);
 }
 
 absl::StatusOr<std::unique_ptr<PagedKvStorage>> PagedKvStorage::Create(Backend& backend, const ModelConfig& c,
-                                                                       int32_t num_blocks, int32_t block_size) {
+                                                                       int32_t num_blocks, int32_t block_size,
+                                                                       std::optional<DType> dtype) {
   if (num_blocks <= 0 || block_size <= 0)
     return absl::InvalidArgumentError("KV cache needs a positive number of blocks and block size");
+  const DType dt = dtype.value_or(backend.activation_dtype());
+  RETURN_IF_ERROR(backend.CheckKvCacheDType(dt, static_cast<int32_t>(c.head_dim)));
   auto kv = std::unique_ptr<PagedKvStorage>(new PagedKvStorage());
   kv->num_blocks_ = num_blocks;
   kv->block_size_ = block_size;
-  const DType dt = backend.activation_dtype();
-  const size_t per_layer = static_cast<size_t>(num_blocks) * block_size * c.num_key_value_heads * c.head_dim * DTypeSize(dt);
+  kv->dtype_ = dt;
+  const size_t slots = static_cast<size_t>(num_blocks) * block_size;
+  const size_t per_layer = slots * c.num_key_value_heads * c.head_dim * DTypeSize(dt);
+  const size_t scale_bytes = dt == DType::kF8E4M3 ? slots * c.num_key_value_heads * sizeof(float) : 0;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    ASSIGN_OR_RETURN(DeviceBuffer kb, backend.Allocate(per_layer));
-    ASSIGN_OR_RETURN(DeviceBuffer vb, backend.Allocate(per_layer));
     KvLayerView view;
-    view.k = kb.data();
-    view.v = vb.data();
+    for (int kv_half = 0; kv_half < 2; ++kv_half) {
+      ASSIGN_OR_RETURN(DeviceBuffer b, backend.Allocate(per_layer));
+      (kv_half == 0 ? view.k : view.v) = b.data();
+      kv->buffers_.push_back(std::move(b));
+      if (scale_bytes == 0) continue;
+      ASSIGN_OR_RETURN(DeviceBuffer sb, backend.Allocate(scale_bytes));
+      (kv_half == 0 ? view.k_scale : view.v_scale) = static_cast<float*>(sb.data());
+      kv->buffers_.push_back(std::move(sb));
+    }
     view.dtype = dt;
     view.num_blocks = num_blocks;
     view.block_size = block_size;
     view.num_kv_heads = static_cast<int32_t>(c.num_key_value_heads);
     view.head_dim = static_cast<int32_t>(c.head_dim);
     kv->layers_.push_back(view);
-    kv->buffers_.push_back(std::move(kb));
-    kv->buffers_.push_back(std::move(vb));
   }
   return kv;
 }

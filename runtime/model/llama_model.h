@@ -27,12 +27,16 @@ struct ModelLoadOptions {
 // Device memory for the paged KV cache of every layer.
 class PagedKvStorage {
  public:
+  // dtype: the backend's activation dtype when unset; kF8E4M3 adds a scale per (slot,
+  // kv head) (Backend::CheckKvCacheDType says which the backend takes).
   static absl::StatusOr<std::unique_ptr<PagedKvStorage>> Create(Backend& backend, const ModelConfig& config,
-                                                                int32_t num_blocks, int32_t block_size);
+                                                                int32_t num_blocks, int32_t block_size,
+                                                                std::optional<DType> dtype = std::nullopt);
   const KvLayerView& layer(int i) const { return layers_[i]; }
   int32_t num_blocks() const { return num_blocks_; }
   int32_t block_size() const { return block_size_; }
-  // Bytes one block takes over all layers (K and V).
+  DType dtype() const { return dtype_; }
+  // Bytes one block takes over all layers (K and V, and their scales for kF8E4M3).
   static size_t BytesPerBlock(const ModelConfig& config, int32_t block_size, DType dtype);
 
  private:
@@ -40,6 +44,7 @@ class PagedKvStorage {
   std::vector<KvLayerView> layers_;
   int32_t num_blocks_ = 0;
   int32_t block_size_ = 16;
+  DType dtype_ = DType::kF32;
 };
 
 class LlamaModel {

@@ -12,6 +12,7 @@ const char kEngineFlagsHelp[] =
     "engine flags:\n"
     "  --device auto|cpu|cuda        --dtype auto|bfloat16|float16|float32\n"
     "  --kv-blocks N | --kv-cache-memory BYTES | --gpu-memory-utilization F (default 0.9)\n"
+    "  --kv-cache-dtype auto|fp8     fp8: E4M3 with a scale per token and kv head\n"
     "  --block-size 16  --max-num-seqs 256  --max-num-batched-tokens 2048  --max-model-len N\n"
     "  --enable-prefix-caching (default) | --no-enable-prefix-caching  --tensor-parallel-size 1\n"
     "  --enforce-eager                no CUDA graphs for decode steps\n"
@@ -20,7 +21,7 @@ const char kEngineFlagsHelp[] =
 void AddEngineFlags(std::set<std::string>* value_flags, std::set<std::string>* switches) {
   for (const char* f : {"model", "device", "dtype", "kv-blocks", "kv-cache-memory", "gpu-memory-utilization",
                         "block-size", "max-num-seqs", "max-num-batched-tokens", "max-model-len",
-                        "tensor-parallel-size"})
+                        "tensor-parallel-size", "kv-cache-dtype"})
     value_flags->insert(f);
   switches->insert("enable-prefix-caching");
   switches->insert("no-enable-prefix-caching");
@@ -42,6 +43,7 @@ absl::StatusOr<EngineOptions> ParseEngineOptions(const Args& args) {
   o.num_kv_blocks = blocks;
   o.kv_cache_memory_bytes = mem;
   o.gpu_memory_utilization = util;
+  o.kv_cache_dtype = args.GetOr("kv-cache-dtype", "auto");
   o.block_size = static_cast<int32_t>(bs);
   o.max_num_seqs = static_cast<int32_t>(seqs);
   o.max_num_batched_tokens = static_cast<int32_t>(tokens);

@@ -68,8 +68,9 @@ class EngineTest : public ::testing::Test {
     return results;
   }
 
-  GenerationResult Alone(const GenerationRequest& r) {
+  GenerationResult Alone(const GenerationRequest& r, std::optional<DType> kv_cache_dtype = std::nullopt) {
     SingleSequenceOptions o;
+    o.kv_cache_dtype = kv_cache_dtype;
     o.max_tokens = r.max_tokens;
     o.sampling = r.sampling;
     o.stop_token_ids = model_->config().eos_token_ids;
@@ -253,6 +254,54 @@ TEST_F(EngineTest, RejectsRequestsThatCanNeverRun) {
   r.prompt_ids = {1};
   r.sampling.top_p = 0;
   EXPECT_EQ(engine->Submit(r, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// An FP8 cache quantizes each token's K and V on their own, so chunked prefill beside
+// decodes, prefix caching and preemption still change nothing: every output equals the
+// request run alone over an FP8 cache.
+TEST_F(EngineTest, Fp8KvCacheOutputsEqualEachRequestAloneOverAnFp8Cache) {
+  for (int blocks : {0, 12}) {  // 12: preemptions
+    SCOPED_TRACE("kv blocks " + std::to_string(blocks));
+    EngineOptions o;
+    o.kv_cache_dtype = "fp8";
+    o.num_kv_blocks = blocks;
+    o.max_num_batched_tokens = 32;
+    o.max_num_seqs = 8;
+    auto engine = MakeEngine(o);
+    auto reqs = MixedRequests();
+    reqs.push_back(reqs[4]);  // a repeated prompt reads its cached FP8 blocks
+    auto got = RunAll(*engine, reqs);
+    if (blocks > 0) EXPECT_GT(engine->Stats().num_preemptions_total, 0) << "the pool was meant to run out";
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      EXPECT_EQ(got[i].ids, Alone(reqs[i], DType::kF8E4M3).ids) << "request " << i;
+    }
+    EXPECT_EQ(engine->Stats().kv.used_blocks, 0);
+  }
+}
+
+TEST_F(EngineTest, Fp8KvCacheFitsTheBlocksItsBytesAllow) {
+  const int64_t budget = 1 << 20;
+  EngineOptions o;
+  o.kv_cache_memory_bytes = budget;
+  auto f32 = MakeEngine(o);
+  o.kv_cache_dtype = "fp8";
+  auto fp8 = MakeEngine(o);
+  const ModelConfig& c = model_->config();
+  // E4M3 codes and one f32 scale per token and kv head, against f32 values.
+  EXPECT_EQ(fp8->num_kv_blocks(), budget / PagedKvStorage::BytesPerBlock(c, o.block_size, DType::kF8E4M3));
+  EXPECT_EQ(f32->num_kv_blocks(), budget / PagedKvStorage::BytesPerBlock(c, o.block_size, DType::kF32));
+  EXPECT_EQ(PagedKvStorage::BytesPerBlock(c, o.block_size, DType::kF8E4M3),
+            2ull * c.num_hidden_layers * o.block_size * c.num_key_value_heads * (c.head_dim + 4));
+  EXPECT_GT(fp8->num_kv_blocks(), 2 * f32->num_kv_blocks());
+}
+
+TEST_F(EngineTest, UnknownKvCacheDtypeIsRejectedByName) {
+  EngineOptions o;
+  o.kv_cache_dtype = "int4";
+  auto e = Engine::Create(model_.get(), tokenizer_.get(), o);
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(e.status().message().find("--kv-cache-dtype 'int4'"), std::string::npos) << e.status();
 }
 
 }  // namespace

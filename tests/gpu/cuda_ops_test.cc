@@ -276,12 +276,120 @@ TEST_F(CudaOpsTest, RopeStoreKvEqualsRopeThenStoreKv) {
   }
 }
 
+// Both backends quantize the same bf16 values with the same arithmetic: identical codes
+// and scales, padding slots left as they were.
+TEST_F(CudaOpsTest, StoreKvIntoFp8CacheGivesTheCpuCodesAndScales) {
+  for (int d : {32, 64, 128, 256}) {
+    const int hk = 4, block_size = 16, num_blocks = 9, n = 21;
+    const int64_t width = hk * d, slots = num_blocks * block_size;
+    std::vector<int32_t> perm(slots);
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng_);
+    BatchLayout layout;
+    layout.slot_mapping.assign(perm.begin(), perm.begin() + n);
+    layout.slot_mapping[3] = -1;
+    layout.token_ids.assign(n, 0);
+    layout.positions.assign(n, 0);
+    layout.query_start = {0, n};
+    layout.context_lens = {n};
+    DeviceBatch cb = Must(cpu_.UploadBatch(layout)), gb = Must(gpu_->UploadBatch(layout));
+    std::vector<float> k = RandomBf16(n * width, rng_, 3.0f), v = RandomBf16(n * width, rng_, 0.01f);
+    for (int j = 0; j < d; ++j) k[5 * width + j] = 0.0f;  // an all-zero head: scale 0, codes 0
+    const std::vector<uint8_t> codes0(slots * width, 0x55);
+    const std::vector<float> scales0(slots * hk, -1.0f);
+    Fp8Cache cc = PutFp8Cache(cpu_, codes0, codes0, scales0, scales0, num_blocks, block_size, hk, d);
+    Fp8Cache gc = PutFp8Cache(*gpu_, codes0, codes0, scales0, scales0, num_blocks, block_size, hk, d);
+    Tensor ck = Put(cpu_, k, n, width, DType::kF32), gk = Put(*gpu_, k, n, width, DType::kBF16);
+    Tensor cv = Put(cpu_, v, n, width, DType::kF32), gv = Put(*gpu_, v, n, width, DType::kBF16);
+    cpu_.StoreKv(ck.view, cv.view, cb, cc.view);
+    gpu_->StoreKv(gk.view, gv.view, gb, gc.view);
+    SCOPED_TRACE("d " + std::to_string(d));
+    EXPECT_EQ(GetRaw<uint8_t>(*gpu_, gc.k.data(), slots * width), GetRaw<uint8_t>(cpu_, cc.k.data(), slots * width));
+    EXPECT_EQ(GetRaw<uint8_t>(*gpu_, gc.v.data(), slots * width), GetRaw<uint8_t>(cpu_, cc.v.data(), slots * width));
+    EXPECT_EQ(GetRaw<float>(*gpu_, gc.k_scale.data(), slots * hk), GetRaw<float>(cpu_, cc.k_scale.data(), slots * hk));
+    EXPECT_EQ(GetRaw<float>(*gpu_, gc.v_scale.data(), slots * hk), GetRaw<float>(cpu_, cc.v_scale.data(), slots * hk));
+    const std::vector<float> ks = GetRaw<float>(*gpu_, gc.k_scale.data(), slots * hk);
+    EXPECT_EQ(ks[layout.slot_mapping[5] * hk], 0.0f);
+    EXPECT_EQ(ks[perm[3] * hk], -1.0f);  // the padding token's slot is untouched
+  }
+}
+
+// The fused rope + FP8 store equals Rope then the FP8 StoreKv on the device (k rounded to
+// bf16 before it is quantized, as a 16-bit cache would hold it), and the dequantized cache
+// stays within E4M3's half-step of the CPU reference's.
+TEST_F(CudaOpsTest, RopeStoreKvIntoFp8CacheEqualsRopeThenStoreKv) {
+  struct Cfg { int hq, hk, d; };
+  for (Cfg c : {Cfg{32, 8, 128}, Cfg{6, 1, 64}, Cfg{4, 2, 32}}) {
+    const int block_size = 16, num_blocks = 7, n = 23;
+    const int64_t qdim = c.hq * c.d, width = c.hk * c.d, slots = num_blocks * block_size;
+    std::vector<float> inv(c.d / 2);
+    for (int i = 0; i < c.d / 2; ++i) inv[i] = 1.0f / std::pow(10000.0f, 2.0f * i / c.d);
+    std::vector<int32_t> perm(slots);
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng_);
+    BatchLayout layout;
+    layout.slot_mapping.assign(perm.begin(), perm.begin() + n);
+    layout.slot_mapping[4] = -1;
+    layout.token_ids.assign(n, 0);
+    for (int i = 0; i < n; ++i) layout.positions.push_back(static_cast<int32_t>(rng_() % 5000));
+    layout.query_start = {0, n};
+    layout.context_lens = {n};
+    DeviceBatch cb = Must(cpu_.UploadBatch(layout)), gb = Must(gpu_->UploadBatch(layout));
+    DeviceBuffer ginv = Must(gpu_->Allocate(inv.size() * 4));
+    ASSERT_TRUE(gpu_->CopyToDevice(ginv.data(), inv.data(), inv.size() * 4).ok());
+    const auto* gi = static_cast<const float*>(ginv.data());
+    std::vector<float> qkv = RandomBf16(n * (qdim + 2 * width), rng_);
+    std::vector<float> q(n * qdim), k(n * width), v(n * width);
+    for (int t = 0; t < n; ++t) {
+      const float* row = qkv.data() + t * (qdim + 2 * width);
+      std::copy_n(row, qdim, q.begin() + t * qdim);
+      std::copy_n(row + qdim, width, k.begin() + t * width);
+      std::copy_n(row + qdim + width, width, v.begin() + t * width);
+    }
+    const std::vector<uint8_t> codes0(slots * width, 0);
+    const std::vector<float> scales0(slots * c.hk, 0.0f);
+    Tensor rq = Put(*gpu_, q, n, qdim, DType::kBF16), rk = Put(*gpu_, k, n, width, DType::kBF16);
+    Tensor rv = Put(*gpu_, v, n, width, DType::kBF16);
+    Fp8Cache rc = PutFp8Cache(*gpu_, codes0, codes0, scales0, scales0, num_blocks, block_size, c.hk, c.d);
+    gpu_->Rope(rq.view, rk.view, gb.positions, gi, c.d);
+    gpu_->StoreKv(rk.view, rv.view, gb, rc.view);
+    Tensor gqkv = Put(*gpu_, qkv, n, qdim + 2 * width, DType::kBF16);
+    Tensor gq = Poisoned(*gpu_, n, qdim, DType::kBF16);
+    Fp8Cache gc = PutFp8Cache(*gpu_, codes0, codes0, scales0, scales0, num_blocks, block_size, c.hk, c.d);
+    gpu_->RopeStoreKv(gqkv.view, gq.view, gb.positions, gi, c.d, gb, gc.view);
+    Tensor cqkv = Put(cpu_, qkv, n, qdim + 2 * width, DType::kF32);
+    Tensor cq = Poisoned(cpu_, n, qdim, DType::kF32);
+    Fp8Cache cc = PutFp8Cache(cpu_, codes0, codes0, scales0, scales0, num_blocks, block_size, c.hk, c.d);
+    cpu_.RopeStoreKv(cqkv.view, cq.view, cb.positions, inv.data(), c.d, cb, cc.view);
+    ASSERT_TRUE(gpu_->Synchronize().ok());
+    SCOPED_TRACE("hq " + std::to_string(c.hq) + " hk " + std::to_string(c.hk) + " d " + std::to_string(c.d));
+    EXPECT_EQ(RelError(Get(*gpu_, gq.view), Get(*gpu_, rq.view)), 0.0);
+    EXPECT_EQ(GetRaw<uint8_t>(*gpu_, gc.k.data(), slots * width), GetRaw<uint8_t>(*gpu_, rc.k.data(), slots * width));
+    EXPECT_EQ(GetRaw<uint8_t>(*gpu_, gc.v.data(), slots * width), GetRaw<uint8_t>(*gpu_, rc.v.data(), slots * width));
+    EXPECT_EQ(GetRaw<float>(*gpu_, gc.k_scale.data(), slots * c.hk),
+              GetRaw<float>(*gpu_, rc.k_scale.data(), slots * c.hk));
+    // Against the CPU: dequantized caches.
+    auto dequant = [&](Backend& b, const Fp8Cache& f, bool v_part) {
+      const std::vector<uint8_t> codes = GetRaw<uint8_t>(b, v_part ? f.v.data() : f.k.data(), slots * width);
+      const std::vector<float> sc = GetRaw<float>(b, v_part ? f.v_scale.data() : f.k_scale.data(), slots * c.hk);
+      std::vector<float> out(codes.size());
+      for (size_t i = 0; i < codes.size(); ++i) out[i] = E4M3ToF32(codes[i]) * sc[i / c.d];
+      return out;
+    };
+    EXPECT_LT(RelError(Get(*gpu_, gq.view), Get(cpu_, cq.view)), kBf16Tol) << "q vs cpu";
+    EXPECT_LT(RelError(dequant(*gpu_, gc, false), dequant(cpu_, cc, false)), 0.07) << "k vs cpu";
+    EXPECT_EQ(RelError(dequant(*gpu_, gc, true), dequant(cpu_, cc, true)), 0.0) << "v vs cpu";
+  }
+}
+
 // ---- paged attention ----------------------------------------------------------------
 
 struct AttentionCase {
   int hq, hk, d;
   std::vector<std::pair<int, int>> seqs;  // (cached prefix length, query length)
   int block_size = 16;
+  // Both backends read the same E4M3 codes and scales (the difference is kernel error).
+  bool fp8 = false;
 };
 
 // Runs attention on the device (the backend's PagedAttention unless a test launches a
@@ -334,6 +442,17 @@ void RunAttentionCase(Backend& gpu, CpuBackend& cpu, const AttentionCase& c, std
   Tensor co = Poisoned(cpu, n, q_width, DType::kF32), go = Poisoned(gpu, n, q_width, DType::kBF16);
   KvLayerView cc{ck.buf.data(), cv.buf.data(), DType::kF32, num_blocks, block_size, c.hk, c.d};
   KvLayerView gc{gk.buf.data(), gv.buf.data(), DType::kBF16, num_blocks, block_size, c.hk, c.d};
+  Fp8Cache cpu_fp8, gpu_fp8;
+  if (c.fp8) {
+    std::vector<uint8_t> kq, vq;
+    std::vector<float> ks, vs;
+    QuantizeRows(k, c.hk, c.d, &kq, &ks);
+    QuantizeRows(v, c.hk, c.d, &vq, &vs);
+    cpu_fp8 = PutFp8Cache(cpu, kq, vq, ks, vs, num_blocks, block_size, c.hk, c.d);
+    gpu_fp8 = PutFp8Cache(gpu, kq, vq, ks, vs, num_blocks, block_size, c.hk, c.d);
+    cc = cpu_fp8.view;
+    gc = gpu_fp8.view;
+  }
   AttentionParams params{c.hq, c.hk, c.d, 1.0f / std::sqrt(static_cast<float>(c.d))};
   DeviceBatch cb = Must(cpu.UploadBatch(layout)), gb = Must(gpu.UploadBatch(layout));
   cpu.PagedAttention(cq.view, cb, cc, params, co.view);
@@ -345,7 +464,8 @@ void RunAttentionCase(Backend& gpu, CpuBackend& cpu, const AttentionCase& c, std
   }
   const std::vector<float> out = Get(gpu, go.view), ref = Get(cpu, co.view);
   EXPECT_LT(RelError(out, ref), kBf16Tol) << "hq=" << c.hq << " hk=" << c.hk << " d=" << c.d
-                                          << " seqs=" << c.seqs.size() << " max_ctx=" << layout.max_context_len();
+                                          << " seqs=" << c.seqs.size() << " max_ctx=" << layout.max_context_len()
+                                          << (c.fp8 ? " fp8" : "");
   // Per token too, so one wrong short sequence is not hidden by long ones.
   for (int t = 0; t < n; ++t) {
     std::vector<float> o(out.begin() + t * q_width, out.begin() + (t + 1) * q_width);
@@ -417,10 +537,16 @@ TEST_F(CudaOpsTest, DecodeAttentionMatchesCpuUnderPlansForLongerContexts) {
           cuda::LaunchDecodeAttention(a, plan, static_cast<float*>(ws.data()), nullptr);
           ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
         };
-        // Lengths 1..64 fit one partition; the rest spread over several.
-        RunAttentionCase(*gpu_, cpu_, {8, 2, d, {{0, 1}, {16, 1}, {63, 1}, {200, 1}, {1500, 1}, {4095, 1}}}, rng_,
-                         launch);
-        RunAttentionCase(*gpu_, cpu_, {32, 8, d, RandomDecodes(24, 4096, rng_)}, rng_, launch);
+        // Lengths 1..64 fit one partition; the rest spread over several. Both cache formats
+        // (FP8 under the planner's own walk and one other).
+        for (bool fp8 : {false, true}) {
+          if (fp8 && grid_splits != 0 && grid_splits != 3) continue;
+          AttentionCase few{8, 2, d, {{0, 1}, {16, 1}, {63, 1}, {200, 1}, {1500, 1}, {4095, 1}}};
+          AttentionCase many{32, 8, d, RandomDecodes(24, 4096, rng_)};
+          few.fp8 = many.fp8 = fp8;
+          RunAttentionCase(*gpu_, cpu_, few, rng_, launch);
+          RunAttentionCase(*gpu_, cpu_, many, rng_, launch);
+        }
       }
     }
   }
@@ -437,6 +563,33 @@ TEST_F(CudaOpsTest, PrefillAttentionMatchesCpuWithMixedDecodes) {
 
 TEST_F(CudaOpsTest, PrefillAttentionMatchesCpuWithLongPrefixLong) {
   RunAttentionCase(*gpu_, cpu_, {32, 8, 128, {{2000, 70}, {0, 513}, {4000, 1}}}, rng_);
+}
+
+// FP8 caches through both tensor-core kernels: GQA ratios, block sizes, long contexts,
+// mixed prefill and decode batches.
+TEST_F(CudaOpsTest, AttentionOverFp8CacheMatchesCpu) {
+  struct Heads { int hq, hk, d; };
+  for (Heads h : {Heads{4, 4, 64}, Heads{8, 4, 128}, Heads{32, 8, 128}, Heads{16, 1, 32}, Heads{14, 2, 128},
+                  Heads{10, 2, 64}, Heads{32, 32, 128}}) {
+    AttentionCase decodes{h.hq, h.hk, h.d, RandomDecodes(33, 1500, rng_)};
+    decodes.seqs[0] = {0, 1};
+    decodes.fp8 = true;
+    RunAttentionCase(*gpu_, cpu_, decodes, rng_);
+    AttentionCase mixed{h.hq, h.hk, h.d, {{0, 17}, {5, 64}, {37, 1}, {100, 130}, {0, 1}, {15, 2}}};
+    mixed.fp8 = true;
+    RunAttentionCase(*gpu_, cpu_, mixed, rng_);
+  }
+  for (int bs : {1, 8, 12, 32}) {
+    AttentionCase c{8, 2, 128, {{0, 1}, {15, 1}, {16, 1}, {200, 1}, {1500, 1}, {30, 70}}, bs};
+    c.fp8 = true;
+    RunAttentionCase(*gpu_, cpu_, c, rng_);
+  }
+  AttentionCase long_ctx{8, 2, 128, {{9000, 1}, {31, 1}, {2000, 70}}};
+  long_ctx.fp8 = true;
+  RunAttentionCase(*gpu_, cpu_, long_ctx, rng_);
+  AttentionCase many{32, 32, 128, RandomDecodes(24, 3000, rng_)};
+  many.fp8 = true;
+  RunAttentionCase(*gpu_, cpu_, many, rng_);
 }
 
 }  // namespace

@@ -72,4 +72,48 @@ inline std::vector<float> Get(Backend& b, const TensorView& v) {
   return out;
 }
 
+template <typename T>
+inline std::vector<T> GetRaw(Backend& b, const void* p, size_t n) {
+  absl::Status st = b.Synchronize();
+  EXPECT_TRUE(st.ok()) << st;
+  std::vector<T> out(n);
+  EXPECT_TRUE(b.CopyToHost(out.data(), p, n * sizeof(T)).ok());
+  return out;
+}
+
+template <typename T>
+inline DeviceBuffer PutRaw(Backend& b, const std::vector<T>& host) {
+  DeviceBuffer buf = Must(b.Allocate(host.size() * sizeof(T)));
+  EXPECT_TRUE(b.CopyToDevice(buf.data(), host.data(), host.size() * sizeof(T)).ok());
+  return buf;
+}
+
+// One layer's FP8 KV cache on a backend: E4M3 codes [slots, hk * d] and scales [slots, hk].
+struct Fp8Cache {
+  DeviceBuffer k, v, k_scale, v_scale;
+  KvLayerView view;
+};
+
+inline Fp8Cache PutFp8Cache(Backend& b, const std::vector<uint8_t>& k, const std::vector<uint8_t>& v,
+                            const std::vector<float>& k_scale, const std::vector<float>& v_scale, int num_blocks,
+                            int block_size, int hk, int d) {
+  Fp8Cache c;
+  c.k = PutRaw(b, k);
+  c.v = PutRaw(b, v);
+  c.k_scale = PutRaw(b, k_scale);
+  c.v_scale = PutRaw(b, v_scale);
+  c.view = KvLayerView{c.k.data(),  c.v.data(), DType::kF8E4M3, num_blocks, block_size, hk, d,
+                       static_cast<float*>(c.k_scale.data()), static_cast<float*>(c.v_scale.data())};
+  return c;
+}
+
+// Each (row, head) of x [rows, hk * d] quantized as the KV cache stores it.
+inline void QuantizeRows(const std::vector<float>& x, int hk, int d, std::vector<uint8_t>* codes,
+                         std::vector<float>* scales) {
+  const size_t rows = x.size() / (static_cast<size_t>(hk) * d);
+  codes->resize(x.size());
+  scales->resize(rows * hk);
+  for (size_t r = 0; r < rows * hk; ++r) QuantizeKvHeadE4M3(x.data() + r * d, d, codes->data() + r * d, &(*scales)[r]);
+}
+
 }  // namespace tessera::gpu_testing

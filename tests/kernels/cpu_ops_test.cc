@@ -277,5 +277,54 @@ TEST(DTypeTest, HalfConversionsRoundToNearestEven) {
   for (float f : {0.1f, -2.5f, 1234.567f, 6.1e-5f}) EXPECT_NEAR(F16ToF32(F32ToF16(f)), f, std::fabs(f) * 1e-3);
 }
 
+TEST(DTypeTest, E4M3RoundsToNearestEvenAndSaturates) {
+  // Every finite code decodes and encodes back to itself.
+  for (int c = 0; c < 256; ++c) {
+    if ((c & 0x7F) == 0x7F) {
+      EXPECT_TRUE(std::isnan(E4M3ToF32(static_cast<uint8_t>(c))));
+      continue;
+    }
+    EXPECT_EQ(F32ToE4M3(E4M3ToF32(static_cast<uint8_t>(c))), c) << c;
+  }
+  EXPECT_EQ(E4M3ToF32(0x38), 1.0f);
+  EXPECT_EQ(E4M3ToF32(0x7E), 448.0f);
+  EXPECT_EQ(E4M3ToF32(0x01), std::ldexp(1.0f, -9));
+  EXPECT_EQ(E4M3ToF32(0x08), std::ldexp(1.0f, -6));
+  // Ties go to the even mantissa, in the subnormals, the normals and across a binade.
+  EXPECT_EQ(F32ToE4M3(std::ldexp(0.5f, -9)), 0x00);
+  EXPECT_EQ(F32ToE4M3(std::ldexp(1.5f, -9)), 0x02);
+  EXPECT_EQ(F32ToE4M3(1.0625f), 0x38);
+  EXPECT_EQ(F32ToE4M3(1.1875f), 0x3A);
+  EXPECT_EQ(F32ToE4M3(248.0f), 0x78);
+  EXPECT_EQ(F32ToE4M3(1.07f), 0x39);
+  // Past the largest finite value (and infinity) saturates; NaN stays NaN.
+  EXPECT_EQ(F32ToE4M3(460.0f), 0x7E);
+  EXPECT_EQ(F32ToE4M3(-1e6f), 0xFE);
+  EXPECT_EQ(F32ToE4M3(INFINITY), 0x7E);
+  EXPECT_TRUE(std::isnan(E4M3ToF32(F32ToE4M3(NAN))));
+}
+
+TEST(DTypeTest, KvHeadQuantizationKeepsTheLargestValueExactAndOthersWithinHalfAStep) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> dist(0.0f, 3.0f);
+  std::vector<float> x(128);
+  for (float& v : x) v = dist(rng);
+  x[17] = -20.0f;  // the largest magnitude
+  std::vector<uint8_t> q(x.size());
+  float scale = 0.0f;
+  QuantizeKvHeadE4M3(x.data(), static_cast<int>(x.size()), q.data(), &scale);
+  EXPECT_FLOAT_EQ(scale, 20.0f / 448.0f);
+  EXPECT_EQ(q[17], 0xFE);
+  for (size_t i = 0; i < x.size(); ++i) {
+    const float back = E4M3ToF32(q[i]) * scale;
+    // Three mantissa bits: at most half a step of 2^-3 relative, or half a subnormal step.
+    EXPECT_LE(std::fabs(back - x[i]), std::max(std::fabs(x[i]) / 16.0f, std::ldexp(scale, -10)) * 1.0001f) << i;
+  }
+  std::vector<float> zeros(64, 0.0f);
+  QuantizeKvHeadE4M3(zeros.data(), 64, q.data(), &scale);
+  EXPECT_EQ(scale, 0.0f);
+  EXPECT_EQ(std::count(q.begin(), q.begin() + 64, 0), 64);
+}
+
 }  // namespace
 }  // namespace tessera

@@ -269,12 +269,12 @@ TEST(KvCacheOptions, RejectsEmptyPoolAndBlocks) {
 
 TEST(NumBlocksForBudget, CountsKAndVForAllLayers) {
   // Llama-2-7B in fp16: 2 * 32 layers * 32 heads * 128 dims * 2 bytes * 16 tokens = 8 MiB.
-  auto blocks = NumBlocksForBudget(int64_t{1} << 30, 16, 32, 32, 128, 2);
+  auto blocks = NumBlocksForBudget(int64_t{1} << 30, 16, 32, 32, 256);
   ASSERT_TRUE(blocks.ok()) << blocks.status();
   EXPECT_EQ(*blocks, 128);
-  EXPECT_EQ(*NumBlocksForBudget((int64_t{1} << 30) - 1, 16, 32, 32, 128, 2), 127);
-  EXPECT_FALSE(NumBlocksForBudget(1000, 16, 32, 32, 128, 2).ok());
-  EXPECT_FALSE(NumBlocksForBudget(int64_t{1} << 30, 16, 0, 32, 128, 2).ok());
+  EXPECT_EQ(*NumBlocksForBudget((int64_t{1} << 30) - 1, 16, 32, 32, 256), 127);
+  EXPECT_FALSE(NumBlocksForBudget(1000, 16, 32, 32, 256).ok());
+  EXPECT_FALSE(NumBlocksForBudget(int64_t{1} << 30, 16, 0, 32, 256).ok());
 }
 
 }  // namespace
