@@ -159,6 +159,13 @@ void SweepDecode(CudaBackend& be, const std::vector<QuantizedWeight>& views, con
     }
   }
   plans.push_back({"grid", cuda::PlanInt4Decode(w0, n, true, sms, 2, 2, 0, 3, 2)});
+  // The three-blocks/SM kernel on the planned grid (about two blocks per multiprocessor): a
+  // slot stays free on every multiprocessor for the next call's blocks to stream weights into
+  // while this call finishes.
+  if (planned.decode && n <= 8) {
+    const cuda::Int4Plan p = cuda::PlanInt4Decode(w0, n, true, sms, 2, planned.warps_n, planned.splits, 3, 2);
+    if (p.min_blocks == 3) plans.push_back({"three blocks/SM kernel on the planned grid", p});
+  }
   plans.push_back({"grid", cuda::PlanInt4Decode(w0, n, true, sms, 4, 2, 0, 2, 2)});
   for (const auto& [what, p] : plans) {
     if (!p.decode || p.workspace_bytes > ws.bytes()) continue;
