@@ -44,7 +44,7 @@ struct Int4Plan {
   // ring: 64-input chunk steps of weight loads each warp keeps in flight (2, 4 or 8; above 2
   // only at nb 2 and 2 blocks per multiprocessor, and 8 only at one row tile).
   // release_once: a block's split-K arrival is one thread's acquire-release atomic after a
-  // barrier instead of a fence in every thread (off in planned plans; a knob for the sweep).
+  // barrier instead of a fence in every thread (on in planned plans).
   // fold_zero: the zero point is applied once per group from the activations' sums instead
   // of to every nibble pair (one lop3 per pair instead of lop3 + subtract).
   int nt = 1, nb = 4, warps_n = 2, min_blocks = 2, ring = 2;
