@@ -139,6 +139,9 @@ void SweepDecode(CudaBackend& be, const std::vector<QuantizedWeight>& views, con
     p = planned;
     p.release_once = false;
     if (p.splits > 1) plans.push_back({"planned, every thread fences before the split-K arrival", p});
+    p = planned;
+    p.fold_zero = !p.fold_zero;
+    plans.push_back({p.fold_zero ? "planned, zero point folded" : "planned, zero point per nibble pair", p});
   }
   // Two column blocks per warp (four measured slower at every batch) at each ring depth and
   // warps across columns: blocks owning all of K (no split-K), and the device-filling split
@@ -156,6 +159,13 @@ void SweepDecode(CudaBackend& be, const std::vector<QuantizedWeight>& views, con
     }
   }
   plans.push_back({"grid", cuda::PlanInt4Decode(w0, n, true, sms, 2, 2, 0, 3, 2)});
+  // The three-blocks/SM kernel on the planned grid (about two blocks per multiprocessor): a
+  // slot stays free on every multiprocessor for the next call's blocks to stream weights into
+  // while this call finishes.
+  if (planned.decode && n <= 8) {
+    const cuda::Int4Plan p = cuda::PlanInt4Decode(w0, n, true, sms, 2, planned.warps_n, planned.splits, 3, 2);
+    if (p.min_blocks == 3) plans.push_back({"three blocks/SM kernel on the planned grid", p});
+  }
   plans.push_back({"grid", cuda::PlanInt4Decode(w0, n, true, sms, 4, 2, 0, 2, 2)});
   for (const auto& [what, p] : plans) {
     if (!p.decode || p.workspace_bytes > ws.bytes()) continue;
@@ -165,15 +175,16 @@ void SweepDecode(CudaBackend& be, const std::vector<QuantizedWeight>& views, con
                              be.stream());
     });
     std::printf("  sweep %-12s batch %3ld nb %d warps_n %d blocks/SM %d ring %d splits %3d chunks/split %3d "
-                "blocks %5d smem %6d cluster %d pdl %d release1 %d: %7.2f us  %s\n",
+                "blocks %5d smem %6d cluster %d pdl %d release1 %d fold %d: %7.2f us  %s\n",
                 shape.c_str(), static_cast<long>(n), p.nb, p.warps_n, p.min_blocks, p.ring, p.splits,
                 p.chunks_per_split, p.col_tiles * p.splits, p.smem_bytes, p.cluster ? 1 : 0, p.pdl ? 1 : 0,
-                p.release_once ? 1 : 0, t * 1e6,
+                p.release_once ? 1 : 0, p.fold_zero ? 1 : 0, t * 1e6,
                 what.c_str());
     rows.push_back({{"device", device}, {"kernel", "gptq_int4_decode_sweep"}, {"shape", shape}, {"batch", n},
                     {"nb", p.nb}, {"warps_n", p.warps_n}, {"min_blocks", p.min_blocks}, {"ring", p.ring},
                     {"splits", p.splits}, {"chunks_per_split", p.chunks_per_split},
-                    {"cluster", p.cluster}, {"pdl", p.pdl}, {"release_once", p.release_once}, {"us", t * 1e6}, {"variant", what},
+                    {"cluster", p.cluster}, {"pdl", p.pdl}, {"release_once", p.release_once},
+                    {"fold_zero", p.fold_zero}, {"us", t * 1e6}, {"variant", what},
                     {"backend_call_us", planned_s * 1e6}, {"timing", "cuda graph"}});
   }
 }

@@ -3,20 +3,23 @@
 # and with NCU=1 an Nsight Compute profile of the int4 decode kernel at batch 1 and 16.
 # Run from a folder holding cuda_quant_test, cuda_quant_bench and lib/
 # (/work/shared/tools/device-bundle); logs and JSON go to $OUT (default: .). SWEEP=1 also
-# times the decode kernel under other work splits (TESSERA_QUANT_SWEEP).
+# times the decode kernel under other work splits (TESSERA_QUANT_SWEEP). TEST_S, BENCH_S and
+# MEMCHECK_S bound each step's seconds (a device call has a limit of its own); MEMCHECK_FILTER
+# narrows the memcheck run.
 set -u
 cd "$(dirname "$0")"
 out=${OUT:-.}
 export LD_LIBRARY_PATH=$PWD/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 nvidia-smi -L
-timeout 100 ./cuda_quant_test > "$out/quant_test.log" 2>&1; echo "cuda_quant_test rc=$?"
+timeout "${TEST_S:-100}" ./cuda_quant_test > "$out/quant_test.log" 2>&1; echo "cuda_quant_test rc=$?"
 grep -E "^\[  (PASSED|FAILED) |FAILED  \]|Failure|rel|error" "$out/quant_test.log" | head -40
-TESSERA_QUANT_SWEEP=${SWEEP:-0} timeout 70 ./cuda_quant_bench "$out/bench_quant.json" > "$out/bench.log" 2>&1
+TESSERA_QUANT_SWEEP=${SWEEP:-0} timeout "${BENCH_S:-70}" ./cuda_quant_bench "$out/bench_quant.json" > "$out/bench.log" 2>&1
 echo "cuda_quant_bench rc=$?"; grep -v "^  sweep" "$out/bench.log" | tail -32
 sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
 if [ -n "$sanitizer" ]; then
-  timeout 90 "$sanitizer" --tool memcheck --error-exitcode 9 ./cuda_quant_test \
-    --gtest_filter='*PackedInt4MatchesCpuWhenShapesLeave*:*PackedInt4Decode*:*RepeatedSplitKCallsOnThePacked*:*PackedInt4MatchesCpuForEveryGroup*:*NotMultiplesOf32*:*Int8AndInt2*:*Lora*' \
+  filter=${MEMCHECK_FILTER:-'*PackedInt4MatchesCpuWhenShapesLeave*:*PackedInt4Decode*:*RepeatedSplitKCallsOnThePacked*:*PackedInt4MatchesCpuForEveryGroup*:*NotMultiplesOf32*:*Int8AndInt2*:*Lora*'}
+  timeout "${MEMCHECK_S:-90}" "$sanitizer" --tool memcheck --error-exitcode 9 ./cuda_quant_test \
+    --gtest_filter="$filter" \
     > "$out/memcheck.log" 2>&1
   echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|Invalid|PASSED|FAILED" "$out/memcheck.log" | head -20
 else

@@ -24,10 +24,13 @@ __device__ __forceinline__ uint32_t Lop3AndOr(uint32_t a, uint32_t b, uint32_t c
   return r;
 }
 
+// Two nibbles at bits 0-3 and 16-19 of q as bf16x2 (128 + q), exact.
+__device__ __forceinline__ uint32_t Int4Pair128(uint32_t q) { return Lop3AndOr(q, 0x000F000Fu, 0x43004300u); }
+
 // Two nibbles at bits 0-3 and 16-19 of q as bf16x2 (128 + q) minus the pair (128 + zero):
 // q - zero exactly.
 __device__ __forceinline__ uint32_t DequantPair(uint32_t q, uint32_t zero_pair) {
-  const uint32_t v = Lop3AndOr(q, 0x000F000Fu, 0x43004300u);
+  const uint32_t v = Int4Pair128(q);
   __nv_bfloat162 r = __hsub2(*reinterpret_cast<const __nv_bfloat162*>(&v),
                              *reinterpret_cast<const __nv_bfloat162*>(&zero_pair));
   return *reinterpret_cast<uint32_t*>(&r);

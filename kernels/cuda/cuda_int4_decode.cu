@@ -67,7 +67,12 @@ __device__ __forceinline__ unsigned AtomicAddAcqRel(unsigned* p, unsigned v) {
 // MinBlocks: blocks per multiprocessor the registers must allow (3 caps them at 80). R: chunk
 // steps of weight loads in flight per warp (the register ring); all of a warp's loads when
 // its K run is at most R chunks, so that they all go out before the previous kernel ends.
-template <int NT, int NB, int MinBlocks, int R>
+// Fold: the zero point leaves the inner loop. A nibble pair becomes bf16x2 128 + q with one
+// lop3 and the tensor cores sum (128 + q) x; one more mma per 16-input step, with all-ones
+// weights, sums the activations, and each group's flush subtracts (128 + zero) times that sum
+// in one fma before scaling (an f32 difference of sums ~30x larger than it; tests hold it to
+// the same tolerance). Without it each pair is lop3 + one bf16x2 subtract of 128 + zero.
+template <int NT, int NB, int MinBlocks, int R, bool Fold>
 __global__ void __launch_bounds__(kThreads, MinBlocks) Int4DecodeKernel(DecodeArgs a) {
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ bool last_block;
@@ -137,7 +142,7 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) Int4DecodeKernel(DecodeAr
 
   // Group bookkeeping by counters (steps are 16 inputs): a division per step would cost more
   // than the step. This lane needs columns g and g + 8 of each block: scales as f32, zeros as
-  // bf16x2 pairs (128 + zero).
+  // bf16x2 pairs (128 + zero), or folding as the f32 bits of 128 + zero.
   const int s0 = wc0 * 4;
   const int gmax = glast - gfirst;
   int gidx = s0 / gsteps - gfirst, group_left = gsteps - s0 % gsteps;
@@ -150,21 +155,29 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) Int4DecodeKernel(DecodeAr
       const uint16_t* rec = recs + b * 32;
       slo[b] = __half2float(__ushort_as_half(rec[g]));
       shi[b] = __half2float(__ushort_as_half(rec[8 + g]));
-      zlo[b] = __byte_perm(rec[16 + g], 0, 0x1010);
-      zhi[b] = __byte_perm(rec[24 + g], 0, 0x1010);
+      if constexpr (Fold) {
+        zlo[b] = static_cast<uint32_t>(rec[16 + g]) << 16;
+        zhi[b] = static_cast<uint32_t>(rec[24 + g]) << 16;
+      } else {
+        zlo[b] = __byte_perm(rec[16 + g], 0, 0x1010);
+        zhi[b] = __byte_perm(rec[24 + g], 0, 0x1010);
+      }
     }
   };
   read_meta(gidx);
 
   // Accumulator e of block b, row tile nt: column 16 * (nb_warp + b) + g + 8 * (e / 2), row
-  // 8 * nt + 2 * t + e % 2. tmp holds the current group's integer-weight sums.
-  float acc[NB][NT][4], tmp[NB][NT][4];
+  // 8 * nt + 2 * t + e % 2. tmp holds the current group's integer-weight sums; folding, xsum
+  // the group's activation sums (element e: row 8 * nt + 2 * t + e % 2, as tmp's).
+  float acc[NB][NT][4], tmp[NB][NT][4], xsum[NT][4];
 #pragma unroll
-  for (int b = 0; b < NB; ++b)
+  for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
+    for (int e = 0; e < 4; ++e) {
+      xsum[nt][e] = 0.0f;
 #pragma unroll
-      for (int e = 0; e < 4; ++e) acc[b][nt][e] = tmp[b][nt][e] = 0.0f;
+      for (int b = 0; b < NB; ++b) acc[b][nt][e] = tmp[b][nt][e] = 0.0f;
+    }
   auto flush = [&] {
 #pragma unroll
     for (int b = 0; b < NB; ++b)
@@ -172,9 +185,17 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) Int4DecodeKernel(DecodeAr
       for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          acc[b][nt][e] = fmaf(tmp[b][nt][e], e < 2 ? slo[b] : shi[b], acc[b][nt][e]);
+          float d = tmp[b][nt][e];
+          if constexpr (Fold) d = fmaf(-__uint_as_float(e < 2 ? zlo[b] : zhi[b]), xsum[nt][e], d);
+          acc[b][nt][e] = fmaf(d, e < 2 ? slo[b] : shi[b], acc[b][nt][e]);
           tmp[b][nt][e] = 0.0f;
         }
+    if constexpr (Fold) {
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) xsum[nt][e] = 0.0f;
+    }
   };
 
   const auto* xs32 = reinterpret_cast<const uint32_t*>(xs);
@@ -196,10 +217,26 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) Int4DecodeKernel(DecodeAr
         const uint32_t word = j == 0 ? qc[b].x : j == 1 ? qc[b].y : j == 2 ? qc[b].z : qc[b].w;
         // Nibble pairs r = 2 * tile + breg (int4_layout.h) in A-fragment order: rows g, g + 8
         // of inputs 2t, 2t + 1, then of inputs 2t + 8, 2t + 9.
-        const uint32_t af[4] = {DequantPair(word, zlo[b]), DequantPair(word >> 8, zhi[b]),
-                                DequantPair(word >> 4, zlo[b]), DequantPair(word >> 12, zhi[b])};
+        uint32_t af[4];
+        if constexpr (Fold) {
+          af[0] = Int4Pair128(word);
+          af[1] = Int4Pair128(word >> 8);
+          af[2] = Int4Pair128(word >> 4);
+          af[3] = Int4Pair128(word >> 12);
+        } else {
+          af[0] = DequantPair(word, zlo[b]);
+          af[1] = DequantPair(word >> 8, zhi[b]);
+          af[2] = DequantPair(word >> 4, zlo[b]);
+          af[3] = DequantPair(word >> 12, zhi[b]);
+        }
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) MmaBf16(tmp[b][nt], af, bx[nt][0], bx[nt][1]);
+      }
+      if constexpr (Fold) {
+        constexpr uint32_t kOnes = 0x3F803F80u;  // bf16x2 (1, 1)
+        const uint32_t ones[4] = {kOnes, kOnes, kOnes, kOnes};
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) MmaBf16(xsum[nt], ones, bx[nt][0], bx[nt][1]);
       }
       if (--group_left == 0) {
         flush();
@@ -306,30 +343,36 @@ using KernelFn = void (*)(DecodeArgs);
 
 // The instantiated kernels (index: KernelIndex): one or two row tiles, two or four column
 // blocks per warp, a ring of 2 chunk steps; two column blocks at one row tile also fit three
-// blocks per multiprocessor, and take rings of 4 and 8 (4 at two row tiles).
-constexpr int kKernels = 8;
-int KernelIndex(int nt, int nb, int min_blocks, int ring) {
-  if (nb == 4) return nt == 1 ? 2 : 4;
-  if (nt == 2) return ring == 4 ? 7 : 3;
-  if (min_blocks == 3) return 1;
-  return ring == 8 ? 6 : ring == 4 ? 5 : 0;
+// blocks per multiprocessor, and take rings of 4 and 8 (4 at two row tiles); each with and
+// without the zero point folded out of the inner loop.
+constexpr int kShapes = 8;
+constexpr int kKernels = 2 * kShapes;
+int KernelIndex(const Int4Plan& p) {
+  const int fold = p.fold_zero ? kShapes : 0;
+  if (p.nb == 4) return fold + (p.nt == 1 ? 2 : 4);
+  if (p.nt == 2) return fold + (p.ring == 4 ? 7 : 3);
+  if (p.min_blocks == 3) return fold + 1;
+  return fold + (p.ring == 8 ? 6 : p.ring == 4 ? 5 : 0);
 }
 
-KernelFn KernelFor(int nt, int nb, int min_blocks, int ring) {
+KernelFn KernelFor(const Int4Plan& p) {
   static constexpr KernelFn kFns[kKernels] = {
-      Int4DecodeKernel<1, 2, 2, 2>, Int4DecodeKernel<1, 2, 3, 2>, Int4DecodeKernel<1, 4, 2, 2>,
-      Int4DecodeKernel<2, 2, 2, 2>, Int4DecodeKernel<2, 4, 2, 2>, Int4DecodeKernel<1, 2, 2, 4>,
-      Int4DecodeKernel<1, 2, 2, 8>, Int4DecodeKernel<2, 2, 2, 4>};
-  return kFns[KernelIndex(nt, nb, min_blocks, ring)];
+      Int4DecodeKernel<1, 2, 2, 2, false>, Int4DecodeKernel<1, 2, 3, 2, false>, Int4DecodeKernel<1, 4, 2, 2, false>,
+      Int4DecodeKernel<2, 2, 2, 2, false>, Int4DecodeKernel<2, 4, 2, 2, false>, Int4DecodeKernel<1, 2, 2, 4, false>,
+      Int4DecodeKernel<1, 2, 2, 8, false>, Int4DecodeKernel<2, 2, 2, 4, false>,
+      Int4DecodeKernel<1, 2, 2, 2, true>,  Int4DecodeKernel<1, 2, 3, 2, true>,  Int4DecodeKernel<1, 4, 2, 2, true>,
+      Int4DecodeKernel<2, 2, 2, 2, true>,  Int4DecodeKernel<2, 4, 2, 2, true>,  Int4DecodeKernel<1, 2, 2, 4, true>,
+      Int4DecodeKernel<1, 2, 2, 8, true>,  Int4DecodeKernel<2, 2, 2, 4, true>};
+  return kFns[KernelIndex(p)];
 }
 
 // Blocks of one kernel that fit on a multiprocessor by registers; asked once per kernel (the
 // opt-in to kMaxSmemBytes of shared memory goes with it).
-int RegisterBlocksPerSm(int nt, int nb, int min_blocks, int ring) {
+int RegisterBlocksPerSm(const Int4Plan& p) {
   static int cached[kKernels] = {};
-  int& n = cached[KernelIndex(nt, nb, min_blocks, ring)];
+  int& n = cached[KernelIndex(p)];
   if (n == 0) {
-    KernelFn k = KernelFor(nt, nb, min_blocks, ring);
+    KernelFn k = KernelFor(p);
     int blocks = 0;
     if (cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSmemBytes) != cudaSuccess ||
         cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, k, kThreads, 0) != cudaSuccess) {
@@ -376,6 +419,10 @@ Int4Plan PlanInt4Decode(const Int4Args& w, int64_t rows, bool x_direct, int num_
   // Deeper rings only where the registers hold them (KernelFor's list).
   p.ring = p.nb == 4 || p.min_blocks == 3 ? 2 : ring >= 8 && p.nt == 1 ? 8 : ring >= 4 ? 4 : 2;
   p.warps_n = std::clamp(warps_n, 1, kWarps);
+  // Folding the zero point out of the inner loop measured 0.1-0.5 us slower at every decode
+  // batch and shape (bench sweep, H100): the inner loop's instruction count is not what
+  // bounds the call. It stays a tested knob.
+  p.fold_zero = false;
   const int warps_k = kWarps / p.warps_n;
   p.row_blocks = 1;
   const int64_t tile_blocks = p.warps_n * p.nb;
@@ -417,14 +464,14 @@ Int4Plan PlanInt4Decode(const Int4Args& w, int64_t rows, bool x_direct, int num_
 
 int64_t Int4DecodeResidentBlocks(const Int4Plan& p, int num_sms) {
   const int per_sm =
-      std::min(RegisterBlocksPerSm(p.nt, p.nb, p.min_blocks, p.ring), SmemPerSm() / (p.smem_bytes + 1024));
+      std::min(RegisterBlocksPerSm(p), SmemPerSm() / (p.smem_bytes + 1024));
   return static_cast<int64_t>(std::max(per_sm, 1)) * num_sms;
 }
 
 void LaunchInt4Decode(const Int4Args& w, const Int4Plan& p, const void* x, int64_t lda, int64_t k_valid,
                       int64_t rows, void* out, DType out_dtype, float* partial, unsigned* counters,
                       cudaStream_t stream) {
-  RegisterBlocksPerSm(p.nt, p.nb, p.min_blocks, p.ring);  // the shared-memory opt-in
+  RegisterBlocksPerSm(p);  // the shared-memory opt-in
   DecodeArgs a;
   a.w = w;
   a.x = static_cast<const __nv_bfloat16*>(x);
@@ -462,7 +509,7 @@ void LaunchInt4Decode(const Int4Args& w, const Int4Plan& p, const void* x, int64
     d.val.programmaticStreamSerializationAllowed = 1;
   }
   // Errors surface through the caller's cudaGetLastError like a <<<>>> launch's.
-  cudaLaunchKernelEx(&cfg, KernelFor(p.nt, p.nb, p.min_blocks, p.ring), a);
+  cudaLaunchKernelEx(&cfg, KernelFor(p), a);
 }
 
 }  // namespace tessera::cuda

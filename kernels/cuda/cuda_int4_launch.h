@@ -44,9 +44,11 @@ struct Int4Plan {
   // ring: 64-input chunk steps of weight loads each warp keeps in flight (2, 4 or 8; above 2
   // only at nb 2 and 2 blocks per multiprocessor, and 8 only at one row tile).
   // release_once: a block's split-K arrival is one thread's acquire-release atomic after a
-  // barrier instead of a fence in every thread (off in planned plans; a knob for the sweep).
+  // barrier instead of a fence in every thread (on in planned plans).
+  // fold_zero: the zero point is applied once per group from the activations' sums instead
+  // of to every nibble pair (one lop3 per pair instead of lop3 + subtract).
   int nt = 1, nb = 4, warps_n = 2, min_blocks = 2, ring = 2;
-  bool cluster = false, pdl = false, release_once = false;
+  bool cluster = false, pdl = false, release_once = false, fold_zero = false;
   int32_t x_stride = 0, meta_offset = 0, smem_bytes = 0;
   int32_t row_blocks = 0, col_tiles = 0, splits = 1, chunks_per_split = 0;
   bool gather = false;

@@ -284,12 +284,13 @@ void* ZeroedWorkspace(size_t bytes) {
 // blocks from none (one block walks all of K, longer than any ring) to one chunk per block
 // (up to 8 as a cluster meeting in distributed shared memory, or through the workspace),
 // register rings of 2, 4 and 8 chunk steps, with and without programmatic launch, both
-// register bounds and both ways a block publishes its partial sums, against the CPU reference.
+// register bounds, both ways a block publishes its partial sums and with the zero point
+// applied per nibble pair or folded into a per-group correction, against the CPU reference.
 TEST_F(CudaQuantTest, PackedInt4DecodeMatchesCpuUnderEveryWorkSplit) {
   struct Mode {
     bool cluster, pdl;
     int min_blocks;
-    bool release_once;
+    bool release_once, fold_zero;
   };
   cudaStream_t stream = nullptr;  // a stream of its own, as the backend launches on
   ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
@@ -317,8 +318,9 @@ TEST_F(CudaQuantTest, PackedInt4DecodeMatchesCpuUnderEveryWorkSplit) {
           if (nb == 4 && ring > 2) continue;  // the kernel has no deeper ring at four column blocks
           for (int warps_n : {1, 2, 4, 8}) {
             for (int splits : {0, 1, 3, 1000}) {
-              for (Mode m : {Mode{false, false, 2, false}, Mode{true, true, 3, false}, Mode{true, false, 2, false},
-                             Mode{false, true, 3, false}, Mode{false, true, 2, true}}) {
+              for (Mode m : {Mode{false, false, 2, false, false}, Mode{true, true, 3, false, true},
+                             Mode{true, false, 2, false, true}, Mode{false, true, 3, false, false},
+                             Mode{false, true, 2, true, true}, Mode{false, true, 2, true, false}}) {
                 if (ring > 2 && m.min_blocks == 3) continue;  // deeper rings take two blocks per multiprocessor
                 cuda::Int4Plan plan =
                     cuda::PlanInt4Decode(w, rows, x_direct, 132, nb, warps_n, splits, m.min_blocks, ring);
@@ -327,12 +329,13 @@ TEST_F(CudaQuantTest, PackedInt4DecodeMatchesCpuUnderEveryWorkSplit) {
                                          " ring " + std::to_string(plan.ring) + " cluster " +
                                          std::to_string(m.cluster) + " pdl " + std::to_string(m.pdl) +
                                          " blocks/SM " + std::to_string(plan.min_blocks) + " one-thread release " +
-                                         std::to_string(m.release_once);
+                                         std::to_string(m.release_once) + " fold " + std::to_string(m.fold_zero);
                 ASSERT_TRUE(plan.decode) << what;
                 ASSERT_EQ(plan.ring, rows > 8 && ring == 8 ? 4 : ring) << what;
                 plan.cluster = m.cluster;  // used when there are 2 to 8 splits
                 plan.pdl = m.pdl;
                 plan.release_once = m.release_once;
+                plan.fold_zero = m.fold_zero;
                 ASSERT_LE(plan.workspace_bytes, ws_bytes) << what;
                 Tensor go = Poisoned(*gpu_, rows, c.out, DType::kF32);
                 ASSERT_TRUE(gpu_->Synchronize().ok());
