@@ -32,6 +32,30 @@ namespace tessera::cuda::decode {
 constexpr int kSub = 16;   // tokens per warp sub-tile
 constexpr int kRows = 16;  // mma rows: the query heads of one kv head (at most 16)
 
+// Copies a sub-tile's K rows, then its V rows, of kHeadBytes bytes per token (this kv
+// head's slice of the slot) into shared rows kStride bytes apart. Lane l < 16 holds the
+// slot of the sub-tile's token l (-1 past the partition: zeros). Each copy instruction
+// covers whole 16-byte-chunked rows, so the warp's requests stay coalesced; the lanes
+// copying a token's row take its slot by shuffle.
+template <int kHeadBytes, int kStride>
+__device__ __forceinline__ void CopyKvRows(char* stage, const AttentionArgs& a, int kvh, int slot, int lane) {
+  constexpr int kRowChunks = kHeadBytes / 16, kRowsPerCopy = 32 / kRowChunks;
+  const int ld_c = lane % kRowChunks, ld_r = lane / kRowChunks;
+  const int64_t slot_bytes = static_cast<int64_t>(a.num_kv_heads) * kHeadBytes;
+  const int64_t col_bytes = static_cast<int64_t>(kvh) * kHeadBytes + ld_c * 16;
+  const char* kc = static_cast<const char*>(a.k_cache);
+  const char* vc = static_cast<const char*>(a.v_cache);
+  char* kd = stage + ld_c * 16;
+#pragma unroll
+  for (int r = 0; r < kSub; r += kRowsPerCopy) {
+    const int tok = r + ld_r;
+    const int s = __shfl_sync(0xffffffffu, slot, tok);
+    const int64_t off = s >= 0 ? static_cast<int64_t>(s) * slot_bytes + col_bytes : 0;
+    CpAsync16(kd + tok * kStride, kc + off, s >= 0);
+    CpAsync16(kd + (kSub + tok) * kStride, vc + off, s >= 0);
+  }
+}
+
 template <int D>
 struct Bf16Tile {
   static constexpr int kD = D;
@@ -61,25 +85,8 @@ struct Bf16Tile {
     for (int kk = 0; kk < kKSteps; ++kk) Ldsm4(qa[kk], src + r * kRow + kk * 16 + c);
   }
 
-  // Lane l < 16 holds the slot of the sub-tile's token l (-1 past the partition). Each copy
-  // instruction covers whole 16-byte-chunked rows (D / 8 lanes per row), so the warp's
-  // requests stay coalesced; the lanes copying a token's row take its slot by shuffle.
   __device__ static void Copy(char* stage, const AttentionArgs& a, int kvh, int slot, int lane) {
-    constexpr int kRowChunks = D / 8, kRowsPerCopy = 32 / kRowChunks;
-    const int ld_c = lane % kRowChunks, ld_r = lane / kRowChunks;
-    const int64_t slot_bytes = static_cast<int64_t>(a.num_kv_heads) * D * 2;
-    const int64_t col_bytes = static_cast<int64_t>(kvh) * D * 2 + ld_c * 16;
-    const char* kc = static_cast<const char*>(a.k_cache);
-    const char* vc = static_cast<const char*>(a.v_cache);
-    char* kd = stage + ld_c * 16;
-#pragma unroll
-    for (int r = 0; r < kSub; r += kRowsPerCopy) {
-      const int tok = r + ld_r;
-      const int s = __shfl_sync(0xffffffffu, slot, tok);
-      const int64_t off = s >= 0 ? static_cast<int64_t>(s) * slot_bytes + col_bytes : 0;
-      CpAsync16(kd + tok * kRow * 2, kc + off, s >= 0);
-      CpAsync16(kd + (kSub + tok) * kRow * 2, vc + off, s >= 0);
-    }
+    CopyKvRows<D * 2, kRow * 2>(stage, a, kvh, slot, lane);
   }
 
   // S = Q·Kᵀ: two n-tiles of 8 tokens; one ldmatrix.x4 gives two k-steps' B fragments.
@@ -163,24 +170,10 @@ struct Fp8Tile {
     }
   }
 
-  // As Bf16Tile::Copy with 16-byte chunks of D / 16 per row; lanes 0-15 also copy token l's
-  // K scale and lanes 16-31 token (l - 16)'s V scale.
+  // The rows as Bf16Tile::Copy; lanes 0-15 also copy token l's K scale and lanes 16-31
+  // token (l - 16)'s V scale.
   __device__ static void Copy(char* stage, const AttentionArgs& a, int kvh, int slot, int lane) {
-    constexpr int kRowChunks = D / 16, kRowsPerCopy = 32 / kRowChunks;
-    const int ld_c = lane % kRowChunks, ld_r = lane / kRowChunks;
-    const int64_t slot_bytes = static_cast<int64_t>(a.num_kv_heads) * D;
-    const int64_t col_bytes = static_cast<int64_t>(kvh) * D + ld_c * 16;
-    const char* kc = static_cast<const char*>(a.k_cache);
-    const char* vc = static_cast<const char*>(a.v_cache);
-    char* kd = stage + ld_c * 16;
-#pragma unroll
-    for (int r = 0; r < kSub; r += kRowsPerCopy) {
-      const int tok = r + ld_r;
-      const int s = __shfl_sync(0xffffffffu, slot, tok);
-      const int64_t off = s >= 0 ? static_cast<int64_t>(s) * slot_bytes + col_bytes : 0;
-      CpAsync16(kd + tok * kRowBytes, kc + off, s >= 0);
-      CpAsync16(kd + (kSub + tok) * kRowBytes, vc + off, s >= 0);
-    }
+    CopyKvRows<D, kRowBytes>(stage, a, kvh, slot, lane);
     const int s = __shfl_sync(0xffffffffu, slot, lane % kSub);
     const float* scales = lane < kSub ? a.k_scale : a.v_scale;
     const int64_t idx = s >= 0 ? static_cast<int64_t>(s) * a.num_kv_heads + kvh : 0;

@@ -24,6 +24,7 @@
 #include "runtime/model/llama_model.h"
 #include "runtime/model/safetensors.h"
 #include "tests/testing/paths.h"
+#include "tests/testing/teacher_forced.h"
 
 namespace tessera {
 namespace {
@@ -43,35 +44,9 @@ std::vector<GoldenCase> LoadCases() {
   return cases;
 }
 
-// Logits of every position from the last prompt token on, for prompt + generated fed
-// as one prefill (teacher forcing): row i predicts generated[i].
 std::vector<std::vector<float>> TeacherForced(LlamaModel& model, const GoldenCase& c,
                                               std::optional<DType> kv_dtype = std::nullopt) {
-  std::vector<int32_t> seq = c.prompt_ids;
-  seq.insert(seq.end(), c.generated_ids.begin(), c.generated_ids.end() - 1);
-  const int32_t n = static_cast<int32_t>(seq.size()), bs = 16;
-  const int32_t blocks = (n + bs - 1) / bs;
-  auto kv = PagedKvStorage::Create(model.backend(), model.config(), blocks, bs, kv_dtype);
-  EXPECT_TRUE(kv.ok()) << kv.status();
-  BatchLayout layout;
-  layout.block_size = bs;
-  layout.max_blocks_per_seq = blocks;
-  layout.token_ids = seq;
-  for (int32_t i = 0; i < n; ++i) {
-    layout.positions.push_back(i);
-    layout.slot_mapping.push_back(i);
-  }
-  layout.query_start = {0, n};
-  layout.context_lens = {n};
-  for (int32_t b = 0; b < blocks; ++b) layout.block_tables.push_back(b);
-  for (int32_t i = static_cast<int32_t>(c.prompt_ids.size()) - 1; i < n; ++i) layout.logits_rows.push_back(i);
-  auto logits = model.Forward(layout, **kv);
-  EXPECT_TRUE(logits.ok()) << logits.status();
-  const int64_t vocab = model.config().vocab_size;
-  std::vector<std::vector<float>> rows;
-  for (size_t r = 0; r < layout.logits_rows.size(); ++r)
-    rows.emplace_back(logits->begin() + r * vocab, logits->begin() + (r + 1) * vocab);
-  return rows;
+  return testing::TeacherForcedLogits(model, c.prompt_ids, c.generated_ids, kv_dtype);
 }
 
 int32_t Top1(const std::vector<float>& l) { return static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin()); }

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <functional>
+#include <initializer_list>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -40,6 +41,23 @@ class CudaOpsTest : public ::testing::Test {
 };
 
 constexpr double kBf16Tol = 1e-2;
+
+// n tokens over the first n of a random permutation of `slots` cache slots (returned in
+// *perm); the tokens at `padding` get slot -1 and write nothing. Positions 0.
+BatchLayout ScatteredSlots(int n, int64_t slots, std::initializer_list<int> padding, std::mt19937& rng,
+                           std::vector<int32_t>* perm) {
+  perm->resize(slots);
+  std::iota(perm->begin(), perm->end(), 0);
+  std::shuffle(perm->begin(), perm->end(), rng);
+  BatchLayout layout;
+  layout.slot_mapping.assign(perm->begin(), perm->begin() + n);
+  for (int t : padding) layout.slot_mapping[t] = -1;
+  layout.token_ids.assign(n, 0);
+  layout.positions.assign(n, 0);
+  layout.query_start = {0, n};
+  layout.context_lens = {n};
+  return layout;
+}
 
 TEST_F(CudaOpsTest, EmbeddingMatchesCpu) {
   for (int64_t d : {8, 96, 4096}) {
@@ -189,17 +207,8 @@ TEST_F(CudaOpsTest, StoreKvWritesSlotsAndSkipsPadding) {
   for (int d : {8, 128}) {
     const int hk = 4, block_size = 16, num_blocks = 9, n = 21;
     const int64_t width = hk * d, slots = num_blocks * block_size;
-    std::vector<int32_t> perm(slots);
-    std::iota(perm.begin(), perm.end(), 0);
-    std::shuffle(perm.begin(), perm.end(), rng_);
-    BatchLayout layout;
-    layout.slot_mapping.assign(perm.begin(), perm.begin() + n);
-    layout.slot_mapping[3] = -1;  // padding tokens write nothing
-    layout.slot_mapping[17] = -1;
-    layout.token_ids.assign(n, 0);
-    layout.positions.assign(n, 0);
-    layout.query_start = {0, n};
-    layout.context_lens = {n};
+    std::vector<int32_t> perm;
+    BatchLayout layout = ScatteredSlots(n, slots, {3, 17}, rng_, &perm);
     DeviceBatch cb = Must(cpu_.UploadBatch(layout)), gb = Must(gpu_->UploadBatch(layout));
     std::vector<float> k = RandomBf16(n * width, rng_), v = RandomBf16(n * width, rng_);
     std::vector<float> kc0 = RandomBf16(slots * width, rng_), vc0 = RandomBf16(slots * width, rng_);
@@ -225,16 +234,9 @@ TEST_F(CudaOpsTest, RopeStoreKvEqualsRopeThenStoreKv) {
     const int64_t qdim = c.hq * c.d, width = c.hk * c.d, slots = num_blocks * block_size;
     std::vector<float> inv(c.d / 2);
     for (int i = 0; i < c.d / 2; ++i) inv[i] = 1.0f / std::pow(10000.0f, 2.0f * i / c.d);
-    std::vector<int32_t> perm(slots);
-    std::iota(perm.begin(), perm.end(), 0);
-    std::shuffle(perm.begin(), perm.end(), rng_);
-    BatchLayout layout;
-    layout.slot_mapping.assign(perm.begin(), perm.begin() + n);
-    layout.slot_mapping[4] = -1;
-    layout.token_ids.assign(n, 0);
-    for (int i = 0; i < n; ++i) layout.positions.push_back(static_cast<int32_t>(rng_() % 70000));
-    layout.query_start = {0, n};
-    layout.context_lens = {n};
+    std::vector<int32_t> perm;
+    BatchLayout layout = ScatteredSlots(n, slots, {4}, rng_, &perm);
+    for (int i = 0; i < n; ++i) layout.positions[i] = static_cast<int32_t>(rng_() % 70000);
     DeviceBatch cb = Must(cpu_.UploadBatch(layout)), gb = Must(gpu_->UploadBatch(layout));
     DeviceBuffer ginv = Must(gpu_->Allocate(inv.size() * 4));
     ASSERT_TRUE(gpu_->CopyToDevice(ginv.data(), inv.data(), inv.size() * 4).ok());
@@ -282,16 +284,8 @@ TEST_F(CudaOpsTest, StoreKvIntoFp8CacheGivesTheCpuCodesAndScales) {
   for (int d : {32, 64, 128, 256}) {
     const int hk = 4, block_size = 16, num_blocks = 9, n = 21;
     const int64_t width = hk * d, slots = num_blocks * block_size;
-    std::vector<int32_t> perm(slots);
-    std::iota(perm.begin(), perm.end(), 0);
-    std::shuffle(perm.begin(), perm.end(), rng_);
-    BatchLayout layout;
-    layout.slot_mapping.assign(perm.begin(), perm.begin() + n);
-    layout.slot_mapping[3] = -1;
-    layout.token_ids.assign(n, 0);
-    layout.positions.assign(n, 0);
-    layout.query_start = {0, n};
-    layout.context_lens = {n};
+    std::vector<int32_t> perm;
+    BatchLayout layout = ScatteredSlots(n, slots, {3}, rng_, &perm);
     DeviceBatch cb = Must(cpu_.UploadBatch(layout)), gb = Must(gpu_->UploadBatch(layout));
     std::vector<float> k = RandomBf16(n * width, rng_, 3.0f), v = RandomBf16(n * width, rng_, 0.01f);
     for (int j = 0; j < d; ++j) k[5 * width + j] = 0.0f;  // an all-zero head: scale 0, codes 0
@@ -324,16 +318,9 @@ TEST_F(CudaOpsTest, RopeStoreKvIntoFp8CacheEqualsRopeThenStoreKv) {
     const int64_t qdim = c.hq * c.d, width = c.hk * c.d, slots = num_blocks * block_size;
     std::vector<float> inv(c.d / 2);
     for (int i = 0; i < c.d / 2; ++i) inv[i] = 1.0f / std::pow(10000.0f, 2.0f * i / c.d);
-    std::vector<int32_t> perm(slots);
-    std::iota(perm.begin(), perm.end(), 0);
-    std::shuffle(perm.begin(), perm.end(), rng_);
-    BatchLayout layout;
-    layout.slot_mapping.assign(perm.begin(), perm.begin() + n);
-    layout.slot_mapping[4] = -1;
-    layout.token_ids.assign(n, 0);
-    for (int i = 0; i < n; ++i) layout.positions.push_back(static_cast<int32_t>(rng_() % 5000));
-    layout.query_start = {0, n};
-    layout.context_lens = {n};
+    std::vector<int32_t> perm;
+    BatchLayout layout = ScatteredSlots(n, slots, {4}, rng_, &perm);
+    for (int i = 0; i < n; ++i) layout.positions[i] = static_cast<int32_t>(rng_() % 5000);
     DeviceBatch cb = Must(cpu_.UploadBatch(layout)), gb = Must(gpu_->UploadBatch(layout));
     DeviceBuffer ginv = Must(gpu_->Allocate(inv.size() * 4));
     ASSERT_TRUE(gpu_->CopyToDevice(ginv.data(), inv.data(), inv.size() * 4).ok());

@@ -11,6 +11,7 @@
 #include "runtime/model/llama_model.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "tests/testing/paths.h"
+#include "tests/testing/teacher_forced.h"
 
 namespace tessera {
 namespace {
@@ -107,40 +108,12 @@ TEST_F(GoldenGreedyTest, StopsAtAStopTokenAndIncludesIt) {
   EXPECT_EQ(free_run->finish_reason, "length");
 }
 
-// Teacher-forced logits over the vectors' sequences (prompt and generated fed as one
-// prefill, attention reading the cache): rows from the last prompt token on.
-std::vector<std::vector<float>> TeacherForced(LlamaModel& model, const GoldenCase& c, std::optional<DType> kv_dtype) {
-  std::vector<int32_t> seq = c.prompt_ids;
-  seq.insert(seq.end(), c.generated_ids.begin(), c.generated_ids.end() - 1);
-  const int32_t n = static_cast<int32_t>(seq.size()), bs = 16, blocks = (n + bs - 1) / bs;
-  auto kv = PagedKvStorage::Create(model.backend(), model.config(), blocks, bs, kv_dtype);
-  EXPECT_TRUE(kv.ok()) << kv.status();
-  BatchLayout layout;
-  layout.block_size = bs;
-  layout.max_blocks_per_seq = blocks;
-  layout.token_ids = seq;
-  for (int32_t i = 0; i < n; ++i) {
-    layout.positions.push_back(i);
-    layout.slot_mapping.push_back(i);
-  }
-  layout.query_start = {0, n};
-  layout.context_lens = {n};
-  for (int32_t b = 0; b < blocks; ++b) layout.block_tables.push_back(b);
-  for (int32_t i = static_cast<int32_t>(c.prompt_ids.size()) - 1; i < n; ++i) layout.logits_rows.push_back(i);
-  auto logits = model.Forward(layout, **kv);
-  EXPECT_TRUE(logits.ok()) << logits.status();
-  const int64_t vocab = model.config().vocab_size;
-  std::vector<std::vector<float>> rows;
-  for (size_t r = 0; r < layout.logits_rows.size(); ++r)
-    rows.emplace_back(logits->begin() + r * vocab, logits->begin() + (r + 1) * vocab);
-  return rows;
-}
-
 // E4M3 keeps three mantissa bits of each K and V element: the logits move by a few percent
 // and the top-1 token stays the f32 one at nearly every position.
 TEST_F(GoldenGreedyTest, Fp8KvCacheKeepsTeacherForcedLogitsCloseToF32) {
   for (const GoldenCase& c : LoadCases()) {
-    const auto ref = TeacherForced(*model_, c, std::nullopt), got = TeacherForced(*model_, c, DType::kF8E4M3);
+    const auto ref = testing::TeacherForcedLogits(*model_, c.prompt_ids, c.generated_ids);
+    const auto got = testing::TeacherForcedLogits(*model_, c.prompt_ids, c.generated_ids, DType::kF8E4M3);
     ASSERT_EQ(ref.size(), got.size());
     double num = 0, den = 0;
     int same_top1 = 0;
