@@ -225,6 +225,42 @@ TEST_F(CudaOpsTest, StoreKvWritesSlotsAndSkipsPadding) {
   }
 }
 
+// The inputs of a rope + KV-store test: n tokens over scattered slots (token 4 a padding
+// token), positions below max_pos, the rotary frequencies on both backends, and random
+// qkv rows with their q, k and v split out for the unfused ops.
+struct RopeStoreInputs {
+  BatchLayout layout;
+  DeviceBatch cpu_batch, gpu_batch;
+  std::vector<float> inv;  // [head_dim / 2]
+  DeviceBuffer gpu_inv;
+  std::vector<float> qkv, q, k, v;
+};
+
+RopeStoreInputs MakeRopeStoreInputs(CpuBackend& cpu, Backend& gpu, int hq, int hk, int d, int n, int64_t slots,
+                                    int max_pos, std::mt19937& rng) {
+  RopeStoreInputs in;
+  const int64_t qdim = hq * d, width = hk * d;
+  in.inv.resize(d / 2);
+  for (int i = 0; i < d / 2; ++i) in.inv[i] = 1.0f / std::pow(10000.0f, 2.0f * i / d);
+  std::vector<int32_t> perm;
+  in.layout = ScatteredSlots(n, slots, {4}, rng, &perm);
+  for (int i = 0; i < n; ++i) in.layout.positions[i] = static_cast<int32_t>(rng() % max_pos);
+  in.cpu_batch = Must(cpu.UploadBatch(in.layout));
+  in.gpu_batch = Must(gpu.UploadBatch(in.layout));
+  in.gpu_inv = PutRaw(gpu, in.inv);
+  in.qkv = RandomBf16(n * (qdim + 2 * width), rng);
+  in.q.resize(n * qdim);
+  in.k.resize(n * width);
+  in.v.resize(n * width);
+  for (int t = 0; t < n; ++t) {
+    const float* row = in.qkv.data() + t * (qdim + 2 * width);
+    std::copy_n(row, qdim, in.q.begin() + t * qdim);
+    std::copy_n(row + qdim, width, in.k.begin() + t * width);
+    std::copy_n(row + qdim + width, width, in.v.begin() + t * width);
+  }
+  return in;
+}
+
 // The fused form must give exactly what Rope then StoreKv give on the same device, and
 // match the CPU reference; padding tokens (slot -1) still get their q rotated.
 TEST_F(CudaOpsTest, RopeStoreKvEqualsRopeThenStoreKv) {
@@ -232,25 +268,12 @@ TEST_F(CudaOpsTest, RopeStoreKvEqualsRopeThenStoreKv) {
   for (Cfg c : {Cfg{4, 2, 8}, Cfg{32, 32, 128}, Cfg{32, 8, 128}, Cfg{6, 1, 64}}) {
     const int block_size = 16, num_blocks = 7, n = 23;
     const int64_t qdim = c.hq * c.d, width = c.hk * c.d, slots = num_blocks * block_size;
-    std::vector<float> inv(c.d / 2);
-    for (int i = 0; i < c.d / 2; ++i) inv[i] = 1.0f / std::pow(10000.0f, 2.0f * i / c.d);
-    std::vector<int32_t> perm;
-    BatchLayout layout = ScatteredSlots(n, slots, {4}, rng_, &perm);
-    for (int i = 0; i < n; ++i) layout.positions[i] = static_cast<int32_t>(rng_() % 70000);
-    DeviceBatch cb = Must(cpu_.UploadBatch(layout)), gb = Must(gpu_->UploadBatch(layout));
-    DeviceBuffer ginv = Must(gpu_->Allocate(inv.size() * 4));
-    ASSERT_TRUE(gpu_->CopyToDevice(ginv.data(), inv.data(), inv.size() * 4).ok());
-    const auto* gi = static_cast<const float*>(ginv.data());
-    std::vector<float> qkv = RandomBf16(n * (qdim + 2 * width), rng_);
+    RopeStoreInputs in = MakeRopeStoreInputs(cpu_, *gpu_, c.hq, c.hk, c.d, n, slots, 70000, rng_);
+    const DeviceBatch &cb = in.cpu_batch, &gb = in.gpu_batch;
+    const auto* gi = static_cast<const float*>(in.gpu_inv.data());
+    const std::vector<float>&qkv = in.qkv, &q = in.q, &k = in.k, &v = in.v, &inv = in.inv;
     std::vector<float> cache0 = RandomBf16(slots * width, rng_);
     // Reference on the device: split, Rope, StoreKv.
-    std::vector<float> q(n * qdim), k(n * width), v(n * width);
-    for (int t = 0; t < n; ++t) {
-      const float* row = qkv.data() + t * (qdim + 2 * width);
-      std::copy_n(row, qdim, q.begin() + t * qdim);
-      std::copy_n(row + qdim, width, k.begin() + t * width);
-      std::copy_n(row + qdim + width, width, v.begin() + t * width);
-    }
     Tensor rq = Put(*gpu_, q, n, qdim, DType::kBF16), rk = Put(*gpu_, k, n, width, DType::kBF16);
     Tensor rv = Put(*gpu_, v, n, width, DType::kBF16);
     Tensor rkc = Put(*gpu_, cache0, slots, width, DType::kBF16), rvc = Put(*gpu_, cache0, slots, width, DType::kBF16);
@@ -316,23 +339,10 @@ TEST_F(CudaOpsTest, RopeStoreKvIntoFp8CacheEqualsRopeThenStoreKv) {
   for (Cfg c : {Cfg{32, 8, 128}, Cfg{6, 1, 64}, Cfg{4, 2, 32}}) {
     const int block_size = 16, num_blocks = 7, n = 23;
     const int64_t qdim = c.hq * c.d, width = c.hk * c.d, slots = num_blocks * block_size;
-    std::vector<float> inv(c.d / 2);
-    for (int i = 0; i < c.d / 2; ++i) inv[i] = 1.0f / std::pow(10000.0f, 2.0f * i / c.d);
-    std::vector<int32_t> perm;
-    BatchLayout layout = ScatteredSlots(n, slots, {4}, rng_, &perm);
-    for (int i = 0; i < n; ++i) layout.positions[i] = static_cast<int32_t>(rng_() % 5000);
-    DeviceBatch cb = Must(cpu_.UploadBatch(layout)), gb = Must(gpu_->UploadBatch(layout));
-    DeviceBuffer ginv = Must(gpu_->Allocate(inv.size() * 4));
-    ASSERT_TRUE(gpu_->CopyToDevice(ginv.data(), inv.data(), inv.size() * 4).ok());
-    const auto* gi = static_cast<const float*>(ginv.data());
-    std::vector<float> qkv = RandomBf16(n * (qdim + 2 * width), rng_);
-    std::vector<float> q(n * qdim), k(n * width), v(n * width);
-    for (int t = 0; t < n; ++t) {
-      const float* row = qkv.data() + t * (qdim + 2 * width);
-      std::copy_n(row, qdim, q.begin() + t * qdim);
-      std::copy_n(row + qdim, width, k.begin() + t * width);
-      std::copy_n(row + qdim + width, width, v.begin() + t * width);
-    }
+    RopeStoreInputs in = MakeRopeStoreInputs(cpu_, *gpu_, c.hq, c.hk, c.d, n, slots, 5000, rng_);
+    const DeviceBatch &cb = in.cpu_batch, &gb = in.gpu_batch;
+    const auto* gi = static_cast<const float*>(in.gpu_inv.data());
+    const std::vector<float>&qkv = in.qkv, &q = in.q, &k = in.k, &v = in.v, &inv = in.inv;
     const std::vector<uint8_t> codes0(slots * width, 0);
     const std::vector<float> scales0(slots * c.hk, 0.0f);
     Tensor rq = Put(*gpu_, q, n, qdim, DType::kBF16), rk = Put(*gpu_, k, n, width, DType::kBF16);
