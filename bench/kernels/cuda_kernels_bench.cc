@@ -17,6 +17,7 @@
 
 #include "kernels/cuda/cuda_backend.h"
 #include "bench/kernels/cuda_bench_util.h"
+#include "kernels/cuda/cuda_attention_args.h"
 #include "kernels/cuda/cuda_backend_impl.h"
 #include "kernels/cuda/cuda_launch.h"
 #include "kernels/cuda/cuda_matmul.h"
@@ -70,8 +71,13 @@ struct AttnShape {
 // a captured graph of the layers (GPU time, as decode steps run), and eagerly launched
 // (host launch cost included) in *eager_seconds.
 // With fp8, the caches hold E4M3 codes and a scale per (slot, kv head).
+// Decode attention over FP8 caches under a chosen tensor-core layout instead of the
+// planner's (TESSERA_ATTN_FP8_LAYOUTS=1 times each): -1 the planner's own.
+enum Fp8Layout { kPlanned = -1, kHeadRows = 0, kTokenRows2 = 1, kTokenRows3 = 2 };
+
 double TimeAttention(CudaBackend& be, const AttnShape& s, int batch, int ctx, int qlen, std::mt19937& rng,
-                     size_t* kv_bytes_per_layer, double* eager_seconds = nullptr, bool fp8 = false) {
+                     size_t* kv_bytes_per_layer, double* eager_seconds = nullptr, bool fp8 = false,
+                     int layout_choice = kPlanned) {
   const int bs = 16;
   const int blocks_per_seq = (ctx + bs - 1) / bs;
   const int64_t blocks = static_cast<int64_t>(batch) * blocks_per_seq;
@@ -116,6 +122,26 @@ double TimeAttention(CudaBackend& be, const AttnShape& s, int batch, int ctx, in
   FillRandom(be, q.data(), q.bytes(), rng);
   AttentionParams p{s.hq, s.hk, s.d, 1.0f / std::sqrt(static_cast<float>(s.d))};
   TensorView qv = q.View(DType::kBF16, n, s.hq * s.d), ov = out.View(DType::kBF16, n, s.hq * s.d);
+  // A forced layout launches the decode kernel directly with the planner's split of the
+  // context and that layout.
+  cuda::DecodePlan forced;
+  DeviceBuffer forced_ws;
+  if (layout_choice != kPlanned) {
+    KvLayerView kv{kpool.data(), vpool.data(), DType::kF8E4M3, static_cast<int32_t>(blocks), bs, s.hk, s.d};
+    kv.k_scale = static_cast<float*>(kscale.data());
+    kv.v_scale = static_cast<float*>(vscale.data());
+    cuda::AttentionArgs a = cuda::AttentionArgsOf(qv, db, kv, p, ov);
+    a.max_query_len = 1;
+    a.max_context_len = ctx;
+    cuda::DecodePlan layout;
+    layout.token_rows = layout_choice != kHeadRows;
+    layout.ring_stages = layout_choice == kTokenRows2 ? 2 : 3;
+    forced = cuda::PlanDecodeAttention(a, be.num_sms(), &layout);
+    if (forced.workspace_bytes > 0) {
+      forced_ws = Must(be.Allocate(forced.workspace_bytes));
+      CHECK_CUDA(cudaMemset(forced_ws.data(), 0, cuda::kDecodeCounterBytes));
+    }
+  }
   auto pass = [&] {
     for (int l = 0; l < layers; ++l) {
       KvLayerView kv{static_cast<char*>(kpool.data()) + l * layer_bytes, static_cast<char*>(vpool.data()) + l * layer_bytes,
@@ -124,7 +150,14 @@ double TimeAttention(CudaBackend& be, const AttnShape& s, int batch, int ctx, in
         kv.k_scale = reinterpret_cast<float*>(static_cast<char*>(kscale.data()) + l * scale_bytes);
         kv.v_scale = reinterpret_cast<float*>(static_cast<char*>(vscale.data()) + l * scale_bytes);
       }
-      be.PagedAttention(qv, db, kv, p, ov);
+      if (layout_choice == kPlanned) {
+        be.PagedAttention(qv, db, kv, p, ov);
+        continue;
+      }
+      cuda::AttentionArgs a = cuda::AttentionArgsOf(qv, db, kv, p, ov);
+      a.max_query_len = 1;
+      a.max_context_len = ctx;
+      cuda::LaunchDecodeAttention(a, forced, static_cast<float*>(forced_ws.data()), be.stream());
     }
   };
   const double t = bench::GraphMedianSeconds(be.stream(), 2, 7, 1, pass) / layers;
@@ -169,24 +202,32 @@ int main(int argc, char** argv) {
   // TESSERA_ATTN_KV=bf16|fp8 limits the cache formats (both by default).
   const char* kv_env = std::getenv("TESSERA_ATTN_KV");
   const std::string kv_only = kv_env ? kv_env : "";
+  // TESSERA_ATTN_FP8_LAYOUTS=1 also times the FP8 cases under each tensor-core layout.
+  const char* layouts_env = std::getenv("TESSERA_ATTN_FP8_LAYOUTS");
+  const bool fp8_layouts = layouts_env != nullptr && std::string(layouts_env) == "1";
   for (bool fp8 : {false, true}) {
   if (!kv_only.empty() && kv_only != (fp8 ? "fp8" : "bf16")) continue;
   for (const AttnShape& s : shapes) {
     for (int ctx : {256, 1024, 4096, 16384}) {
       for (int batch : {1, 4, 16, 64}) {
         if (!selected(s.hk, ctx, batch)) continue;
-        size_t bytes = 0;
-        double eager = 0;
-        const double t = TimeAttention(*be, s, batch, ctx, 1, rng, &bytes, &eager, fp8);
-        const double bw = bytes / t / 1e9;
-        const std::string name = std::string(s.name) + (fp8 ? " fp8 KV" : "");
-        std::printf("%-34s %6d %7d %10.1f %10.0f %7.1f%% %10.1f\n", name.c_str(), batch, ctx, t * 1e6, bw,
-                    100 * bw / copy_bw, eager * 1e6);
-        rows.push_back({{"device", device}, {"kernel", "decode_attention"},
-                        {"shape", std::string(s.name) + " ctx " + std::to_string(ctx)}, {"batch", batch},
-                        {"kv_cache_dtype", fp8 ? "float8_e4m3" : "bfloat16"},
-                        {"context", ctx}, {"us", t * 1e6}, {"eager_us", eager * 1e6}, {"bandwidth_gbs", bw},
-                        {"copy_bandwidth_gbs", copy_bw}, {"fraction", bw / copy_bw}, {"timing", "cuda graph"}});
+        for (int layout : {kPlanned, kHeadRows, kTokenRows2, kTokenRows3}) {
+          if (layout != kPlanned && !(fp8 && fp8_layouts)) break;
+          size_t bytes = 0;
+          double eager = 0;
+          const double t = TimeAttention(*be, s, batch, ctx, 1, rng, &bytes, &eager, fp8, layout);
+          const double bw = bytes / t / 1e9;
+          const char* layout_name[] = {"planned", "head rows", "token rows, ring 2", "token rows, ring 3"};
+          const std::string name = std::string(s.name) + (fp8 ? " fp8 KV" : "") +
+                                   (layout != kPlanned ? std::string(" [") + layout_name[layout + 1] + "]" : "");
+          std::printf("%-34s %6d %7d %10.1f %10.0f %7.1f%% %10.1f\n", name.c_str(), batch, ctx, t * 1e6, bw,
+                      100 * bw / copy_bw, eager * 1e6);
+          rows.push_back({{"device", device}, {"kernel", "decode_attention"},
+                          {"shape", std::string(s.name) + " ctx " + std::to_string(ctx)}, {"batch", batch},
+                          {"kv_cache_dtype", fp8 ? "float8_e4m3" : "bfloat16"}, {"layout", layout_name[layout + 1]},
+                          {"context", ctx}, {"us", t * 1e6}, {"eager_us", eager * 1e6}, {"bandwidth_gbs", bw},
+                          {"copy_bandwidth_gbs", copy_bw}, {"fraction", bw / copy_bw}, {"timing", "cuda graph"}});
+        }
       }
     }
   }

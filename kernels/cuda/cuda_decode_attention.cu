@@ -385,8 +385,8 @@ bool Fp8AttentionHeadDimSupported(int32_t head_dim) {
   return MmaDecodeSupported(head_dim) && MmaPrefillSupported(head_dim);
 }
 
-DecodePlan PlanDecodeAttention(const AttentionArgs& a, int num_sms) {
-  if (MmaDecodeSupported(a.head_dim)) return PlanMmaDecode(a, num_sms);
+DecodePlan PlanDecodeAttention(const AttentionArgs& a, int num_sms, const DecodePlan* layout) {
+  if (MmaDecodeSupported(a.head_dim)) return PlanMmaDecode(a, num_sms, layout);
   DecodePlan plan;
   const int64_t ctas = std::max<int64_t>(1, static_cast<int64_t>(a.num_seqs) * a.num_kv_heads);
   const int64_t tiles = std::max<int64_t>(1, (std::max(a.max_context_len, 1) + kTile - 1) / kTile);

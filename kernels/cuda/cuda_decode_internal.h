@@ -15,7 +15,7 @@ void LaunchDecodeReduce(const AttentionArgs& a, int splits, const float* o_part,
                         cudaStream_t stream);
 
 bool MmaDecodeSupported(int32_t head_dim);
-DecodePlan PlanMmaDecode(const AttentionArgs& a, int num_sms);
+DecodePlan PlanMmaDecode(const AttentionArgs& a, int num_sms, const DecodePlan* layout);
 void LaunchMmaDecode(const AttentionArgs& a, const DecodePlan& plan, float* workspace, cudaStream_t stream);
 
 }  // namespace tessera::cuda

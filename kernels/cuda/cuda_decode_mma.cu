@@ -1,15 +1,14 @@
 // Tensor-core split-K paged decode attention for head dims 32, 64 and 128. One CTA per (kv
 // head, sequence, context partition). Each of its four warps walks its own 16-token
 // sub-tiles of the partition through a private cp.async ring, with no block-wide barrier
-// in the loop: the GQA group's query heads are the 16 rows of mma.sync m16n8k16 (rows past
-// the group are zero), S = Q·Kᵀ for 16 tokens, an online softmax in registers, then
-// O += P·V with P kept in registers as the next A operand (FlashAttention-2's trick). The
-// warps' (max, sum, O) are merged once at the end, and the partitions by the last of them
-// to finish (or by LaunchDecodeReduce when there are too many sequences to count).
-// Partitions adapt to each sequence's own length, so a plan made for the longest context
-// (as captured decode graphs use) still spreads a short sequence over several CTAs. The
-// cache's format (bf16, or E4M3 with per-token scales) is a tile policy
-// (cuda_decode_tiles.cuh).
+// in the loop, and runs a warp policy on each: an online-softmax step with mma.sync
+// m16n8k16 (cuda_decode_tiles.cuh: HeadRows, the GQA group's query heads as the 16 rows,
+// over a bf16 or E4M3 cache; cuda_decode_token_rows.cuh: Fp8TokenRows, tokens as rows and
+// up to 8 query heads as columns, E4M3). The warps' (max, sum, O) are merged once at the
+// end, and the partitions by the last of them to finish (or by LaunchDecodeReduce when
+// there are too many sequences to count). Partitions adapt to each sequence's own length,
+// so a plan made for the longest context (as captured decode graphs use) still spreads a
+// short sequence over several CTAs.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -18,6 +17,7 @@
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_decode_internal.h"
 #include "kernels/cuda/cuda_decode_tiles.cuh"
+#include "kernels/cuda/cuda_decode_token_rows.cuh"
 #include "kernels/cuda/cuda_mma.cuh"
 #include "kernels/cuda/cuda_pdl.h"
 
@@ -29,19 +29,18 @@ using decode::kSub;
 
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
-constexpr int kStages = 3;  // sub-tiles in a warp's ring
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr int kMaxStagedPages = 1024;
 constexpr int kMaxPartitionSubs = 64;  // 1024 tokens: enough partitions to balance long contexts
 
-template <typename Tile>
+template <typename P>
 struct Shape {
-  static constexpr int D = Tile::kD;
+  static constexpr int D = P::kD;
   static constexpr int kMergeRow = D + 4;  // f32 per row of a warp's O in the merge
-  static constexpr size_t kPipeBytes = static_cast<size_t>(Tile::kStageBytes) * kStages * kWarps;
+  static constexpr size_t kPipeBytes = static_cast<size_t>(P::kStageBytes) * P::kStages * kWarps;
   static constexpr size_t kMergeBytes = sizeof(float) * kWarps * kRows * (kMergeRow + 2) + sizeof(float) * kRows * kWarps;
   static constexpr size_t kQOffset = kPipeBytes > kMergeBytes ? kPipeBytes : kMergeBytes;
-  static constexpr size_t kPagesOffset = kQOffset + Tile::kQBytes;
+  static constexpr size_t kPagesOffset = kQOffset + P::kQBytes;
   static size_t SmemBytes(int pages) { return kPagesOffset + sizeof(int32_t) * static_cast<size_t>(pages); }
 };
 
@@ -58,11 +57,13 @@ __device__ __forceinline__ void Partition(int len, int split, int splits, int mi
   *parts = (subs + per - 1) / per;
 }
 
-template <typename Tile>
-__global__ void __launch_bounds__(kThreads) DecodeMmaKernel(AttentionArgs a, int splits, int page_cap, int min_subs,
-                                                            unsigned* counters, float* o_part, float* ml_part) {
-  using S = Shape<Tile>;
-  constexpr int D = Tile::kD;
+template <typename P>
+__global__ void __launch_bounds__(kThreads, P::kMinBlocks)
+    DecodeMmaKernel(AttentionArgs a, int splits, int page_cap, int min_subs, unsigned* counters, float* o_part,
+                    float* ml_part) {
+  using S = Shape<P>;
+  constexpr int D = P::kD;
+  constexpr int kStages = P::kStages;
   const int kvh = blockIdx.x, seq = blockIdx.y;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int G = a.num_heads / a.num_kv_heads;
@@ -104,7 +105,7 @@ __global__ void __launch_bounds__(kThreads) DecodeMmaKernel(AttentionArgs a, int
     // The group's query rows, zeros past the group, and the partition's block-table entries.
     const __nv_bfloat16* q = static_cast<const __nv_bfloat16*>(a.q) + static_cast<int64_t>(t) * a.q_stride +
                              static_cast<int64_t>(kvh) * G * D;
-    Tile::StageQ(q, G, qs, tid, kThreads);
+    P::StageQ(q, G, qs, tid, kThreads);
     const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq;
     const int bs = a.block_size;
     const bool bs_pow2 = (bs & (bs - 1)) == 0;
@@ -117,14 +118,14 @@ __global__ void __launch_bounds__(kThreads) DecodeMmaKernel(AttentionArgs a, int
     }
     __syncthreads();
 
-    uint32_t qa[Tile::kKSteps][4];
-    Tile::LoadQ(qa, qs, lane);
+    typename P::State st;
+    P::Init(st, qs, lane);
 
     // This warp's sub-tiles: warp, warp + 4, ... of the partition, copied straight into its
     // ring; lane l < 16 looks up token l's cache slot.
     const int n_sub = (end - start + kSub - 1) / kSub;
     const int my_n = warp < n_sub ? (n_sub - warp + kWarps - 1) / kWarps : 0;
-    char* ring = base + static_cast<size_t>(warp) * kStages * Tile::kStageBytes;
+    char* ring = base + static_cast<size_t>(warp) * kStages * P::kStageBytes;
     auto load_sub = [&](int i, int stage) {  // warp-uniform: every lane takes part in the shuffles
       const int j = start + (warp + i * kWarps) * kSub + lane % kSub;
       int slot = -1;
@@ -133,7 +134,7 @@ __global__ void __launch_bounds__(kThreads) DecodeMmaKernel(AttentionArgs a, int
         const int32_t block = staged ? pages[page - first_page] : table[page];
         slot = block * bs + (j - page * bs);
       }
-      Tile::Copy(ring + stage * Tile::kStageBytes, a, kvh, slot, lane);
+      P::Copy(ring + stage * P::kStageBytes, a, kvh, slot, lane);
     };
   #pragma unroll
     for (int i = 0; i < kStages - 1; ++i) {
@@ -141,71 +142,16 @@ __global__ void __launch_bounds__(kThreads) DecodeMmaKernel(AttentionArgs a, int
       CpAsyncCommit();
     }
 
-    const int tq = lane % 4;
     const float qscale = a.scale * kLog2e;  // softmax in base 2
-    float o[Tile::kNTiles][4];
-  #pragma unroll
-    for (int nd = 0; nd < Tile::kNTiles; ++nd) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
-    float m_r[2] = {-INFINITY, -INFINITY};  // rows lane/4 and lane/4 + 8
-    float l_r[2] = {0.0f, 0.0f};            // this lane's share of the row sums
-
     for (int i = 0; i < my_n; ++i) {
       if (i + kStages - 1 < my_n) load_sub(i + kStages - 1, (i + kStages - 1) % kStages);
       CpAsyncCommit();
       CpAsyncWait<kStages - 1>();
       __syncwarp();  // every lane's copies of sub-tile i have landed
-      const char* stage = ring + (i % kStages) * Tile::kStageBytes;
-      float s[2][4];
-      Tile::Scores(s, qa, stage, lane);
-
-      // Online softmax: a row's 16 scores sit in the 4 lanes of a quad.
-      const int tok0 = start + (warp + i * kWarps) * kSub;
-      float mx[2] = {m_r[0], m_r[1]};
-  #pragma unroll
-      for (int nt = 0; nt < 2; ++nt) {
-  #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int j = tok0 + nt * 8 + 2 * tq + (e & 1);
-          s[nt][e] = j < end ? s[nt][e] * qscale : -INFINITY;
-          mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
-        }
-      }
-  #pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      }
-      const float alpha0 = exp2f(m_r[0] - mx[0]), alpha1 = exp2f(m_r[1] - mx[1]);
-      m_r[0] = mx[0];
-      m_r[1] = mx[1];
-      float p[2][4];  // P (16 heads x 16 tokens) in the layout of S
-  #pragma unroll
-      for (int nt = 0; nt < 2; ++nt) {
-        p[nt][0] = exp2f(s[nt][0] - mx[0]);
-        p[nt][1] = exp2f(s[nt][1] - mx[0]);
-        p[nt][2] = exp2f(s[nt][2] - mx[1]);
-        p[nt][3] = exp2f(s[nt][3] - mx[1]);
-        l_r[0] = nt == 0 ? l_r[0] * alpha0 + p[nt][0] + p[nt][1] : l_r[0] + p[nt][0] + p[nt][1];
-        l_r[1] = nt == 0 ? l_r[1] * alpha1 + p[nt][2] + p[nt][3] : l_r[1] + p[nt][2] + p[nt][3];
-      }
-      if (__any_sync(0xffffffffu, alpha0 != 1.0f || alpha1 != 1.0f)) {
-  #pragma unroll
-        for (int nd = 0; nd < Tile::kNTiles; ++nd) {
-          o[nd][0] *= alpha0;
-          o[nd][1] *= alpha0;
-          o[nd][2] *= alpha1;
-          o[nd][3] *= alpha1;
-        }
-      }
-      Tile::Pv(o, p, stage, lane);
+      P::Step(st, ring + (i % kStages) * P::kStageBytes, start + (warp + i * kWarps) * kSub, end, qscale, lane);
       __syncwarp();  // the stage is refilled by the next iteration
     }
     CpAsyncWait<0>();
-  #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      l_r[r] += __shfl_xor_sync(0xffffffffu, l_r[r], 1);
-      l_r[r] += __shfl_xor_sync(0xffffffffu, l_r[r], 2);
-    }
     __syncthreads();  // every warp is done with the ring: it becomes the merge area
 
     // Merge the warps: row weights 2^(m_w - M) / L with M the largest max and L the summed
@@ -214,24 +160,8 @@ __global__ void __launch_bounds__(kThreads) DecodeMmaKernel(AttentionArgs a, int
     float* mm = mo + kWarps * kRows * S::kMergeRow;                // [warp][row] max
     float* ml = mm + kWarps * kRows;                               // [warp][row] sum
     float* wt = ml + kWarps * kRows;                               // [row][warp] weight
-    {
-      const int g = lane / 4;
-      float* r0 = mo + (warp * kRows + g) * S::kMergeRow;
-      float* r1 = r0 + 8 * S::kMergeRow;
-  #pragma unroll
-      for (int nd = 0; nd < Tile::kNTiles; ++nd) {
-        r0[Tile::ODim(nd, 2 * tq)] = o[nd][0];
-        r0[Tile::ODim(nd, 2 * tq + 1)] = o[nd][1];
-        r1[Tile::ODim(nd, 2 * tq)] = o[nd][2];
-        r1[Tile::ODim(nd, 2 * tq + 1)] = o[nd][3];
-      }
-      if (tq == 0) {
-        mm[warp * kRows + g] = m_r[0];
-        mm[warp * kRows + g + 8] = m_r[1];
-        ml[warp * kRows + g] = l_r[0];
-        ml[warp * kRows + g + 8] = l_r[1];
-      }
-    }
+    P::template WriteMerge<S::kMergeRow>(st, mo + warp * kRows * S::kMergeRow, mm + warp * kRows, ml + warp * kRows,
+                                         lane);
     __syncthreads();
     if (tid < G) {
       float m = -INFINITY;
@@ -295,15 +225,15 @@ __global__ void __launch_bounds__(kThreads) DecodeMmaKernel(AttentionArgs a, int
   }
 }
 
-template <typename Tile>
+template <typename P>
 int BlocksPerSm() {
   static const int blocks = [] {
-    const int smem = static_cast<int>(Shape<Tile>::SmemBytes(kMaxStagedPages));
-    cudaFuncSetAttribute(DecodeMmaKernel<Tile>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    const int smem = static_cast<int>(Shape<P>::SmemBytes(kMaxStagedPages));
+    cudaFuncSetAttribute(DecodeMmaKernel<P>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     int n = 0;
     // Typical partitions stage few pages; count occupancy at a 1 KiB page table.
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, DecodeMmaKernel<Tile>, kThreads,
-                                                      Shape<Tile>::SmemBytes(256)) != cudaSuccess) {
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, DecodeMmaKernel<P>, kThreads, Shape<P>::SmemBytes(256)) !=
+        cudaSuccess) {
       cudaGetLastError();
       n = 1;
     }
@@ -312,55 +242,69 @@ int BlocksPerSm() {
   return blocks;
 }
 
-template <template <int> class Tile>
-int BlocksPerSmOf(int head_dim) {
-  switch (head_dim) {
-    case 32: return BlocksPerSm<Tile<32>>();
-    case 64: return BlocksPerSm<Tile<64>>();
-    default: return BlocksPerSm<Tile<128>>();
-  }
-}
-
-int BlocksPerSmFor(const AttentionArgs& a) {
-  return a.kv_fp8 ? BlocksPerSmOf<decode::Fp8Tile>(a.head_dim) : BlocksPerSmOf<decode::Bf16Tile>(a.head_dim);
-}
-
-template <typename Tile>
+template <typename P>
 void Launch(const AttentionArgs& a, const DecodePlan& plan, float* workspace, cudaStream_t stream) {
-  constexpr int D = Tile::kD;
-  BlocksPerSm<Tile>();  // sets the kernel's shared-memory limit once
+  constexpr int D = P::kD;
+  BlocksPerSm<P>();  // sets the kernel's shared-memory limit once
   const int page_cap = std::min(plan.partition_tokens / std::max(a.block_size, 1) + 2, kMaxStagedPages);
   unsigned* counters = plan.fused_merge ? reinterpret_cast<unsigned*>(workspace) : nullptr;
   float* o_part = workspace ? workspace + kDecodeCounterBytes / sizeof(float) : nullptr;
   float* ml_part = o_part ? o_part + static_cast<size_t>(a.num_seqs) * a.num_heads * plan.splits * D : nullptr;
   const dim3 grid(a.num_kv_heads, a.num_seqs, plan.grid_splits);
   const int min_subs = std::max(plan.min_partition_tokens / kSub, 1);
-  LaunchPdl(DecodeMmaKernel<Tile>, grid, kThreads, Shape<Tile>::SmemBytes(page_cap), stream, a, plan.splits, page_cap,
+  LaunchPdl(DecodeMmaKernel<P>, grid, kThreads, Shape<P>::SmemBytes(page_cap), stream, a, plan.splits, page_cap,
             min_subs, counters, o_part, ml_part);
   if (plan.splits > 1 && !plan.fused_merge) LaunchDecodeReduce(a, plan.splits, o_part, ml_part, stream);
 }
 
-template <template <int> class Tile>
-void LaunchOf(const AttentionArgs& a, const DecodePlan& plan, float* workspace, cudaStream_t stream) {
+// Calls f with a value-initialised policy of the plan's layout, cache format and head dim.
+template <int D, typename F>
+auto WithPolicyOfDim(const AttentionArgs& a, const DecodePlan& plan, F&& f) {
+  if (!a.kv_fp8) return f(decode::HeadRows<decode::Bf16Tile<D>>{});
+  if (!plan.token_rows) return f(decode::HeadRows<decode::Fp8Tile<D>>{});
+  if (plan.ring_stages == 3) return f(decode::Fp8TokenRows<D, 3>{});
+  return f(decode::Fp8TokenRows<D, 2>{});
+}
+
+template <typename F>
+auto WithPolicy(const AttentionArgs& a, const DecodePlan& plan, F&& f) {
   switch (a.head_dim) {
-    case 32: return Launch<Tile<32>>(a, plan, workspace, stream);
-    case 64: return Launch<Tile<64>>(a, plan, workspace, stream);
-    case 128: return Launch<Tile<128>>(a, plan, workspace, stream);
-    default: return;
+    case 32: return WithPolicyOfDim<32>(a, plan, f);
+    case 64: return WithPolicyOfDim<64>(a, plan, f);
+    default: return WithPolicyOfDim<128>(a, plan, f);
   }
+}
+
+int BlocksPerSmFor(const AttentionArgs& a, const DecodePlan& plan) {
+  return WithPolicy(a, plan, [](auto p) { return BlocksPerSm<decltype(p)>(); });
 }
 
 }  // namespace
 
 bool MmaDecodeSupported(int32_t head_dim) { return head_dim == 32 || head_dim == 64 || head_dim == 128; }
 
-DecodePlan PlanMmaDecode(const AttentionArgs& a, int num_sms) {
+bool TokenRowsSupported(const AttentionArgs& a) {
+  return a.kv_fp8 && a.num_kv_heads > 0 && a.num_heads / a.num_kv_heads <= decode::Fp8TokenRows<128, 2>::kMaxGroup;
+}
+
+DecodePlan PlanMmaDecode(const AttentionArgs& a, int num_sms, const DecodePlan* layout) {
   DecodePlan plan;
   const int64_t ctas = std::max<int64_t>(1, static_cast<int64_t>(a.num_seqs) * a.num_kv_heads);
+  // FP8 caches with groups of up to 8 query heads take the transposed products (fewer mma
+  // and registers). Their ring is 3 sub-tiles deep (3 CTAs per multiprocessor) when one
+  // CTA per (sequence, kv head) fills that many, else 2 (4 CTAs, so a small grid spreads
+  // wider): the faster of the two in each of the H100 cases measured (bench/results/
+  // decode_attention_layouts_h100.txt).
+  plan.token_rows = TokenRowsSupported(a) && (layout == nullptr || layout->token_rows);
+  plan.ring_stages = 3;
+  if (plan.token_rows) {
+    const int64_t deep_resident = static_cast<int64_t>(std::max(num_sms, 1)) * BlocksPerSmFor(a, plan);
+    plan.ring_stages = layout != nullptr ? (layout->ring_stages == 3 ? 3 : 2) : (ctas >= deep_resident ? 3 : 2);
+  }
   const int64_t subs = std::max<int64_t>(1, (std::max(a.max_context_len, 1) + kSub - 1) / kSub);
   // One wave of resident CTAs at least, partitions of at most kMaxPartitionSubs sub-tiles
   // (so long contexts balance across waves) and at least one sub-tile per warp.
-  const int64_t resident = static_cast<int64_t>(std::max(num_sms, 1)) * BlocksPerSmFor(a);
+  const int64_t resident = static_cast<int64_t>(std::max(num_sms, 1)) * BlocksPerSmFor(a, plan);
   int64_t splits = std::max((resident + ctas - 1) / ctas, (subs + kMaxPartitionSubs - 1) / kMaxPartitionSubs);
   splits = std::clamp<int64_t>(std::min(splits, (subs + kWarps - 1) / kWarps), 1, 1024);
   plan.splits = static_cast<int32_t>(splits);
@@ -388,8 +332,8 @@ DecodePlan PlanMmaDecode(const AttentionArgs& a, int num_sms) {
 }
 
 void LaunchMmaDecode(const AttentionArgs& a, const DecodePlan& plan, float* workspace, cudaStream_t stream) {
-  if (a.kv_fp8) return LaunchOf<decode::Fp8Tile>(a, plan, workspace, stream);
-  LaunchOf<decode::Bf16Tile>(a, plan, workspace, stream);
+  if (!MmaDecodeSupported(a.head_dim)) return;
+  WithPolicy(a, plan, [&](auto p) { Launch<decltype(p)>(a, plan, workspace, stream); });
 }
 
 }  // namespace tessera::cuda

@@ -21,6 +21,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cmath>
 #include <cstdint>
 
 #include "kernels/cuda/cuda_common.cuh"
@@ -65,6 +66,8 @@ struct Bf16Tile {
   static constexpr int kRow = D + 8;  // bf16 per shared row: +16 B keeps ldmatrix conflict-free
   static constexpr int kStageBytes = 2 * kSub * kRow * 2;  // K rows, then V rows
   static constexpr int kQBytes = kRows * kRow * 2;
+  // CTAs per multiprocessor the registers must allow: as many as the shared memory does.
+  static constexpr int kMinBlocks = D == 128 ? 2 : D == 64 ? 3 : 5;
 
   // The group's G query rows of q (bf16, contiguous), zeros past the group.
   __device__ static void StageQ(const __nv_bfloat16* q, int G, char* qs, int tid, int threads) {
@@ -140,6 +143,7 @@ struct Fp8Tile {
   static constexpr int kQBytes = kRows * kQRow * 2;
   static constexpr int kKBytes = D / 4;  // per lane and token in S
   static constexpr int kVBytes = D / 8;  // per lane and token in P·V
+  static constexpr int kMinBlocks = D == 128 ? 3 : D == 64 ? 4 : 6;  // as the shared memory allows
   static_assert(D == 32 || D == 64 || D == 128, "head dims of the FP8 tile");
 
   __device__ static void StageQ(const __nv_bfloat16* q, int G, char* qs, int tid, int threads) {
@@ -261,6 +265,115 @@ struct Fp8Tile {
   }
 
   __device__ static int ODim(int nd, int n) { return n * (D / 8) + nd; }
+};
+
+// A warp's work in the decode kernel, with the query heads as the mma's 16 rows (any GQA
+// group up to 16; rows past the group are zero): per 16-token sub-tile S = Q·Kᵀ, an online
+// softmax in registers, then O += P·V with P kept in registers as the next A operand
+// (FlashAttention-2's trick). Lane (g, tq) holds query rows g and g + 8.
+template <typename Tile>
+struct HeadRows {
+  static constexpr int kD = Tile::kD;
+  static constexpr int kMaxGroup = kRows;
+  static constexpr int kStages = 3;  // sub-tiles in a warp's ring
+  static constexpr int kMinBlocks = Tile::kMinBlocks;
+  static constexpr int kStageBytes = Tile::kStageBytes;
+  static constexpr int kQBytes = Tile::kQBytes;
+
+  struct State {
+    uint32_t qa[Tile::kKSteps][4];
+    float o[Tile::kNTiles][4];
+    float m[2];  // rows g and g + 8, in log2 units
+    float l[2];  // this lane's share of the row sums
+  };
+
+  __device__ static void StageQ(const __nv_bfloat16* q, int G, char* qs, int tid, int threads) {
+    Tile::StageQ(q, G, qs, tid, threads);
+  }
+  __device__ static void Copy(char* stage, const AttentionArgs& a, int kvh, int slot, int lane) {
+    Tile::Copy(stage, a, kvh, slot, lane);
+  }
+
+  __device__ static void Init(State& st, const char* qs, int lane) {
+    Tile::LoadQ(st.qa, qs, lane);
+#pragma unroll
+    for (int nd = 0; nd < Tile::kNTiles; ++nd) st.o[nd][0] = st.o[nd][1] = st.o[nd][2] = st.o[nd][3] = 0.0f;
+    st.m[0] = st.m[1] = -INFINITY;
+    st.l[0] = st.l[1] = 0.0f;
+  }
+
+  // One sub-tile of tokens tok0 .. tok0 + 15 (those at or past `end` are masked).
+  __device__ static void Step(State& st, const char* stage, int tok0, int end, float qscale, int lane) {
+    const int tq = lane % 4;
+    float s[2][4];
+    Tile::Scores(s, st.qa, stage, lane);
+    // Online softmax: a row's 16 scores sit in the 4 lanes of a quad.
+    float mx[2] = {st.m[0], st.m[1]};
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int j = tok0 + nt * 8 + 2 * tq + (e & 1);
+        s[nt][e] = j < end ? s[nt][e] * qscale : -INFINITY;
+        mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+    }
+    const float alpha0 = exp2f(st.m[0] - mx[0]), alpha1 = exp2f(st.m[1] - mx[1]);
+    st.m[0] = mx[0];
+    st.m[1] = mx[1];
+    float p[2][4];  // P (16 heads x 16 tokens) in the layout of S
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+      p[nt][0] = exp2f(s[nt][0] - mx[0]);
+      p[nt][1] = exp2f(s[nt][1] - mx[0]);
+      p[nt][2] = exp2f(s[nt][2] - mx[1]);
+      p[nt][3] = exp2f(s[nt][3] - mx[1]);
+      st.l[0] = nt == 0 ? st.l[0] * alpha0 + p[nt][0] + p[nt][1] : st.l[0] + p[nt][0] + p[nt][1];
+      st.l[1] = nt == 0 ? st.l[1] * alpha1 + p[nt][2] + p[nt][3] : st.l[1] + p[nt][2] + p[nt][3];
+    }
+    if (__any_sync(0xffffffffu, alpha0 != 1.0f || alpha1 != 1.0f)) {
+#pragma unroll
+      for (int nd = 0; nd < Tile::kNTiles; ++nd) {
+        st.o[nd][0] *= alpha0;
+        st.o[nd][1] *= alpha0;
+        st.o[nd][2] *= alpha1;
+        st.o[nd][3] *= alpha1;
+      }
+    }
+    Tile::Pv(st.o, p, stage, lane);
+  }
+
+  // The warp's unnormalised O rows, maxima and sums into its merge slices: mo [row][stride],
+  // mm [row], ml [row].
+  template <int kStride>
+  __device__ static void WriteMerge(State& st, float* mo, float* mm, float* ml, int lane) {
+    const int g = lane / 4, tq = lane % 4;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      st.l[r] += __shfl_xor_sync(0xffffffffu, st.l[r], 1);
+      st.l[r] += __shfl_xor_sync(0xffffffffu, st.l[r], 2);
+    }
+    float* r0 = mo + g * kStride;
+    float* r1 = r0 + 8 * kStride;
+#pragma unroll
+    for (int nd = 0; nd < Tile::kNTiles; ++nd) {
+      r0[Tile::ODim(nd, 2 * tq)] = st.o[nd][0];
+      r0[Tile::ODim(nd, 2 * tq + 1)] = st.o[nd][1];
+      r1[Tile::ODim(nd, 2 * tq)] = st.o[nd][2];
+      r1[Tile::ODim(nd, 2 * tq + 1)] = st.o[nd][3];
+    }
+    if (tq == 0) {
+      mm[g] = st.m[0];
+      mm[g + 8] = st.m[1];
+      ml[g] = st.l[0];
+      ml[g + 8] = st.l[1];
+    }
+  }
 };
 
 }  // namespace tessera::cuda::decode

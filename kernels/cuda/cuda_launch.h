@@ -95,9 +95,16 @@ struct DecodePlan {
   // The last partition of a (sequence, kv head) to finish merges them (no reduce kernel);
   // it counts arrivals in the workspace's first kDecodeCounterBytes.
   bool fused_merge = false;
+  // Tensor-core kernel over an FP8 cache with groups of at most 8 query heads: tokens as the
+  // mma rows and queries as columns (Fp8TokenRows) instead of queries as rows, with a ring of
+  // `ring_stages` (2 or 3) sub-tiles per warp.
+  bool token_rows = false;
+  int32_t ring_stages = 3;
   size_t workspace_bytes = 0;  // partial outputs + (max, sum) per split; 0 when splits == 1
 };
-DecodePlan PlanDecodeAttention(const AttentionArgs& a, int num_sms);
+// `layout`, if given, fixes the tensor-core kernel's token_rows (where the cache and group
+// allow it) and ring_stages instead of the planner's choice: tests and benchmarks compare them.
+DecodePlan PlanDecodeAttention(const AttentionArgs& a, int num_sms, const DecodePlan* layout = nullptr);
 // The decode workspace starts with arrival counters (zeroed when it is allocated; every
 // launch leaves them at zero), then the partial outputs.
 constexpr int32_t kDecodeMergeCounters = 1 << 16;  // sequences x kv heads

@@ -589,5 +589,44 @@ TEST_F(CudaOpsTest, AttentionOverFp8CacheMatchesCpu) {
   RunAttentionCase(*gpu_, cpu_, many, rng_);
 }
 
+// The decode kernel's layouts over FP8 caches: query heads as mma rows (any group), and
+// tokens as rows with up to 8 query heads as columns (the planner's choice for those
+// groups), with rings of 2 and 3 sub-tiles; groups 1-8, head dims 32/64/128, odd block sizes
+// and a context split over partitions.
+TEST_F(CudaOpsTest, Fp8DecodeAttentionMatchesCpuUnderEachTensorCoreLayout) {
+  int sms = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  struct Layout { bool token_rows; int ring; };
+  for (Layout layout : {Layout{false, 3}, Layout{true, 2}, Layout{true, 3}}) {
+    SCOPED_TRACE(std::string(layout.token_rows ? "token rows" : "head rows") + ", ring " +
+                 std::to_string(layout.ring));
+    GpuAttention launch = [&](const TensorView& q, const DeviceBatch& b, const KvLayerView& cache,
+                              const AttentionParams& p, TensorView out) {
+      cuda::AttentionArgs a = cuda::AttentionArgsOf(q, b, cache, p, out);
+      cuda::DecodePlan want;
+      want.token_rows = layout.token_rows;
+      want.ring_stages = layout.ring;
+      const cuda::DecodePlan plan = cuda::PlanDecodeAttention(a, sms, &want);
+      ASSERT_EQ(plan.token_rows, layout.token_rows);
+      DeviceBuffer ws = Must(gpu_->Allocate(std::max<size_t>(plan.workspace_bytes, 1)));
+      ASSERT_EQ(cudaMemset(ws.data(), 0, std::min(plan.workspace_bytes, cuda::kDecodeCounterBytes)), cudaSuccess);
+      cuda::LaunchDecodeAttention(a, plan, static_cast<float*>(ws.data()), nullptr);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    };
+    struct Heads { int hq, hk, d; };
+    for (Heads h : {Heads{32, 32, 128}, Heads{8, 4, 64}, Heads{6, 2, 32}, Heads{8, 1, 128}, Heads{8, 1, 64},
+                    Heads{10, 2, 64}, Heads{14, 2, 128}, Heads{32, 8, 128}}) {
+      AttentionCase c{h.hq, h.hk, h.d, RandomDecodes(17, 1500, rng_)};
+      c.seqs[0] = {0, 1};
+      c.seqs[1] = {15, 1};
+      c.fp8 = true;
+      RunAttentionCase(*gpu_, cpu_, c, rng_, launch);
+    }
+    AttentionCase odd{8, 2, 128, {{0, 1}, {16, 1}, {200, 1}, {3000, 1}}, 12};
+    odd.fp8 = true;
+    RunAttentionCase(*gpu_, cpu_, odd, rng_, launch);
+  }
+}
+
 }  // namespace
 }  // namespace tessera
