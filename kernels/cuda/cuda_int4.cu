@@ -287,13 +287,16 @@ Int4Plan PlanInt4Matmul(const Int4Args& w, int64_t rows, bool x_direct, int num_
     // another is clearly better (wide weights, whose column tiles alone come near a wave).
     // At 1-2 rows four warps across columns come first (4096x4096 at one row: 6.75 us against
     // 6.96 for two, same fill; bench sweep, H100).
+    // Each K slice's warps stage their own inputs (round 5: no block-wide barrier between
+    // griddepcontrol.wait and the first mma).
+    constexpr bool kSlice = true;
     Int4Plan best;
     double best_fill = 0.0;
     static constexpr int kFewRows[] = {4, 2, 8, 1}, kMoreRows[] = {2, 4, 8, 1};
     const int* order = rows <= 2 ? kFewRows : kMoreRows;
     for (int i = 0; i < 4; ++i) {
       const int warps_n = order[i];
-      const Int4Plan d = PlanInt4Decode(w, rows, x_direct, num_sms, 2, warps_n, 0, 2, 2);
+      const Int4Plan d = PlanInt4Decode(w, rows, x_direct, num_sms, 2, warps_n, 0, 2, 2, kSlice);
       if (!d.decode) continue;
       const int64_t blocks = static_cast<int64_t>(d.col_tiles) * d.splits;
       const int64_t resident = Int4DecodeResidentBlocks(d, num_sms);
@@ -307,7 +310,7 @@ Int4Plan PlanInt4Matmul(const Int4Args& w, int64_t rows, bool x_direct, int num_
     // measured faster where its column tiles alone fill the one block per multiprocessor
     // that its staged activations allow (4096x4096 at 16 rows: 11.1 us against 12.2).
     if (best.decode && rows > 8) {
-      const Int4Plan whole = PlanInt4Decode(w, rows, x_direct, num_sms, 2, 1, 1, 2, 4);
+      const Int4Plan whole = PlanInt4Decode(w, rows, x_direct, num_sms, 2, 1, 1, 2, 4, kSlice);
       if (whole.decode && whole.splits == 1) {
         const int64_t resident = Int4DecodeResidentBlocks(whole, num_sms);
         const double fill = static_cast<double>(whole.col_tiles) /
