@@ -3,15 +3,16 @@
 // columns x 16 inputs, and the activations (8 rows) are B, so batch 1-8 costs one mma per
 // 16x16 weight block and nothing is wasted on a second column tile. Each warp streams nb
 // column blocks over its run of 64-input chunks with 16-byte loads straight into a register
-// ring (no shared-memory round trip for weights); the block's activations and per-group
-// metadata are staged once in shared memory. The warps of a block split its K run and meet
-// in shared memory; blocks split K further only as far as the device needs to be filled and
-// then meet through the workspace, the last block to arrive summing (or, as plan knobs,
-// through distributed shared memory as one thread-block cluster, or published by one
-// thread's acquire-release arrival); a block may also own all of K. The ring's depth (chunk
-// steps in flight per warp) is a template parameter. Launched as a
-// programmatic dependent, a block streams its weights before the previous kernel has
-// finished and waits for it only to read the activations.
+// ring (no shared-memory round trip for weights); activations and per-group metadata are
+// staged in shared memory, by the warps that share a K slice for that slice alone (meeting
+// at a named barrier of their own) or once for the block. The warps of a block split its K
+// run and meet in shared memory; blocks split K further only as far as the device needs to
+// be filled and then meet through the workspace, the last block to arrive summing (or, as
+// plan knobs, through distributed shared memory as one thread-block cluster, or published by
+// one thread's acquire-release arrival); a block may also own all of K. The ring's depth
+// (chunk steps in flight per warp) is a template parameter. Launched as a programmatic
+// dependent, a block streams its weights before the previous kernel has finished and waits
+// for it only to read the activations.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -312,7 +313,9 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) Int4DecodeKernel(DecodeAr
       }
     }
   }
-  flush();  // the last, partial group (a no-op when a group just ended)
+  // The last, partial group (a no-op when a group just ended). A warp with no chunks has no
+  // metadata of its own staged (slice staging): its zero sums must not meet unstaged scales.
+  if (wc0 < wc1) flush();
 
   // The warps' sums meet in shared memory, [warps_k][8 * NT rows][tile columns], and the
   // block's sums go to `sums` [8 * NT rows][tile columns] when the cluster reads them.
@@ -527,8 +530,10 @@ Int4Plan PlanInt4Decode(const Int4Args& w, int64_t rows, bool x_direct, int num_
   // One thread's acquire-release arrival measured 0.5-0.65 us faster per split-K call than
   // every thread fencing (bench sweep, H100).
   p.release_once = true;
-  // The last block's loads of the partial sums all in flight at once (round 5).
-  p.batched_meet = true;
+  // The last block's partial-sum loads batched where each thread sums at least four outputs
+  // (8-16 rows of 64-128-column tiles: 0.1-0.6 us faster); with one or two outputs a thread
+  // they measured 0.6-0.9 us slower at 1-4 rows (bench sweep, H100).
+  p.batched_meet = rows * tile_blocks * 16 >= 4 * kThreads;
   p.decode = true;
   PlaceInt4Workspace(w, rows, x_direct, &p);
   return p;
