@@ -152,7 +152,7 @@ void SweepDecode(CudaBackend& be, const std::vector<QuantizedWeight>& views, con
       plans.push_back({p.batched_meet ? "planned, split-K meeting batched" : "planned, split-K meeting one load at a time", p});
     }
   }
-  // Two column blocks per warp (four measured slower at every batch) at each ring depth and
+  // Two column blocks per warp (four: the one grid row below) at each ring depth and
   // warps across columns, staged block-wide and per K slice: blocks owning all of K (no
   // split-K), and the device-filling split with half and twice as many splits.
   for (bool slice : {false, true}) {
