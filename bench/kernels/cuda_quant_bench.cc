@@ -7,7 +7,8 @@
 // time, as decode steps run); the int4 kernel is also timed launched eagerly. Weights
 // rotate through copies larger than L2. Prints a table, writes JSON (argv[1]). With
 // TESSERA_QUANT_SWEEP=1 it also times the decode kernel under other work splits than its
-// planner's (ring depth, warps across columns, split-K) at every decode batch.
+// planner's (ring depth, warps across columns, split-K, block-wide or per-slice staging) at
+// every decode batch.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -142,31 +143,42 @@ void SweepDecode(CudaBackend& be, const std::vector<QuantizedWeight>& views, con
     p = planned;
     p.fold_zero = !p.fold_zero;
     plans.push_back({p.fold_zero ? "planned, zero point folded" : "planned, zero point per nibble pair", p});
+    p = cuda::PlanInt4Decode(w0, n, true, sms, planned.nb, planned.warps_n, planned.splits, planned.min_blocks,
+                             planned.ring, !planned.slice_stage);
+    plans.push_back({p.slice_stage ? "planned, slice staging" : "planned, block-wide staging", p});
+    p = planned;
+    p.batched_meet = !p.batched_meet;
+    if (p.splits > 1) {
+      plans.push_back({p.batched_meet ? "planned, split-K meeting batched" : "planned, split-K meeting one load at a time", p});
+    }
   }
-  // Two column blocks per warp (four measured slower at every batch) at each ring depth and
-  // warps across columns: blocks owning all of K (no split-K), and the device-filling split
-  // with half and twice as many splits.
-  for (int ring : {2, 4, 8}) {
-    for (int warps_n : {1, 2, 4, 8}) {
-      const int base = cuda::PlanInt4Decode(w0, n, true, sms, 2, warps_n, 0, 2, ring).splits;
-      std::vector<int> seen;
-      for (int splits : {1, std::max(1, base / 2), base, base * 2}) {
-        if (std::find(seen.begin(), seen.end(), splits) != seen.end()) continue;
-        seen.push_back(splits);
-        const cuda::Int4Plan p = cuda::PlanInt4Decode(w0, n, true, sms, 2, warps_n, splits, 2, ring);
-        if (p.ring == ring) plans.push_back({"grid", p});
+  // Two column blocks per warp (four: the one grid row below) at each ring depth and
+  // warps across columns, staged block-wide and per K slice: blocks owning all of K (no
+  // split-K), and the device-filling split with half and twice as many splits.
+  for (bool slice : {false, true}) {
+    for (int ring : {2, 4, 8}) {
+      for (int warps_n : {1, 2, 4, 8}) {
+        const int base = cuda::PlanInt4Decode(w0, n, true, sms, 2, warps_n, 0, 2, ring, slice).splits;
+        std::vector<int> seen;
+        for (int splits : {1, std::max(1, base / 2), base, base * 2}) {
+          if (std::find(seen.begin(), seen.end(), splits) != seen.end()) continue;
+          seen.push_back(splits);
+          const cuda::Int4Plan p = cuda::PlanInt4Decode(w0, n, true, sms, 2, warps_n, splits, 2, ring, slice);
+          if (p.ring == ring) plans.push_back({"grid", p});
+        }
       }
     }
   }
-  plans.push_back({"grid", cuda::PlanInt4Decode(w0, n, true, sms, 2, 2, 0, 3, 2)});
+  plans.push_back({"grid", cuda::PlanInt4Decode(w0, n, true, sms, 2, 2, 0, 3, 2, false)});
   // The three-blocks/SM kernel on the planned grid (about two blocks per multiprocessor): a
   // slot stays free on every multiprocessor for the next call's blocks to stream weights into
   // while this call finishes.
   if (planned.decode && n <= 8) {
-    const cuda::Int4Plan p = cuda::PlanInt4Decode(w0, n, true, sms, 2, planned.warps_n, planned.splits, 3, 2);
+    const cuda::Int4Plan p =
+        cuda::PlanInt4Decode(w0, n, true, sms, 2, planned.warps_n, planned.splits, 3, 2, planned.slice_stage);
     if (p.min_blocks == 3) plans.push_back({"three blocks/SM kernel on the planned grid", p});
   }
-  plans.push_back({"grid", cuda::PlanInt4Decode(w0, n, true, sms, 4, 2, 0, 2, 2)});
+  plans.push_back({"grid", cuda::PlanInt4Decode(w0, n, true, sms, 4, 2, 0, 2, 2, planned.slice_stage)});
   for (const auto& [what, p] : plans) {
     if (!p.decode || p.workspace_bytes > ws.bytes()) continue;
     size_t next = 0;
@@ -175,16 +187,16 @@ void SweepDecode(CudaBackend& be, const std::vector<QuantizedWeight>& views, con
                              be.stream());
     });
     std::printf("  sweep %-12s batch %3ld nb %d warps_n %d blocks/SM %d ring %d splits %3d chunks/split %3d "
-                "blocks %5d smem %6d cluster %d pdl %d release1 %d fold %d: %7.2f us  %s\n",
+                "blocks %5d smem %6d cluster %d pdl %d release1 %d fold %d slice %d batched %d: %7.2f us  %s\n",
                 shape.c_str(), static_cast<long>(n), p.nb, p.warps_n, p.min_blocks, p.ring, p.splits,
                 p.chunks_per_split, p.col_tiles * p.splits, p.smem_bytes, p.cluster ? 1 : 0, p.pdl ? 1 : 0,
-                p.release_once ? 1 : 0, p.fold_zero ? 1 : 0, t * 1e6,
+                p.release_once ? 1 : 0, p.fold_zero ? 1 : 0, p.slice_stage ? 1 : 0, p.batched_meet ? 1 : 0, t * 1e6,
                 what.c_str());
     rows.push_back({{"device", device}, {"kernel", "gptq_int4_decode_sweep"}, {"shape", shape}, {"batch", n},
                     {"nb", p.nb}, {"warps_n", p.warps_n}, {"min_blocks", p.min_blocks}, {"ring", p.ring},
                     {"splits", p.splits}, {"chunks_per_split", p.chunks_per_split},
                     {"cluster", p.cluster}, {"pdl", p.pdl}, {"release_once", p.release_once},
-                    {"fold_zero", p.fold_zero}, {"us", t * 1e6}, {"variant", what},
+                    {"fold_zero", p.fold_zero}, {"slice_stage", p.slice_stage}, {"batched_meet", p.batched_meet}, {"us", t * 1e6}, {"variant", what},
                     {"backend_call_us", planned_s * 1e6}, {"timing", "cuda graph"}});
   }
 }

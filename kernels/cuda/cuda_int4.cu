@@ -281,19 +281,24 @@ void PlaceInt4Workspace(const Int4Args& w, int64_t rows, bool x_direct, Int4Plan
 
 Int4Plan PlanInt4Matmul(const Int4Args& w, int64_t rows, bool x_direct, int num_sms) {
   if (rows <= kInt4DecodeMaxRows) {
-    // Two column blocks per warp (measured faster than four at every decode batch) and two
+    // Two column blocks per warp (four measured faster only on 11008x4096 at 1-8 rows, by
+    // 0.3-0.5 us in round 5's sweep, slower elsewhere; not planned) and two
     // blocks per multiprocessor (three, registers capped at 80, measured slower on 4096x4096
     // at 1-8 rows); warps across columns such that the grid fills its waves best, two unless
     // another is clearly better (wide weights, whose column tiles alone come near a wave).
     // At 1-2 rows four warps across columns come first (4096x4096 at one row: 6.75 us against
     // 6.96 for two, same fill; bench sweep, H100).
+    // Each K slice's warps stage their own inputs: no block-wide barrier between
+    // griddepcontrol.wait and the first mma (0.05-0.4 us faster than block-wide staging on
+    // the same plans at every decode batch and shape; bench sweep, H100).
+    constexpr bool kSlice = true;
     Int4Plan best;
     double best_fill = 0.0;
     static constexpr int kFewRows[] = {4, 2, 8, 1}, kMoreRows[] = {2, 4, 8, 1};
     const int* order = rows <= 2 ? kFewRows : kMoreRows;
     for (int i = 0; i < 4; ++i) {
       const int warps_n = order[i];
-      const Int4Plan d = PlanInt4Decode(w, rows, x_direct, num_sms, 2, warps_n, 0, 2, 2);
+      const Int4Plan d = PlanInt4Decode(w, rows, x_direct, num_sms, 2, warps_n, 0, 2, 2, kSlice);
       if (!d.decode) continue;
       const int64_t blocks = static_cast<int64_t>(d.col_tiles) * d.splits;
       const int64_t resident = Int4DecodeResidentBlocks(d, num_sms);
@@ -303,18 +308,9 @@ Int4Plan PlanInt4Matmul(const Int4Args& w, int64_t rows, bool x_direct, int num_
         best_fill = fill;
       }
     }
-    // At 9-16 rows a block that owns all of K (no split-K partial sums) with a ring of 4
-    // measured faster where its column tiles alone fill the one block per multiprocessor
-    // that its staged activations allow (4096x4096 at 16 rows: 11.1 us against 12.2).
-    if (best.decode && rows > 8) {
-      const Int4Plan whole = PlanInt4Decode(w, rows, x_direct, num_sms, 2, 1, 1, 2, 4);
-      if (whole.decode && whole.splits == 1) {
-        const int64_t resident = Int4DecodeResidentBlocks(whole, num_sms);
-        const double fill = static_cast<double>(whole.col_tiles) /
-                            (((whole.col_tiles + resident - 1) / resident) * resident);
-        if (fill >= best_fill - 0.05) best = whole;
-      }
-    }
+    // Blocks owning all of K at 9-16 rows (planned in rounds 3-4 where their column tiles
+    // fill the device) lost to the split plan once slices stage their own inputs and the
+    // split-K meeting's loads are batched: 4096x4096 at 16 rows 11.3-11.6 us against 11.0.
     if (best.decode) return best;
   }
   Int4Plan p;

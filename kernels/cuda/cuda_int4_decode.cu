@@ -3,15 +3,16 @@
 // columns x 16 inputs, and the activations (8 rows) are B, so batch 1-8 costs one mma per
 // 16x16 weight block and nothing is wasted on a second column tile. Each warp streams nb
 // column blocks over its run of 64-input chunks with 16-byte loads straight into a register
-// ring (no shared-memory round trip for weights); the block's activations and per-group
-// metadata are staged once in shared memory. The warps of a block split its K run and meet
-// in shared memory; blocks split K further only as far as the device needs to be filled and
-// then meet through the workspace, the last block to arrive summing (or, as plan knobs,
-// through distributed shared memory as one thread-block cluster, or published by one
-// thread's acquire-release arrival); a block may also own all of K. The ring's depth (chunk
-// steps in flight per warp) is a template parameter. Launched as a
-// programmatic dependent, a block streams its weights before the previous kernel has
-// finished and waits for it only to read the activations.
+// ring (no shared-memory round trip for weights); activations and per-group metadata are
+// staged in shared memory, by the warps that share a K slice for that slice alone (meeting
+// at a named barrier of their own) or once for the block. The warps of a block split its K
+// run and meet in shared memory; blocks split K further only as far as the device needs to
+// be filled and then meet through the workspace, the last block to arrive summing (or, as
+// plan knobs, through distributed shared memory as one thread-block cluster, or published by
+// one thread's acquire-release arrival); a block may also own all of K. The ring's depth
+// (chunk steps in flight per warp) is a template parameter. Launched as a programmatic
+// dependent, a block streams its weights before the previous kernel has finished and waits
+// for it only to read the activations.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -40,8 +41,12 @@ struct DecodeArgs {
   int rows, warps_n, chunks_per_split;
   bool cluster;       // the splits meet in distributed shared memory
   bool release_once;  // one thread publishes the block's partial sums (else every thread fences)
+  bool slice;         // each K slice's warps stage their own activations and metadata
+  bool batched_meet;  // the last block keeps many partial-sum loads in flight per thread
   int x_stride;     // staged activation row, bf16
   int meta_offset;  // staged metadata, bytes into shared memory
+  int slice_meta_bytes;  // one K slice's metadata (slice staging)
+  int red_offset;   // the warps' sums, bytes into shared memory (0: over the staged inputs)
   void* out;
   DType odt;
   float* partial;
@@ -62,6 +67,46 @@ __device__ __forceinline__ unsigned AtomicAddAcqRel(unsigned* p, unsigned v) {
   unsigned old;
   asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;\n" : "=r"(old) : "l"(p), "r"(v) : "memory");
   return old;
+}
+
+// The last block's sum of the splits' partials for its tile, out = sum over sp in split order
+// (as the one-at-a-time loop, so the result is the same bits). Each thread owns up to kOuts
+// outputs and keeps kOuts x kSplits L2 loads in flight: one at a time, the round trips of a
+// thread's outputs and splits queue behind each other (at 8-16 rows of a wide tile, several
+// per thread).
+__device__ __forceinline__ void MeetBatched(const float* partial, int rows, int64_t n, int64_t col0, int ncols,
+                                            int splits, void* out, DType odt, int tid) {
+  constexpr int kOuts = 4, kSplits = 8;
+  const int total = rows * ncols;
+  for (int base = tid; base < total; base += kThreads * kOuts) {
+    const float* src[kOuts];
+    bool ok[kOuts];
+    float s[kOuts];
+#pragma unroll
+    for (int u = 0; u < kOuts; ++u) {
+      const int idx = base + u * kThreads;
+      ok[u] = idx < total;
+      const int row = ok[u] ? idx / ncols : 0, col = ok[u] ? idx % ncols : 0;
+      src[u] = partial + row * n + col0 + col;
+      s[u] = 0.0f;
+    }
+    const int64_t split_stride = static_cast<int64_t>(rows) * n;
+    for (int sp = 0; sp < splits; sp += kSplits) {
+      float v[kSplits][kOuts];
+#pragma unroll
+      for (int q = 0; q < kSplits; ++q)
+#pragma unroll
+        for (int u = 0; u < kOuts; ++u) v[q][u] = ok[u] && sp + q < splits ? __ldcg(src[u] + (sp + q) * split_stride) : 0.0f;
+#pragma unroll
+      for (int q = 0; q < kSplits; ++q)
+#pragma unroll
+        for (int u = 0; u < kOuts; ++u) s[u] += v[q][u];
+    }
+#pragma unroll
+    for (int u = 0; u < kOuts; ++u) {
+      if (ok[u]) StoreFromFloat(out, odt, src[u] - partial, s[u]);
+    }
+  }
 }
 
 // MinBlocks: blocks per multiprocessor the registers must allow (3 caps them at 80). R: chunk
@@ -91,13 +136,18 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) Int4DecodeKernel(DecodeAr
 
   // Metadata and weights do not depend on the previous kernel: they go out before waiting for
   // it, the small metadata first so that it is not queued behind the weight stream. Staged
-  // metadata: the groups the block's K run touches, [group][tile_blocks] 64-byte records.
+  // metadata: the groups a K run touches, [group][tile_blocks] 64-byte records; the block's
+  // run staged by all its threads, or (slice staging) each K slice's run by the warps_n warps
+  // that share it, into a region of its own, so that no block-wide barrier stands between
+  // griddepcontrol.wait and a warp's first mma (they meet at a named barrier of their own).
   const int gsize = static_cast<int>(w.group_size), gsteps = gsize / 16;
-  const int gfirst = c0 * 64 / gsize;
-  const int glast = min(static_cast<int>(w.groups) - 1, (c1 * 64 - 1) / gsize);
-  unsigned char* ms = smem + a.meta_offset;
+  const int r0 = a.slice ? wc0 : c0, r1 = a.slice ? wc1 : c1;  // the staged K run
+  const int stagers = a.slice ? a.warps_n * 32 : kThreads, stager = a.slice ? wn * 32 + lane : tid;
+  const int gfirst = r0 * 64 / gsize;
+  const int glast = r1 > r0 ? min(static_cast<int>(w.groups) - 1, (r1 * 64 - 1) / gsize) : gfirst - 1;
+  unsigned char* ms = smem + a.meta_offset + (a.slice ? wk * a.slice_meta_bytes : 0);
   const int pieces = tile_blocks * 4;
-  for (int i = tid; i < (glast - gfirst + 1) * pieces; i += kThreads) {
+  for (int i = stager; i < (glast - gfirst + 1) * pieces; i += stagers) {
     const int grp = i / pieces, nb = nb_tile + (i % pieces) / 4, part = i % 4;
     const bool ok = nb < n_blocks;
     const unsigned char* src = w.meta + ((static_cast<int64_t>(gfirst + grp) * n_blocks + nb) * 64 + part * 16);
@@ -126,25 +176,32 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) Int4DecodeKernel(DecodeAr
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
 
-  // Activations of the block's K run, valid rows only, zeros from k_valid on.
+  // Activations of the staged K run, valid rows only, zeros from k_valid on; a row is indexed
+  // by chunk - c0 either way (the slices' runs are disjoint parts of the block's).
   auto* xs = reinterpret_cast<__nv_bfloat16*>(smem);
-  const int segs = a.chunks_per_split * 8;
+  const int segs = a.slice ? (wc1 - wc0) * 8 : a.chunks_per_split * 8;
+  const int x0 = (r0 - c0) * 64;  // the run's first input in a staged row
   for (int r = 0; r < a.rows; ++r) {
-    for (int s = tid; s < segs; s += kThreads) {
-      const int64_t col = static_cast<int64_t>(c0) * 64 + s * 8;
+    for (int s = stager; s < segs; s += stagers) {
+      const int64_t col = static_cast<int64_t>(r0) * 64 + s * 8;
       const bool ok = col < a.k_valid;
-      CpAsync16(xs + r * a.x_stride + s * 8, ok ? a.x + r * a.lda + col : a.x, ok);
+      CpAsync16(xs + r * a.x_stride + x0 + s * 8, ok ? a.x + r * a.lda + col : a.x, ok);
     }
   }
   CpAsyncCommit();
   CpAsyncWait<0>();
-  __syncthreads();
+  if (a.slice) {
+    // The warps of this K slice only (barrier 0 is __syncthreads').
+    asm volatile("bar.sync %0, %1;\n" ::"r"(1 + wk), "r"(stagers) : "memory");
+  } else {
+    __syncthreads();
+  }
 
   // Group bookkeeping by counters (steps are 16 inputs): a division per step would cost more
   // than the step. This lane needs columns g and g + 8 of each block: scales as f32, zeros as
   // bf16x2 pairs (128 + zero), or folding as the f32 bits of 128 + zero.
   const int s0 = wc0 * 4;
-  const int gmax = glast - gfirst;
+  const int gmax = max(glast - gfirst, 0);
   int gidx = s0 / gsteps - gfirst, group_left = gsteps - s0 % gsteps;
   uint32_t zlo[NB], zhi[NB];
   float slo[NB], shi[NB];
@@ -256,12 +313,14 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) Int4DecodeKernel(DecodeAr
       }
     }
   }
-  flush();  // the last, partial group (a no-op when a group just ended)
+  // The last, partial group (a no-op when a group just ended). A warp with no chunks has no
+  // metadata of its own staged (slice staging): its zero sums must not meet unstaged scales.
+  if (wc0 < wc1) flush();
 
   // The warps' sums meet in shared memory, [warps_k][8 * NT rows][tile columns], and the
   // block's sums go to `sums` [8 * NT rows][tile columns] when the cluster reads them.
-  __syncthreads();  // the staged activations and metadata are done with
-  auto* red = reinterpret_cast<float*>(smem);
+  if (a.red_offset == 0) __syncthreads();  // they reuse the staged inputs: done with
+  auto* red = reinterpret_cast<float*>(smem + a.red_offset);
   const int tile_cols = tile_blocks * 16, rows_pad = 8 * NT;
   float* sums = red + warps_k * rows_pad * tile_cols;
 #pragma unroll
@@ -329,12 +388,16 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) Int4DecodeKernel(DecodeAr
     if (!last_block) return;
     __threadfence();
   }
-  for (int idx = tid; idx < rows * ncols; idx += kThreads) {
-    const int row = idx / ncols, col = idx % ncols;
-    float s = 0.0f;
-    // Other blocks wrote these: read around L1, which is not coherent across SMs.
-    for (int sp = 0; sp < splits; ++sp) s += __ldcg(a.partial + (static_cast<int64_t>(sp) * rows + row) * n + col0 + col);
-    StoreFromFloat(a.out, a.odt, row * n + col0 + col, s);
+  // Other blocks wrote these: read around L1, which is not coherent across SMs.
+  if (a.batched_meet) {
+    MeetBatched(a.partial, rows, n, col0, ncols, splits, a.out, a.odt, tid);
+  } else {
+    for (int idx = tid; idx < rows * ncols; idx += kThreads) {
+      const int row = idx / ncols, col = idx % ncols;
+      float s = 0.0f;
+      for (int sp = 0; sp < splits; ++sp) s += __ldcg(a.partial + (static_cast<int64_t>(sp) * rows + row) * n + col0 + col);
+      StoreFromFloat(a.out, a.odt, row * n + col0 + col, s);
+    }
   }
   if (tid == 0) *counter = 0;  // ready for the next launch (CUDA-graph replays too)
 }
@@ -396,23 +459,33 @@ int SmemPerSm() {
 }
 
 // Shared memory of a plan whose K run is `chunks`: staged activations and metadata (64-byte
-// records), or the sums after them, whichever is larger.
+// records), and the sums: over the staged inputs (whichever is larger), or with slice
+// staging after them, so that no warp waits for the others to be done with their inputs
+// before writing its sums (and the metadata in one region per K slice).
 void SizeSmem(const Int4Args& w, int64_t rows, int chunks, Int4Plan* p) {
-  const int tile_blocks = p->warps_n * p->nb;
+  const int tile_blocks = p->warps_n * p->nb, warps_k = kWarps / p->warps_n;
   p->x_stride = chunks * 64 + 8;
   p->meta_offset = static_cast<int32_t>(rows * p->x_stride * 2);
-  const int64_t groups = (static_cast<int64_t>(chunks) * 64 + w.group_size - 1) / w.group_size + 1;
-  const int64_t staged = p->meta_offset + groups * tile_blocks * 64;
+  auto groups_of = [&](int64_t run) { return (run * 64 + w.group_size - 1) / w.group_size + 1; };
   // The warps' sums, then the block's (read by the cluster).
-  const int64_t sums = static_cast<int64_t>(kWarps / p->warps_n + 1) * 8 * p->nt * tile_blocks * 16 * 4;
-  p->smem_bytes = static_cast<int32_t>(std::max(staged, sums));
+  const int64_t sums = static_cast<int64_t>(warps_k + 1) * 8 * p->nt * tile_blocks * 16 * 4;
+  if (p->slice_stage) {
+    p->slice_meta_bytes = static_cast<int32_t>(groups_of((chunks + warps_k - 1) / warps_k) * tile_blocks * 64);
+    p->red_offset = p->meta_offset + warps_k * p->slice_meta_bytes;
+    p->smem_bytes = static_cast<int32_t>(p->red_offset + sums);
+  } else {
+    p->slice_meta_bytes = 0;
+    p->red_offset = 0;
+    p->smem_bytes = static_cast<int32_t>(std::max(p->meta_offset + groups_of(chunks) * tile_blocks * 64, sums));
+  }
 }
 
 }  // namespace
 
 Int4Plan PlanInt4Decode(const Int4Args& w, int64_t rows, bool x_direct, int num_sms, int nb, int warps_n,
-                        int splits, int min_blocks, int ring) {
+                        int splits, int min_blocks, int ring, bool slice_stage) {
   Int4Plan p;
+  p.slice_stage = slice_stage;
   p.nt = rows <= 8 ? 1 : 2;
   p.nb = nb == 2 ? 2 : 4;
   p.min_blocks = p.nt == 1 && p.nb == 2 && min_blocks == 3 ? 3 : 2;
@@ -457,6 +530,10 @@ Int4Plan PlanInt4Decode(const Int4Args& w, int64_t rows, bool x_direct, int num_
   // One thread's acquire-release arrival measured 0.5-0.65 us faster per split-K call than
   // every thread fencing (bench sweep, H100).
   p.release_once = true;
+  // The last block's partial-sum loads batched where each thread sums at least four outputs
+  // (8-16 rows of 64-128-column tiles: 0.1-0.6 us faster); with one or two outputs a thread
+  // they measured 0.6-0.9 us slower at 1-4 rows (bench sweep, H100).
+  p.batched_meet = rows * tile_blocks * 16 >= 4 * kThreads;
   p.decode = true;
   PlaceInt4Workspace(w, rows, x_direct, &p);
   return p;
@@ -482,8 +559,12 @@ void LaunchInt4Decode(const Int4Args& w, const Int4Plan& p, const void* x, int64
   a.chunks_per_split = p.chunks_per_split;
   a.cluster = p.cluster && p.splits > 1 && p.splits <= kMaxClusterSplits;
   a.release_once = p.release_once;
+  a.slice = p.slice_stage;
+  a.batched_meet = p.batched_meet;
   a.x_stride = p.x_stride;
   a.meta_offset = p.meta_offset;
+  a.slice_meta_bytes = p.slice_meta_bytes;
+  a.red_offset = p.red_offset;
   a.out = out;
   a.odt = out_dtype;
   a.partial = partial;

@@ -47,9 +47,17 @@ struct Int4Plan {
   // barrier instead of a fence in every thread (on in planned plans).
   // fold_zero: the zero point is applied once per group from the activations' sums instead
   // of to every nibble pair (one lop3 per pair instead of lop3 + subtract).
+  // slice_stage: the warps that share a K slice stage its activations and metadata alone and
+  // meet at a named barrier of their own (no block-wide barrier before the first mma); the
+  // metadata then lies in one region of slice_meta_bytes per slice and the warps' sums at
+  // red_offset (else over the staged inputs, red_offset 0). Set by the planner's caller
+  // before the shared memory is sized, so it is a PlanInt4Decode argument.
+  // batched_meet: the last block of a split-K tile keeps several outputs' loads of every
+  // split in flight per thread (else one output and one split at a time).
   int nt = 1, nb = 4, warps_n = 2, min_blocks = 2, ring = 2;
-  bool cluster = false, pdl = false, release_once = false, fold_zero = false;
-  int32_t x_stride = 0, meta_offset = 0, smem_bytes = 0;
+  bool cluster = false, pdl = false, release_once = false, fold_zero = false, slice_stage = false;
+  bool batched_meet = false;
+  int32_t x_stride = 0, meta_offset = 0, smem_bytes = 0, slice_meta_bytes = 0, red_offset = 0;
   int32_t row_blocks = 0, col_tiles = 0, splits = 1, chunks_per_split = 0;
   bool gather = false;
   int64_t gather_ld = 0;
@@ -59,10 +67,10 @@ struct Int4Plan {
 Int4Plan PlanInt4Matmul(const Int4Args& w, int64_t rows, bool x_direct, int num_sms);
 // The decode kernel's plan with its knobs set (rows <= kInt4DecodeMaxRows; nb 2 or 4;
 // warps_n 1, 2, 4 or 8; splits 0 fills the device, 1 gives each block all of K; min_blocks 2
-// or 3; ring 2, 4 or 8, lowered to what the other knobs allow). decode is false when the
-// shape does not fit it (more column tiles than split-K counters).
+// or 3; ring 2, 4 or 8, lowered to what the other knobs allow; slice_stage as in Int4Plan).
+// decode is false when the shape does not fit it (more column tiles than split-K counters).
 Int4Plan PlanInt4Decode(const Int4Args& w, int64_t rows, bool x_direct, int num_sms, int nb, int warps_n,
-                        int splits, int min_blocks, int ring);
+                        int splits, int min_blocks, int ring, bool slice_stage);
 // Blocks of a decode plan's kernel that the device holds at once.
 int64_t Int4DecodeResidentBlocks(const Int4Plan& p, int num_sms);
 // Sets the workspace fields of a plan whose kernel fields are set.

@@ -279,19 +279,23 @@ void* ZeroedWorkspace(size_t bytes) {
   return ws;
 }
 
+// How a work-split run launches the decode kernel beyond its split: cluster meeting, programmatic
+// launch, register bound, one-thread split-K release, zero point folded, per-slice staging,
+// the last block's partial-sum loads batched.
+struct DecodeMode {
+  bool cluster, pdl;
+  int min_blocks;
+  bool release_once, fold_zero, slice, batched;
+};
+
 // The decode kernel under every plan it accepts, launched directly: column blocks per warp,
 // warps side by side over columns (the others split K inside a block), split-K across
 // blocks from none (one block walks all of K, longer than any ring) to one chunk per block
 // (up to 8 as a cluster meeting in distributed shared memory, or through the workspace),
-// register rings of 2, 4 and 8 chunk steps, with and without programmatic launch, both
-// register bounds, both ways a block publishes its partial sums and with the zero point
-// applied per nibble pair or folded into a per-group correction, against the CPU reference.
-TEST_F(CudaQuantTest, PackedInt4DecodeMatchesCpuUnderEveryWorkSplit) {
-  struct Mode {
-    bool cluster, pdl;
-    int min_blocks;
-    bool release_once, fold_zero;
-  };
+// register rings of 2, 4 and 8 chunk steps, each in the given modes, against the CPU
+// reference; act-order with group 32, a K tail with one group, group 48 straddling chunks.
+void RunDecodeUnderEveryWorkSplit(Backend& gpu, CpuBackend& cpu, const std::vector<DecodeMode>& modes,
+                                  std::mt19937& rng) {
   cudaStream_t stream = nullptr;  // a stream of its own, as the backend launches on
   ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
   // One workspace for every launch: each leaves its arrival counters at zero.
@@ -300,49 +304,51 @@ TEST_F(CudaQuantTest, PackedInt4DecodeMatchesCpuUnderEveryWorkSplit) {
   ASSERT_NE(ws, nullptr);
   for (GptqCase c : {GptqCase{4, 512, 320, 32, true, false}, GptqCase{4, 1000, 200, -1, false, true},
                      GptqCase{4, 2112, 136, 48, false, false}}) {
-    const HostGptq h = RandomGptq(c, rng_);
-    DeviceGptq cw = Upload(cpu_, h), gw = UploadPacked(*gpu_, h);
+    const HostGptq h = RandomGptq(c, rng);
+    DeviceGptq cw = Upload(cpu, h), gw = UploadPacked(gpu, h);
     ASSERT_NE(gw.q.packed, nullptr);
     const cuda::Int4Args w = cuda::Int4ArgsOf(gw.q);
     LinearWeight cl;
     cl.quant = &cw.q;
     for (int64_t rows : {1, 2, 3, 8, 9, 16}) {
-      const std::vector<float> x = RandomBf16(rows * c.in, rng_);
-      Tensor cx = Put(cpu_, x, rows, c.in, DType::kF32), gx = Put(*gpu_, x, rows, c.in, DType::kBF16);
-      Tensor co = Poisoned(cpu_, rows, c.out, DType::kF32);
-      cpu_.Matmul(cx.view, cl, co.view);
-      const std::vector<float> ref = Get(cpu_, co.view);
+      const std::vector<float> x = RandomBf16(rows * c.in, rng);
+      Tensor cx = Put(cpu, x, rows, c.in, DType::kF32), gx = Put(gpu, x, rows, c.in, DType::kBF16);
+      Tensor co = Poisoned(cpu, rows, c.out, DType::kF32);
+      cpu.Matmul(cx.view, cl, co.view);
+      const std::vector<float> ref = Get(cpu, co.view);
       const bool x_direct = h.perm.empty() && c.in % 8 == 0;
       for (int nb : {2, 4}) {
         for (int ring : {2, 4, 8}) {
           if (nb == 4 && ring > 2) continue;  // the kernel has no deeper ring at four column blocks
           for (int warps_n : {1, 2, 4, 8}) {
             for (int splits : {0, 1, 3, 1000}) {
-              for (Mode m : {Mode{false, false, 2, false, false}, Mode{true, true, 3, false, true},
-                             Mode{true, false, 2, false, true}, Mode{false, true, 3, false, false},
-                             Mode{false, true, 2, true, true}, Mode{false, true, 2, true, false}}) {
+              for (const DecodeMode& m : modes) {
                 if (ring > 2 && m.min_blocks == 3) continue;  // deeper rings take two blocks per multiprocessor
                 cuda::Int4Plan plan =
-                    cuda::PlanInt4Decode(w, rows, x_direct, 132, nb, warps_n, splits, m.min_blocks, ring);
+                    cuda::PlanInt4Decode(w, rows, x_direct, 132, nb, warps_n, splits, m.min_blocks, ring, m.slice);
                 const std::string what = Describe(c, rows) + " nb " + std::to_string(nb) + " warps_n " +
                                          std::to_string(warps_n) + " splits " + std::to_string(plan.splits) +
                                          " ring " + std::to_string(plan.ring) + " cluster " +
                                          std::to_string(m.cluster) + " pdl " + std::to_string(m.pdl) +
                                          " blocks/SM " + std::to_string(plan.min_blocks) + " one-thread release " +
-                                         std::to_string(m.release_once) + " fold " + std::to_string(m.fold_zero);
+                                         std::to_string(m.release_once) + " fold " + std::to_string(m.fold_zero) +
+                                         " slice staging " + std::to_string(m.slice) + " batched meeting " +
+                                         std::to_string(m.batched);
                 ASSERT_TRUE(plan.decode) << what;
                 ASSERT_EQ(plan.ring, rows > 8 && ring == 8 ? 4 : ring) << what;
+                ASSERT_EQ(plan.slice_stage, m.slice) << what;
                 plan.cluster = m.cluster;  // used when there are 2 to 8 splits
                 plan.pdl = m.pdl;
                 plan.release_once = m.release_once;
                 plan.fold_zero = m.fold_zero;
+                plan.batched_meet = m.batched;
                 ASSERT_LE(plan.workspace_bytes, ws_bytes) << what;
-                Tensor go = Poisoned(*gpu_, rows, c.out, DType::kF32);
-                ASSERT_TRUE(gpu_->Synchronize().ok());
+                Tensor go = Poisoned(gpu, rows, c.out, DType::kF32);
+                ASSERT_TRUE(gpu.Synchronize().ok());
                 cuda::LaunchInt4Matmul(w, plan, gx.view.data, rows, go.view.data, DType::kF32, ws, stream);
                 ASSERT_EQ(cudaGetLastError(), cudaSuccess) << what;
                 ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess) << what;
-                EXPECT_LT(RelError(Get(*gpu_, go.view), ref), 1e-4) << what;
+                EXPECT_LT(RelError(Get(gpu, go.view), ref), 1e-4) << what;
               }
             }
           }
@@ -352,6 +358,29 @@ TEST_F(CudaQuantTest, PackedInt4DecodeMatchesCpuUnderEveryWorkSplit) {
   }
   cudaFree(ws);
   cudaStreamDestroy(stream);
+}
+
+// Block-wide staging: with and without programmatic launch, both register bounds, both ways a
+// block publishes its partial sums, the zero point per nibble pair or folded, the last
+// block's loads one at a time or batched.
+TEST_F(CudaQuantTest, PackedInt4DecodeMatchesCpuUnderEveryWorkSplit) {
+  RunDecodeUnderEveryWorkSplit(
+      *gpu_, cpu_,
+      {DecodeMode{false, false, 2, false, false, false, false}, DecodeMode{true, true, 3, false, true, false, false},
+       DecodeMode{true, false, 2, false, true, false, true}, DecodeMode{false, true, 3, false, false, false, true},
+       DecodeMode{false, true, 2, true, true, false, false}, DecodeMode{false, true, 2, true, false, false, true}},
+      rng_);
+}
+
+// Each K slice's warps staging their own activations and metadata (and the warps' sums in a
+// region of their own) under the same splits: the planned launch, cluster meetings, every
+// thread fencing with the zero point folded and one load at a time, the three-blocks/SM kernel.
+TEST_F(CudaQuantTest, PackedInt4DecodeWithSliceStagingMatchesCpuUnderEveryWorkSplit) {
+  RunDecodeUnderEveryWorkSplit(
+      *gpu_, cpu_,
+      {DecodeMode{false, true, 2, true, false, true, true}, DecodeMode{true, true, 2, true, false, true, true},
+       DecodeMode{false, false, 2, false, true, true, false}, DecodeMode{false, true, 3, true, false, true, true}},
+      rng_);
 }
 
 // Two decode matmuls in a captured graph, the second reading the first's output: launched as
@@ -370,7 +399,7 @@ TEST_F(CudaQuantTest, PackedInt4DecodeChainInACapturedGraphReadsEachInputAfterIt
   l2.quant = &c2.q;
   cudaStream_t stream = nullptr;
   ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
-  for (int64_t rows : {1, 9}) {
+  for (int64_t rows : {1, 9, 16}) {
     const cuda::Int4Plan p1 = cuda::PlanInt4Matmul(w1, rows, true, 132), p2 = cuda::PlanInt4Matmul(w2, rows, true, 132);
     ASSERT_TRUE(p1.decode && p2.decode && p1.pdl && p2.pdl);
     void* ws = ZeroedWorkspace(std::max(p1.workspace_bytes, p2.workspace_bytes));
