@@ -16,6 +16,7 @@
 
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_decode_internal.h"
+#include "kernels/cuda/cuda_decode_partials.cuh"
 #include "kernels/cuda/cuda_decode_tiles.cuh"
 #include "kernels/cuda/cuda_decode_token_rows.cuh"
 #include "kernels/cuda/cuda_mma.cuh"
@@ -81,19 +82,7 @@ __global__ void __launch_bounds__(kThreads, P::kMinBlocks)
 
     if (start >= end) {  // nothing of this sequence falls in this partition (nor in later ones)
       if (counters != nullptr) break;  // the merge reads only the non-empty ones
-      for (int u = tid; u < G * D; u += kThreads) {
-        const int h = kvh * G + u / D, d = u % D;
-        if (splits == 1) {
-          static_cast<__nv_bfloat16*>(a.out)[static_cast<int64_t>(t) * a.out_stride + h * D + d] = __float2bfloat16(0.0f);
-        } else {
-          const int64_t row = (static_cast<int64_t>(seq) * a.num_heads + h) * splits + split;
-          o_part[row * D + d] = 0.0f;
-          if (d == 0) {
-            ml_part[row * 2] = -INFINITY;
-            ml_part[row * 2 + 1] = 0.0f;
-          }
-        }
-      }
+      WriteEmptyPartition<D>(a, seq, t, kvh, G, split, splits, o_part, ml_part, tid, kThreads);
       continue;
     }
 
