@@ -107,9 +107,7 @@ __device__ __forceinline__ void PvHeads(float (&acc)[kHeadsPerUnit][8], const ch
 
 // Partial results of split s for (seq, head): o [D] normalised by its own sum, then
 // (max in log2 units, sum) in ml.
-// The partition's block-table entries are staged in shared memory first (`page_cap` of
-// them fit): read from global memory inside the tile loads, each page lookup would be a
-// dependent L2 round trip ahead of its cp.async, and the loads would trickle out serially.
+// The partition's block-table entries are staged in shared memory first (PartitionPages).
 template <int D>
 __global__ void __launch_bounds__(kThreads) DecodeKernel(AttentionArgs a, int partition, int page_cap,
                                                          float* o_part, float* ml_part) {
@@ -146,20 +144,12 @@ __global__ void __launch_bounds__(kThreads) DecodeKernel(AttentionArgs a, int pa
     ls[tid] = 0.0f;
   }
 
-  const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq;
   const char* kc = static_cast<const char*>(a.k_cache);
   const char* vc = static_cast<const char*>(a.v_cache);
   const int64_t slot_bytes = static_cast<int64_t>(a.num_kv_heads) * D * 2;
-  const int bs = a.block_size;
-  const bool bs_pow2 = (bs & (bs - 1)) == 0;
-  const int bs_shift = __ffs(bs) - 1;
-  const int first_page = bs_pow2 ? start >> bs_shift : start / bs;
-  const int last_page = bs_pow2 ? (end - 1) >> bs_shift : (end - 1) / bs;
-  const bool staged = last_page - first_page < page_cap;  // uniform across the CTA
-  if (staged) {
-    for (int i = tid; i <= last_page - first_page; i += kThreads) pages[i] = table[first_page + i];
-    __syncthreads();  // the prologue's tile loads read the staged pages
-  }
+  const PartitionPages pp = StagePartitionPages(a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq,
+                                                a.block_size, start, end, page_cap, pages, tid, kThreads);
+  if (pp.staged) __syncthreads();  // the prologue's tile loads read the staged pages
   auto load_tile = [&](int tile, int stage) {
     char* kd = kv + stage * S::kStageBytes;
     char* vd = kd + kTile * S::kRowBytes;
@@ -169,12 +159,7 @@ __global__ void __launch_bounds__(kThreads) DecodeKernel(AttentionArgs a, int pa
       const int j = tile_start + tok;
       const bool valid = j < end;
       int64_t off = 0;
-      if (valid) {
-        const int page = bs_pow2 ? j >> bs_shift : j / bs;
-        const int32_t block = staged ? pages[page - first_page] : table[page];
-        const int64_t slot = static_cast<int64_t>(block) * bs + (j - page * bs);
-        off = slot * slot_bytes + (kvh * D + c * 8) * 2;
-      }
+      if (valid) off = pp.Slot(j) * slot_bytes + (kvh * D + c * 8) * 2;
       CpAsync16(kd + tok * S::kRowBytes + c * 16, kc + off, valid);
       CpAsync16(vd + tok * S::kRowBytes + c * 16, vc + off, valid);
     }

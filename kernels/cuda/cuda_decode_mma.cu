@@ -95,16 +95,9 @@ __global__ void __launch_bounds__(kThreads, P::kMinBlocks)
     const __nv_bfloat16* q = static_cast<const __nv_bfloat16*>(a.q) + static_cast<int64_t>(t) * a.q_stride +
                              static_cast<int64_t>(kvh) * G * D;
     P::StageQ(q, G, qs, tid, kThreads);
-    const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq;
-    const int bs = a.block_size;
-    const bool bs_pow2 = (bs & (bs - 1)) == 0;
-    const int bs_shift = __ffs(bs) - 1;
-    const int first_page = bs_pow2 ? start >> bs_shift : start / bs;
-    const int last_page = bs_pow2 ? (end - 1) >> bs_shift : (end - 1) / bs;
-    const bool staged = last_page - first_page < page_cap;  // uniform across the CTA
-    if (staged) {
-      for (int i = tid; i <= last_page - first_page; i += kThreads) pages[i] = table[first_page + i];
-    }
+    const PartitionPages pp =
+        StagePartitionPages(a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq, a.block_size, start,
+                            end, page_cap, pages, tid, kThreads);
     __syncthreads();
 
     typename P::State st;
@@ -117,12 +110,7 @@ __global__ void __launch_bounds__(kThreads, P::kMinBlocks)
     char* ring = base + static_cast<size_t>(warp) * kStages * P::kStageBytes;
     auto load_sub = [&](int i, int stage) {  // warp-uniform: every lane takes part in the shuffles
       const int j = start + (warp + i * kWarps) * kSub + lane % kSub;
-      int slot = -1;
-      if (j < end) {
-        const int page = bs_pow2 ? j >> bs_shift : j / bs;
-        const int32_t block = staged ? pages[page - first_page] : table[page];
-        slot = block * bs + (j - page * bs);
-      }
+      const int slot = j < end ? static_cast<int>(pp.Slot(j)) : -1;
       P::Copy(ring + stage * P::kStageBytes, a, kvh, slot, lane);
     };
   #pragma unroll
