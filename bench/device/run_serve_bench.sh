@@ -47,13 +47,19 @@ for line in open(metrics) if os.path.exists(metrics) else []:
     m = re.match(r'tessera_engine_(steps|step_seconds|forward_seconds|step_tokens)_total\{kind="(\w+)".* (\S+)$', line)
     if m:
         steps.setdefault(m.group(2), {})[m.group(1)] = float(m.group(3))
+    m = re.match(r'tessera_engine_host_seconds_total\{kind="(\w+)".*phase="(\w+)".* (\S+)$', line)
+    if m:
+        steps.setdefault(m.group(1), {})[m.group(2) + "_seconds"] = float(m.group(3))
 for kind, v in steps.items():
     n = max(v.get("steps", 0), 1)
     v["mean_step_ms"] = 1e3 * v.get("step_seconds", 0) / n
     v["mean_host_ms"] = 1e3 * (v.get("step_seconds", 0) - v.get("forward_seconds", 0)) / n
     v["mean_tokens"] = v.get("step_tokens", 0) / n
+    for phase in ("schedule", "update", "outputs"):
+        v[f"mean_{phase}_ms"] = 1e3 * v.get(f"{phase}_seconds", 0) / n
     print(f"  {kind} steps: {int(v.get('steps', 0))}, mean {v['mean_step_ms']:.2f} ms "
-          f"(host outside forwards {v['mean_host_ms']:.2f} ms), {v['mean_tokens']:.0f} tokens/step")
+          f"(host outside forwards {v['mean_host_ms']:.2f} ms; schedule {v['mean_schedule_ms']:.2f}, update "
+          f"{v['mean_update_ms']:.2f}, outputs {v['mean_outputs_ms']:.2f}), {v['mean_tokens']:.0f} tokens/step")
 d["engine_steps"] = steps
 json.dump(d, open(path, "w"), indent=1, sort_keys=True)
 PY

@@ -51,6 +51,9 @@ absl::Status EngineOptions::Validate() const {
   if (kv_cache_dtype != "auto" && kv_cache_dtype != "fp8" && kv_cache_dtype != "fp8_e4m3")
     return absl::InvalidArgumentError(
         absl::StrCat("--kv-cache-dtype '", kv_cache_dtype, "': expected auto, fp8 or fp8_e4m3"));
+  if (overlap_outputs != "auto" && overlap_outputs != "on" && overlap_outputs != "off")
+    return absl::InvalidArgumentError(
+        absl::StrCat("--overlap-outputs '", overlap_outputs, "': expected auto, on or off"));
   return absl::OkStatus();
 }
 
@@ -75,6 +78,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(LlamaModel* model, const 
   e->model_ = model;
   e->tokenizer_ = tokenizer;
   e->options_ = options;
+  e->overlap_outputs_ = options.overlap_outputs == "on" ||
+                        (options.overlap_outputs == "auto" && model->backend().kind() != DeviceKind::kCpu);
   const ModelConfig& c = model->config();
   e->max_model_len_ = options.max_model_len > 0 ? options.max_model_len : static_cast<int32_t>(c.max_position_embeddings);
   Backend& backend = model->backend();
@@ -309,13 +314,15 @@ void Engine::Loop() {
     {
       std::unique_lock<std::mutex> lock(mu_);
       wake_.wait(lock, [this] {
-        return stop_ || !incoming_.empty() || !cancels_.empty() || scheduler_->HasUnfinished();
+        return stop_ || !incoming_.empty() || !cancels_.empty() || scheduler_->HasUnfinished() || !owed_.empty();
       });
       incoming.swap(incoming_);
       cancels.swap(cancels_);
       stopping = stop_;
     }
     Admit(incoming);
+    // A request's outputs stay in order: what its last step owes goes out before an abort.
+    if (!cancels.empty() || stopping) EmitOwedOutputs();
     for (uint64_t id : cancels) {
       if (scheduler_->Find(id) != nullptr) scheduler_->Abort(id).IgnoreError();
       FinishRequest(id, "abort");
@@ -334,6 +341,7 @@ void Engine::Loop() {
     if (scheduler_->HasUnfinished()) {
       Step();
     } else {
+      EmitOwedOutputs();
       PublishStats(0.0);
     }
     FlushOutputs();
@@ -342,9 +350,11 @@ void Engine::Loop() {
 
 void Engine::Step() {
   const auto t0 = std::chrono::steady_clock::now();
+  owed_seconds_ = 0.0;
   SchedulerOutput out = scheduler_->Schedule();
   if (out.empty()) {
     scheduler_->UpdateFromOutput({}).IgnoreError();  // every Schedule is answered
+    EmitOwedOutputs();
     PublishStats(0.0);
     return;
   }
@@ -358,9 +368,13 @@ void Engine::Step() {
   std::vector<uint64_t> sample_ids;
   absl::StatusOr<std::vector<SampleResult>> sampled_results = std::vector<SampleResult>();
   const auto forward_start = std::chrono::steady_clock::now();
+  const double schedule_secs = std::chrono::duration<double>(forward_start - t0).count();
+  // The previous step's outputs are made while the first forward runs.
+  const bool overlapped = !owed_.empty();
+  const std::function<void()> emit_owed = [this] { EmitOwedOutputs(); };
   bool all_graphs = true;
   for (const auto& group : GroupByAdapterSlots(out)) {
-    auto part = RunGroup(out, group, &sample_ids);
+    auto part = RunGroup(out, group, &sample_ids, emit_owed);
     all_graphs = all_graphs && group_replayed_graph_;
     if (!part.ok()) {
       sampled_results = part.status();
@@ -368,6 +382,7 @@ void Engine::Step() {
     }
     sampled_results->insert(sampled_results->end(), part->begin(), part->end());
   }
+  EmitOwedOutputs();  // where no forward was launched
   if (!sampled_results.ok()) {
     // A failed step fails the requests in it; the engine keeps serving the rest.
     for (const ScheduledSequence& s : out.sequences) {
@@ -377,12 +392,12 @@ void Engine::Step() {
     PublishStats(0.0);
     return;
   }
-  const double forward_secs =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - forward_start).count();
-  std::vector<SampleResult> results = std::move(*sampled_results);
-  std::vector<SampledToken> sampled;
-  for (size_t i = 0; i < sample_ids.size(); ++i) sampled.push_back({sample_ids[i], results[i].token});
-  auto finished = scheduler_->UpdateFromOutput(sampled);
+  const auto forward_end = std::chrono::steady_clock::now();
+  const double forward_secs = std::chrono::duration<double>(forward_end - forward_start).count();
+  OwedOutputs owed;
+  owed.results = std::move(*sampled_results);
+  for (size_t i = 0; i < sample_ids.size(); ++i) owed.sampled.push_back({sample_ids[i], owed.results[i].token});
+  auto finished = scheduler_->UpdateFromOutput(owed.sampled);
   if (!finished.ok()) {
     for (const ScheduledSequence& s : out.sequences) {
       scheduler_->Abort(s.id).IgnoreError();
@@ -391,8 +406,36 @@ void Engine::Step() {
     PublishStats(0.0);
     return;
   }
-  std::unordered_map<uint64_t, FinishReason> ended;
-  for (const FinishedSequence& f : *finished) ended[f.id] = f.reason;
+  const auto update_end = std::chrono::steady_clock::now();
+  for (const FinishedSequence& f : *finished) owed.ended[f.id] = f.reason;
+  owed_.push_back(std::move(owed));
+  const double overlapped_secs = owed_seconds_;
+  if (!overlap_outputs_) EmitOwedOutputs();
+  const auto end = std::chrono::steady_clock::now();
+  const double secs = std::chrono::duration<double>(end - t0).count();
+  PublishStats(secs);
+  if (step_observer_) {
+    StepInfo info;
+    info.seconds = secs;
+    info.forward_seconds = forward_secs;
+    info.schedule_seconds = schedule_secs;
+    info.update_seconds = std::chrono::duration<double>(update_end - forward_end).count();
+    info.outputs_seconds = overlap_outputs_ ? overlapped_secs : owed_seconds_;
+    info.batched_tokens = out.num_batched_tokens;
+    info.num_seqs = static_cast<int>(out.sequences.size());
+    info.graph = all_graphs;
+    info.outputs_overlapped = overlapped;
+    step_observer_(info);
+  }
+}
+
+void Engine::EmitOwedOutputs() {
+  if (owed_.empty()) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  OwedOutputs owed = std::move(owed_.front());
+  owed_.clear();
+  const std::vector<SampledToken>& sampled = owed.sampled;
+  std::unordered_map<uint64_t, FinishReason>& ended = owed.ended;
   for (size_t i = 0; i < sampled.size(); ++i) {
     const uint64_t id = sampled[i].seq_id;
     auto it = active_.find(id);
@@ -403,7 +446,7 @@ void Engine::Step() {
     RequestOutput o;
     o.id = id;
     o.token_ids.push_back(token);
-    if (a.request.sampling.logprobs >= 0 || a.request.sampling.collect_stats) o.logprobs.push_back(results[i]);
+    if (a.request.sampling.logprobs >= 0 || a.request.sampling.collect_stats) o.logprobs.push_back(owed.results[i]);
     bool stopped_by_string = false;
     const bool is_stop_token = std::find(a.stop_ids.begin(), a.stop_ids.end(), token) != a.stop_ids.end();
     if (a.detok && !is_stop_token) {
@@ -413,6 +456,8 @@ void Engine::Step() {
     }
     auto e = ended.find(id);
     if (stopped_by_string && e == ended.end()) {
+      // With outputs overlapped the sequence is in the step now running: the scheduler
+      // ignores the token it samples there, and so does this loop (it is no longer active).
       scheduler_->Finish(id, FinishReason::kStop).IgnoreError();
       ended[id] = FinishReason::kStop;
       e = ended.find(id);
@@ -432,12 +477,7 @@ void Engine::Step() {
       Emit(a, std::move(o));
     }
   }
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  PublishStats(secs);
-  if (step_observer_) {
-    step_observer_(StepInfo{secs, forward_secs, out.num_batched_tokens, static_cast<int>(out.sequences.size()),
-                            all_graphs});
-  }
+  owed_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 uint64_t Engine::AdapterOf(uint64_t seq_id) const {
@@ -478,7 +518,8 @@ std::vector<std::vector<const ScheduledSequence*>> Engine::GroupByAdapterSlots(c
 
 absl::StatusOr<std::vector<SampleResult>> Engine::RunGroup(const SchedulerOutput& out,
                                                     const std::vector<const ScheduledSequence*>& group,
-                                                    std::vector<uint64_t>* sample_ids) {
+                                                    std::vector<uint64_t>* sample_ids,
+                                                    const std::function<void()>& after_launch) {
   std::vector<uint64_t> adapters;  // distinct, non-base
   std::vector<uint64_t> seq_adapter;
   for (const ScheduledSequence* s : group) {
@@ -524,6 +565,7 @@ absl::StatusOr<std::vector<SampleResult>> Engine::RunGroup(const SchedulerOutput
   auto logits = group_replayed_graph_ ? graphs_->Run(layout) : model_->ForwardLogits(layout, *kv_);
   if (!adapters.empty()) lora_->ReleaseSlots(adapters);  // later uploads queue behind this forward
   if (!logits.ok()) return logits.status();
+  if (after_launch) after_launch();
   // Sample before the next group's forward reuses the logits buffer.
   ASSIGN_OR_RETURN(std::vector<SampleResult> results, SampleStep(*logits, sampled));
   sample_ids->insert(sample_ids->end(), sampled.begin(), sampled.end());
@@ -535,6 +577,13 @@ absl::StatusOr<std::vector<SampleResult>> Engine::SampleStep(const TensorView& l
   Backend& b = model_->backend();
   const int64_t vocab = logits.cols;
   std::vector<SampleResult> results(ids.size());
+  // A request that ended while this forward ran (a stop string found in overlapped
+  // outputs) is no longer active: its row is sampled greedily and its token dropped.
+  std::vector<Active*> active(ids.size(), nullptr);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto it = active_.find(ids[i]);
+    if (it != active_.end()) active[i] = it->second.get();
+  }
   std::vector<size_t> host_rows;
   if (b.kind() == DeviceKind::kCpu) {
     // The logits are already in host memory: the host sampler reads them in place.
@@ -543,7 +592,11 @@ absl::StatusOr<std::vector<SampleResult>> Engine::SampleStep(const TensorView& l
     std::vector<SamplingRow> rows(ids.size());
     bool want_stats = false;
     for (size_t i = 0; i < ids.size(); ++i) {
-      const Active& a = *active_.at(ids[i]);
+      if (active[i] == nullptr) {
+        rows[i].temperature = 0.0f;
+        continue;
+      }
+      const Active& a = *active[i];
       const SamplingParams& p = a.request.sampling;
       if (NeedsHostSampling(p)) {
         host_rows.push_back(i);  // its row is sampled greedily here and redone below
@@ -573,18 +626,19 @@ absl::StatusOr<std::vector<SampleResult>> Engine::SampleStep(const TensorView& l
         results[i].entropy = stats[i].entropy;
         results[i].top1_prob = stats[i].top1_prob;
       }
-      active_.at(ids[i])->sampler->Record(tokens[i]);  // the history penalties would read
+      if (active[i] != nullptr) active[i]->sampler->Record(tokens[i]);  // the history penalties would read
     }
   }
   std::vector<float> row;
   for (size_t i : host_rows) {
+    if (active[i] == nullptr) continue;
     const float* src = static_cast<const float*>(logits.data) + i * vocab;
     if (b.kind() != DeviceKind::kCpu) {
       row.resize(vocab);
       RETURN_IF_ERROR(b.CopyToHost(row.data(), src, vocab * sizeof(float)));
       src = row.data();
     }
-    results[i] = active_.at(ids[i])->sampler->Sample(src, static_cast<int32_t>(vocab));
+    results[i] = active[i]->sampler->Sample(src, static_cast<int32_t>(vocab));
   }
   return results;
 }

@@ -45,6 +45,12 @@ struct EngineOptions {
   // Request callbacks run on an output thread of the engine's own, a step's outputs handed
   // over at once; off, they run on the engine thread between steps.
   bool output_thread = true;
+  // Turning a step's sampled tokens into outputs (detokenizing, stop strings, hand-over)
+  // while the device runs the next step's forward: auto where the backend runs
+  // asynchronously (a GPU), on, or off (each step's outputs before the next is scheduled).
+  // A stop string found this way ends its sequence one step later; the token that sequence
+  // sampled meanwhile is dropped, so the outputs are the same either way.
+  std::string overlap_outputs = "auto";
 
   absl::Status Validate() const;
 };
@@ -56,9 +62,17 @@ DType KvCacheDTypeOf(const EngineOptions& options, const Backend& backend);
 struct StepInfo {
   double seconds = 0.0;          // the whole step: scheduling, forward, sampling, outputs
   double forward_seconds = 0.0;  // forwards and sampling, which wait for the device
+  // Host phases around the forward: choosing the batch, recording the sampled tokens in the
+  // scheduler, and turning them into outputs (detokenizing, stop strings, hand-over).
+  double schedule_seconds = 0.0;
+  double update_seconds = 0.0;
+  double outputs_seconds = 0.0;
   int batched_tokens = 0;
   int num_seqs = 0;
   bool graph = false;  // every forward of the step replayed a captured decode graph
+  // The previous step's outputs were made while this step's forward ran (their time is
+  // part of forward_seconds then, and of the host time otherwise).
+  bool outputs_overlapped = false;
 };
 
 struct EngineStats {
@@ -108,6 +122,9 @@ class Engine {
   Engine() = default;
   void Loop();
   void Step();
+  // Turns the sampled tokens of the last step whose outputs are still owed into outputs
+  // (no-op when none are owed).
+  void EmitOwedOutputs();
   void Admit(std::vector<std::pair<uint64_t, std::unique_ptr<Active>>>& incoming);
   // Queues (or, without an output thread, delivers) one output; a final output counts the
   // request as no longer in flight once delivered.
@@ -120,9 +137,12 @@ class Engine {
   std::vector<std::vector<const ScheduledSequence*>> GroupByAdapterSlots(const SchedulerOutput& out) const;
   // Runs one group through the model and samples its rows; appends the ids of the
   // sequences it sampled (results in the same order).
+  // `after_launch` (optional) runs once the group's forward is queued on the device,
+  // before the host waits for its sampled tokens.
   absl::StatusOr<std::vector<SampleResult>> RunGroup(const SchedulerOutput& out,
                                               const std::vector<const ScheduledSequence*>& group,
-                                              std::vector<uint64_t>* sample_ids);
+                                              std::vector<uint64_t>* sample_ids,
+                                              const std::function<void()>& after_launch);
   // The adapter whose slot a sequence needs; 0 for the base model.
   uint64_t AdapterOf(uint64_t seq_id) const;
   // Samples one token for each sequence of `ids` from the step's device logits (row i
@@ -141,8 +161,19 @@ class Engine {
   bool group_replayed_graph_ = false;  // set by RunGroup
   LoraRegistry* lora_ = nullptr;
 
+  // A step's sampled tokens whose outputs are not made yet, with the sequences that step
+  // ended (in the scheduler already).
+  struct OwedOutputs {
+    std::vector<SampledToken> sampled;
+    std::vector<SampleResult> results;
+    std::unordered_map<uint64_t, FinishReason> ended;
+  };
+
   // Engine-thread state.
   std::unordered_map<uint64_t, std::unique_ptr<Active>> active_;
+  bool overlap_outputs_ = false;       // resolved from options_.overlap_outputs
+  std::vector<OwedOutputs> owed_;      // at most one step's
+  double owed_seconds_ = 0.0;          // time spent making owed outputs in the current step
   std::vector<OutputPump::Item> pending_outputs_;  // this loop iteration's, for the pump
 
   mutable std::mutex mu_;

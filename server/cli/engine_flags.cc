@@ -16,12 +16,13 @@ const char kEngineFlagsHelp[] =
     "  --block-size 16  --max-num-seqs 256  --max-num-batched-tokens 2048  --max-model-len N\n"
     "  --enable-prefix-caching (default) | --no-enable-prefix-caching  --tensor-parallel-size 1\n"
     "  --enforce-eager                no CUDA graphs for decode steps\n"
-    "  --no-output-thread             run request callbacks on the engine thread between steps\n";
+    "  --no-output-thread             run request callbacks on the engine thread between steps\n"
+    "  --overlap-outputs auto|on|off  make a step's outputs while the next forward runs (auto: on a GPU)\n";
 
 void AddEngineFlags(std::set<std::string>* value_flags, std::set<std::string>* switches) {
   for (const char* f : {"model", "device", "dtype", "kv-blocks", "kv-cache-memory", "gpu-memory-utilization",
                         "block-size", "max-num-seqs", "max-num-batched-tokens", "max-model-len",
-                        "tensor-parallel-size", "kv-cache-dtype"})
+                        "tensor-parallel-size", "kv-cache-dtype", "overlap-outputs"})
     value_flags->insert(f);
   switches->insert("enable-prefix-caching");
   switches->insert("no-enable-prefix-caching");
@@ -51,6 +52,7 @@ absl::StatusOr<EngineOptions> ParseEngineOptions(const Args& args) {
   o.enable_prefix_caching = !args.Has("no-enable-prefix-caching");
   o.enforce_eager = args.Has("enforce-eager");
   o.output_thread = !args.Has("no-output-thread");
+  o.overlap_outputs = args.GetOr("overlap-outputs", "auto");
   RETURN_IF_ERROR(o.Validate());
   return o;
 }

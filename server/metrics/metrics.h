@@ -51,6 +51,7 @@ class ServingMetrics {
   prometheus::Family<prometheus::Counter>& steps_;
   prometheus::Family<prometheus::Counter>& step_seconds_;
   prometheus::Family<prometheus::Counter>& forward_seconds_;
+  prometheus::Family<prometheus::Counter>& host_seconds_;
   prometheus::Family<prometheus::Counter>& step_tokens_;
   prometheus::Gauge& waiting_;
   prometheus::Gauge& running_;

@@ -306,6 +306,9 @@ TEST_F(ServeE2ETest, MetricsParseAsPrometheusTextAndCountersMove) {
   const double forward_s = MetricValue(r.body, "tessera_engine_forward_seconds_total");
   EXPECT_GT(forward_s, 0);
   EXPECT_LE(forward_s, step_s);
+  // Host phases: the outputs of those 7 tokens were made (detokenized) in some step.
+  EXPECT_GT(moved("tessera_engine_host_seconds_total{kind=\"eager\",model=\"stories260k\",phase=\"outputs\""), 0);
+  EXPECT_GT(moved("tessera_engine_host_seconds_total{kind=\"eager\",model=\"stories260k\",phase=\"schedule\""), 0);
 }
 
 TEST_F(ServeE2ETest, HealthReadyModelsAndRequestIds) {

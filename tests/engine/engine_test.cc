@@ -210,7 +210,11 @@ TEST_F(EngineTest, DifferentAdaptersNeverSharePrefixBlocks) {
 }
 
 TEST_F(EngineTest, CancelStopsARequestAndFreesItsBlocks) {
-  auto engine = MakeEngine(EngineOptions());
+  for (const char* overlap : {"off", "on"}) {
+  SCOPED_TRACE(std::string("overlap outputs ") + overlap);
+  EngineOptions o;
+  o.overlap_outputs = overlap;
+  auto engine = MakeEngine(o);
   std::promise<void> first_token;
   std::promise<std::string> done;
   bool signalled = false;
@@ -227,6 +231,7 @@ TEST_F(EngineTest, CancelStopsARequestAndFreesItsBlocks) {
   EXPECT_EQ(done.get_future().get(), "abort");
   engine->Drain();
   EXPECT_EQ(engine->Stats().kv.used_blocks, 0);
+  }
 }
 
 TEST_F(EngineTest, StopStringsEndTheTextBeforeTheStopString) {
@@ -236,6 +241,68 @@ TEST_F(EngineTest, StopStringsEndTheTextBeforeTheStopString) {
   auto got = RunAll(*engine, {r});
   EXPECT_EQ(got[0].finish_reason, "stop");
   EXPECT_EQ(got[0].text, ", there was a little girl named Lily. She loved to play outside in the ");
+}
+
+// Outputs made while the next step's forward runs are the outputs made between steps: the
+// same tokens, text, finish reasons and usage for greedy, seeded, host-sampled (logprobs),
+// stop-string and stop-token requests, although a stop string now ends its sequence one
+// step later (the token it sampled meanwhile is dropped). Everything is freed at the end.
+TEST_F(EngineTest, OverlappedOutputsEqualOutputsMadeBetweenSteps) {
+  std::vector<GenerationRequest> reqs = MixedRequests();
+  GenerationRequest stop_string = Greedy("Once upon a time", 60);
+  stop_string.stop_strings = {"park"};
+  reqs.push_back(stop_string);
+  GenerationRequest early_stop = Greedy("One day", 60);
+  early_stop.stop_strings = {"a"};  // found within the first few tokens
+  reqs.push_back(early_stop);
+  GenerationRequest seeded = Greedy("The little dog", 40);
+  seeded.sampling.temperature = 0.9f;
+  seeded.sampling.seed = 7;
+  reqs.push_back(seeded);
+  GenerationRequest logprobs = Greedy("Tim", 30);
+  logprobs.sampling.logprobs = 2;
+  reqs.push_back(logprobs);
+  GenerationRequest stop_token = Greedy("Lily and Ben went to the park", 50);
+  stop_token.stop_token_ids = {tokenizer_->Encode(" the", false).back()};
+  reqs.push_back(stop_token);
+  for (bool output_thread : {true, false}) {
+    SCOPED_TRACE(output_thread ? "output thread" : "callbacks on the engine thread");
+    std::vector<Collected> runs[2];
+    int overlapped_steps[2] = {0, 0};
+    for (int overlap = 0; overlap < 2; ++overlap) {
+      EngineOptions o;
+      o.max_num_batched_tokens = 32;  // chunked prefill mixed with decodes
+      o.max_num_seqs = 16;
+      o.output_thread = output_thread;
+      o.overlap_outputs = overlap ? "on" : "off";
+      auto engine = MakeEngine(o);
+      engine->SetStepObserver([&](const StepInfo& s) { overlapped_steps[overlap] += s.outputs_overlapped ? 1 : 0; });
+      runs[overlap] = RunAll(*engine, reqs);
+      EXPECT_EQ(engine->Stats().kv.used_blocks, 0);
+      EXPECT_EQ(engine->Stats().num_in_flight, 0);
+    }
+    EXPECT_EQ(overlapped_steps[0], 0);
+    EXPECT_GT(overlapped_steps[1], 0);
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      SCOPED_TRACE(::testing::Message() << "request " << i);
+      EXPECT_EQ(runs[1][i].ids, runs[0][i].ids);
+      EXPECT_EQ(runs[1][i].text, runs[0][i].text);
+      EXPECT_EQ(runs[1][i].finish_reason, runs[0][i].finish_reason);
+      EXPECT_EQ(runs[1][i].usage.completion_tokens, runs[0][i].usage.completion_tokens);
+      EXPECT_EQ(runs[1][i].usage.completion_tokens, static_cast<int>(runs[1][i].ids.size()));
+    }
+    EXPECT_EQ(runs[1][reqs.size() - 5].finish_reason, "stop");  // the stop strings did fire
+    EXPECT_EQ(runs[1][reqs.size() - 4].finish_reason, "stop");
+    EXPECT_EQ(runs[1][reqs.size() - 1].finish_reason, "stop");
+  }
+}
+
+TEST_F(EngineTest, UnknownOverlapModeIsRejectedByName) {
+  EngineOptions o;
+  o.overlap_outputs = "sometimes";
+  auto e = Engine::Create(model_.get(), tokenizer_.get(), o);
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.status().message().find("--overlap-outputs 'sometimes'"), std::string::npos) << e.status();
 }
 
 TEST_F(EngineTest, RejectsRequestsThatCanNeverRun) {
