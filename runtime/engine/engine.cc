@@ -436,6 +436,7 @@ void Engine::EmitOwedOutputs() {
   owed_.clear();
   const std::vector<SampledToken>& sampled = owed.sampled;
   std::unordered_map<uint64_t, FinishReason>& ended = owed.ended;
+  int finals = 0;
   for (size_t i = 0; i < sampled.size(); ++i) {
     const uint64_t id = sampled[i].seq_id;
     auto it = active_.find(id);
@@ -473,10 +474,16 @@ void Engine::EmitOwedOutputs() {
       o.usage = a.usage;
       Emit(a, std::move(o));
       active_.erase(it);
+      ++finals;
     } else {
       Emit(a, std::move(o));
     }
   }
+  // Handed over at once (with outputs overlapped, the forward is still running): waiting for
+  // the end of the loop iteration would hold every token back by a whole step. Stats go
+  // first, so that a request counted as delivered finds its blocks already counted free.
+  if (finals > 0) PublishStats(0.0);
+  FlushOutputs();
   owed_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
