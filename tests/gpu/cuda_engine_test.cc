@@ -23,6 +23,7 @@
 #include "runtime/engine/engine.h"
 #include "runtime/model/llama_model.h"
 #include "runtime/model/safetensors.h"
+#include "runtime/tokenizer/tokenizer.h"
 #include "tests/testing/paths.h"
 #include "tests/testing/teacher_forced.h"
 
@@ -170,6 +171,85 @@ TEST_F(CudaEngineTest, EagerAndGraphDecodingAgreeOutsideNearTies) {
     std::printf("case %zu: eager and graph decoding agree on %zu of %zu tokens\n", ci, same, graphed[ci].size());
     EXPECT_GE(same, std::min<size_t>(8, graphed[ci].size()));
   }
+}
+
+// On the device outputs overlap the next forward (auto): for the same requests the steps
+// see the same batches, so tokens, text, finish reasons and usage equal those made between
+// steps (off), with graphs, seeded sampling and host-sampled (logprobs) rows; a stop string,
+// found a step late there, ends its request alone with the same text.
+TEST_F(CudaEngineTest, OverlappedOutputsEqualOutputsMadeBetweenSteps) {
+  auto tokenizer = LoadTokenizer(testing::DefaultModelDir());
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  struct Got {
+    std::vector<int32_t> ids;
+    std::string text, reason;
+    int completion_tokens = -1;
+  };
+  auto run = [&](const std::vector<GenerationRequest>& reqs, const std::string& overlap, int* overlapped) {
+    EngineOptions o;
+    o.num_kv_blocks = 256;
+    o.max_num_seqs = 8;
+    o.overlap_outputs = overlap;
+    auto engine = Engine::Create(gpu_model_.get(), tokenizer->get(), o);
+    EXPECT_TRUE(engine.ok()) << engine.status();
+    (*engine)->SetStepObserver([overlapped](const StepInfo& s) { *overlapped += s.outputs_overlapped ? 1 : 0; });
+    std::mutex mu;
+    std::vector<Got> got(reqs.size());
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      auto id = (*engine)->Submit(reqs[i], [&, i](RequestOutput out) {
+        std::lock_guard<std::mutex> lock(mu);
+        EXPECT_TRUE(out.status.ok()) << out.status;
+        got[i].ids.insert(got[i].ids.end(), out.token_ids.begin(), out.token_ids.end());
+        got[i].text += out.text;
+        if (out.finished) {
+          got[i].reason = out.finish_reason;
+          got[i].completion_tokens = out.usage.completion_tokens;
+        }
+      });
+      EXPECT_TRUE(id.ok()) << id.status();
+    }
+    (*engine)->Drain();
+    EXPECT_EQ((*engine)->Stats().kv.used_blocks, 0);
+    return got;
+  };
+  std::vector<GenerationRequest> reqs;
+  const auto cases = LoadCases();
+  for (size_t i = 0; i < cases.size(); ++i) {
+    GenerationRequest r;
+    r.prompt_ids = cases[i].prompt_ids;
+    r.max_tokens = 24 + 5 * static_cast<int32_t>(i);
+    if (i % 3 == 1) {
+      r.sampling.temperature = 0.8f;
+      r.sampling.seed = 100 + i;
+    }
+    if (i % 3 == 2) r.sampling.logprobs = 1;
+    reqs.push_back(r);
+  }
+  GenerationRequest stop;
+  stop.prompt_ids = (*tokenizer)->Encode("Once upon a time", true);
+  stop.max_tokens = 60;
+  stop.stop_strings = {"park"};
+  for (const auto& batch : {reqs, std::vector<GenerationRequest>{stop}}) {
+    int overlapped_off = 0, overlapped_on = 0;
+    const auto off = run(batch, "off", &overlapped_off);
+    const auto on = run(batch, "auto", &overlapped_on);
+    EXPECT_EQ(overlapped_off, 0);
+    EXPECT_GT(overlapped_on, 0);
+    for (size_t i = 0; i < batch.size(); ++i) {
+      SCOPED_TRACE(::testing::Message() << "request " << i);
+      EXPECT_EQ(on[i].ids, off[i].ids);
+      EXPECT_EQ(on[i].text, off[i].text);
+      EXPECT_EQ(on[i].reason, off[i].reason);
+      EXPECT_EQ(on[i].completion_tokens, off[i].completion_tokens);
+      EXPECT_EQ(on[i].completion_tokens, static_cast<int>(on[i].ids.size()));
+    }
+  }
+  // The stop string did end that request early (the default model's greedy story reaches a
+  // park within its first 20 tokens).
+  int unused = 0;
+  const auto stopped = run({stop}, "auto", &unused);
+  EXPECT_EQ(stopped[0].reason, "stop");
+  EXPECT_EQ(stopped[0].text.find("park"), std::string::npos);
 }
 
 // A small random Llama with head_dim 64 (the default model's 8 has no FP8 kernels on the
