@@ -317,7 +317,7 @@ int main(int argc, char** argv) {
     Int4Weights q = MakeInt4(*be, f, hidden, rng);
     std::printf("\n%-34s %5s %12s %10s %8s\n", "silu_mul + int4 down (4096x11008)", "batch", "unfused us",
                 "fused us", "ratio");
-    for (int64_t n : {1, 4, 16}) {
+    for (int64_t n : {1, 2, 4, 8, 16}) {
       DeviceBuffer gu = Upload(*be, RandomBf16(static_cast<size_t>(n) * 2 * f, rng, 2.0f));
       DeviceBuffer act = Must(be->Allocate(static_cast<size_t>(n) * f * 2));
       DeviceBuffer y = Must(be->Allocate(static_cast<size_t>(n) * hidden * 2));

@@ -65,7 +65,7 @@ void CudaBackend::PackedInt4Matmul(const TensorView& x, const QuantizedWeight& q
 bool CudaBackend::FusedSiluInt4Matmul(const TensorView& gate_up, const QuantizedWeight& q, TensorView out) {
   const int64_t rows = gate_up.rows, f = q.in_features;
   if (q.packed == nullptr || q.perm != nullptr || !cuda::Int4LayoutSupported(q) || f % 8 != 0 ||
-      rows < 1 || rows > cuda::kInt4DecodeMaxRows || gate_up.dtype != DType::kBF16 || gate_up.cols != 2 * f ||
+      rows < 1 || rows > cuda::kInt4SiluFuseMaxRows || gate_up.dtype != DType::kBF16 || gate_up.cols != 2 * f ||
       reinterpret_cast<uintptr_t>(gate_up.data) % 16 != 0 || out.rows != rows || out.cols != q.out_features ||
       (out.dtype != DType::kBF16 && out.dtype != DType::kF32)) {
     return false;

@@ -1,7 +1,7 @@
 // SiluMulMatmul on CUDA: where the int4 decode kernel forms the activations while staging
-// them (packed weights without act-order, 1-16 rows) its output is bit-identical to CUDA's
-// SiluMul then Matmul, and every case (fused or falling back: 17 rows, act-order, odd
-// widths, bf16 weights) matches the CPU reference. Skipped when no CUDA device is visible.
+// them (packed weights without act-order, up to kInt4SiluFuseMaxRows rows) its output is
+// bit-identical to CUDA's SiluMul then Matmul, and every case (fused or falling back: more
+// rows, act-order, odd widths, bf16 weights) matches the CPU reference. Skipped when no CUDA device is visible.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -15,11 +15,20 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "tests/gpu/gptq_test_util.h"
 #include "tests/gpu/gpu_test_util.h"
+#if TESSERA_HAVE_CUDA
+#include "kernels/cuda/cuda_int4_launch.h"
+#endif
 
 namespace tessera {
 namespace {
 
 using namespace gpu_testing;  // NOLINT: the tests' own helpers
+
+#if TESSERA_HAVE_CUDA
+constexpr int64_t kFusedRows = cuda::kInt4SiluFuseMaxRows;
+#else
+constexpr int64_t kFusedRows = 0;  // the tests skip
+#endif
 
 class CudaSiluMatmulTest : public ::testing::Test {
  protected:
@@ -56,10 +65,11 @@ std::vector<float> CpuReference(CpuBackend& cpu, const std::vector<float>& gu, i
 }
 
 // One weight over several row counts and both output dtypes: SiluMulMatmul against SiluMul
-// then Matmul on the same backend (bit for bit) and against the CPU reference. `fused`: the
-// call must not have touched act (the activations were formed inside the matmul).
+// then Matmul on the same backend (bit for bit) and against the CPU reference. Fused rows
+// (up to kFusedRows when `fusable`): the call must not have touched act (the activations
+// were formed inside the matmul).
 void ExpectSameAsUnfused(Backend& gpu, CpuBackend& cpu, const LinearWeight& gw, const LinearWeight& cw,
-                         const std::vector<int64_t>& row_counts, bool fused_up_to_16_rows, double f32_tol,
+                         const std::vector<int64_t>& row_counts, bool fusable, double f32_tol,
                          const std::string& what, std::mt19937& rng) {
   const int64_t f = gw.in_features(), m = gw.out_features();
   for (int64_t rows : row_counts) {
@@ -67,7 +77,7 @@ void ExpectSameAsUnfused(Backend& gpu, CpuBackend& cpu, const LinearWeight& gw, 
     const std::vector<float> gu = RandomBf16(rows * 2 * f, rng, 3.0f);
     Tensor ggu = Put(gpu, gu, rows, 2 * f, DType::kBF16);
     const std::vector<float> ref = CpuReference(cpu, gu, rows, f, cw);
-    const bool fused = fused_up_to_16_rows && rows <= 16;
+    const bool fused = fusable && rows <= kFusedRows;
     for (DType dt : {DType::kBF16, DType::kF32}) {
       const std::string at = what + " rows " + std::to_string(rows) + " out " + std::string(DTypeName(dt));
       Tensor act = Poisoned(gpu, rows, f, DType::kBF16), unfused = Poisoned(gpu, rows, m, dt);
@@ -84,13 +94,14 @@ void ExpectSameAsUnfused(Backend& gpu, CpuBackend& cpu, const LinearWeight& gw, 
   }
 }
 
-const std::vector<int64_t> kRows = {1, 3, 8, 16, 17};
+// Both sides of the fusion's row limit, the decode kernel's two row tiles, the tile kernel.
+const std::vector<int64_t> kRows = {1, 3, 4, 5, 8, 16, 17};
 
 TEST_F(CudaSiluMatmulTest, FusedInt4DownProjectionIsBitIdenticalToSiluMulThenMatmul) {
-  // A quarter of Llama-7B's down projection (group 128), and F = 1008 with group 48: not a
+  // Half of Llama-7B's down projection (group 128), and F = 1008 with group 48: not a
   // multiple of the 64-input chunk (the staged tail is zero-filled) and groups straddling
-  // chunks. 17 rows take the tile kernel, unfused.
-  for (GptqCase c : {GptqCase{4, 2752, 1024, 128, false, false}, GptqCase{4, 1008, 200, 48, false, true},
+  // chunks. Rows past the fusion's limit run unfused.
+  for (GptqCase c : {GptqCase{4, 5504, 512, 128, false, false}, GptqCase{4, 1008, 200, 48, false, true},
                      GptqCase{4, 4096, 512, -1, false, false}}) {
     const HostGptq h = RandomGptq(c, rng_);
     DeviceGptq cw = Upload(cpu_, h), gw = UploadPacked(*gpu_, h);
@@ -98,7 +109,7 @@ TEST_F(CudaSiluMatmulTest, FusedInt4DownProjectionIsBitIdenticalToSiluMulThenMat
     LinearWeight cl, gl;
     cl.quant = &cw.q;
     gl.quant = &gw.q;
-    ExpectSameAsUnfused(*gpu_, cpu_, gl, cl, kRows, /*fused_up_to_16_rows=*/true, 1e-4, Describe(c, 0), rng_);
+    ExpectSameAsUnfused(*gpu_, cpu_, gl, cl, kRows, /*fusable=*/true, 1e-4, Describe(c, 0), rng_);
   }
 }
 
@@ -114,7 +125,7 @@ TEST_F(CudaSiluMatmulTest, Int4WeightsTheFusedKernelDoesNotTakeFallBackToSiluMul
     gl.quant = &gw.q;
     // The AutoGPTQ tensor-core GEMM (17 rows) rounds each dequantised weight to bf16.
     const double f32_tol = c.group_size == 8 ? 5e-3 : 1e-4;
-    ExpectSameAsUnfused(*gpu_, cpu_, gl, cl, kRows, /*fused_up_to_16_rows=*/false, f32_tol, Describe(c, 0), rng_);
+    ExpectSameAsUnfused(*gpu_, cpu_, gl, cl, kRows, /*fusable=*/false, f32_tol, Describe(c, 0), rng_);
   }
 }
 
@@ -124,7 +135,7 @@ TEST_F(CudaSiluMatmulTest, Bf16DownProjectionMatchesSiluMulThenMatmul) {
   const std::vector<float> w = RandomBf16(m * f, rng_, 0.05f);
   Tensor cw = Put(cpu_, w, m, f, DType::kBF16), gw = Put(*gpu_, w, m, f, DType::kBF16);
   ExpectSameAsUnfused(*gpu_, cpu_, LinearWeight{gw.view}, LinearWeight{cw.view}, {1, 2, 3, 4, 5, 6, 7, 8, 33},
-                      /*fused_up_to_16_rows=*/false, 1e-4, "bf16 " + std::to_string(m) + "x" + std::to_string(f), rng_);
+                      /*fusable=*/false, 1e-4, "bf16 " + std::to_string(m) + "x" + std::to_string(f), rng_);
 }
 
 // gate_up written by the int4 gate_up projection and read by the fused down projection in
@@ -132,7 +143,7 @@ TEST_F(CudaSiluMatmulTest, Bf16DownProjectionMatchesSiluMulThenMatmul) {
 // weights early but must stage gate_up only after the kernel before it is done. gate_up
 // and the output start as NaN before every replay.
 TEST_F(CudaSiluMatmulTest, FusedDownProjectionInAGraphReadsGateUpAfterItIsWritten) {
-  const int64_t hidden = 1024, f = 2752;
+  const int64_t hidden = 1024, f = 2816;
   const HostGptq hg = RandomGptq({4, hidden, 2 * f, 128, false, false}, rng_);
   const HostGptq hd = RandomGptq({4, f, hidden, 128, false, true}, rng_);
   DeviceGptq gg = UploadPacked(*gpu_, hg), gd = UploadPacked(*gpu_, hd);
@@ -144,7 +155,7 @@ TEST_F(CudaSiluMatmulTest, FusedDownProjectionInAGraphReadsGateUpAfterItIsWritte
   const std::vector<float> nan(16 * 2 * f, std::numeric_limits<float>::quiet_NaN());
   std::vector<uint16_t> nan_bf16(nan.size());
   ConvertFromF32(nan.data(), DType::kBF16, nan_bf16.data(), nan.size());
-  for (int64_t rows : {1, 16}) {
+  for (int64_t rows : {int64_t{1}, kFusedRows, int64_t{16}}) {
     Tensor x = Put(*gpu_, RandomBf16(rows * hidden, rng_), rows, hidden, DType::kBF16);
     Tensor gu = Poisoned(*gpu_, rows, 2 * f, DType::kBF16), act = Poisoned(*gpu_, rows, f, DType::kBF16);
     Tensor out = Poisoned(*gpu_, rows, hidden, DType::kBF16), ref = Poisoned(*gpu_, rows, hidden, DType::kBF16);
