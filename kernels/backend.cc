@@ -24,6 +24,11 @@ void Backend::LoraApplyGroup(const TensorView& x, const LoraBatch& lora, int lay
   for (const LoraTarget& t : targets) LoraApply(x, lora, layer, t.target, t.out, t.col_offset);
 }
 
+void Backend::SiluMulMatmul(const TensorView& gate_up, TensorView act, const LinearWeight& w, TensorView out) {
+  SiluMul(gate_up, act);
+  Matmul(act, w, out);
+}
+
 absl::Status Backend::CheckKvCacheDType(DType dtype, int32_t) const {
   if (dtype == activation_dtype()) return absl::OkStatus();
   return absl::UnimplementedError(absl::StrCat("this backend keeps its KV cache in ", std::string(DTypeName(activation_dtype())),

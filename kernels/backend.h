@@ -325,6 +325,12 @@ class Backend {
                     int32_t head_dim) = 0;
   // gate_up [n, 2F] holds gate then up; out [n, F] = silu(gate) * up.
   virtual void SiluMul(const TensorView& gate_up, TensorView out) = 0;
+  // The MLP's down projection on SiluMul's output: out = (silu(gate) * up) · Wᵀ, gate_up as
+  // SiluMul takes it, with the activations rounded to the activation dtype as SiluMul
+  // rounds them (a backend that fuses the two gives the same result). act [n, F] is scratch
+  // whose contents are unspecified afterwards (a fused backend may not write it). The base
+  // version is SiluMul(gate_up, act) then Matmul(act, w, out).
+  virtual void SiluMulMatmul(const TensorView& gate_up, TensorView act, const LinearWeight& w, TensorView out);
   // out += x (same shape).
   virtual void Add(const TensorView& x, TensorView out) = 0;
   // Writes this step's k, v [n, Hk*D] into the cache at batch.slot_mapping.

@@ -3,7 +3,8 @@
 // bf16 matmul (its skinny GEMV at the batches it takes, cuBLASLt above) and cuBLASLt called
 // directly; the AutoGPTQ-layout kernels at batch 1 and 16 for reference; the achieved GB/s
 // and its fraction of the device copy bandwidth. BGMV with 32 distinct rank-16 adapters in
-// a batch of 32 against the base GEMM it rides on. Times come from captured CUDA graphs (GPU
+// a batch of 32 against the base GEMM it rides on. The MLP's SiluMul + int4 down projection
+// (4096x11008) against SiluMulMatmul, which forms the activations in the decode kernel. Times come from captured CUDA graphs (GPU
 // time, as decode steps run); the int4 kernel is also timed launched eagerly. Weights
 // rotate through copies larger than L2. Prints a table, writes JSON (argv[1]). With
 // TESSERA_QUANT_SWEEP=1 it also times the decode kernel under other work splits than its
@@ -306,6 +307,38 @@ int main(int argc, char** argv) {
       if (tg > 0) row["generic_autogptq_us"] = tg * 1e6;
       rows.push_back(row);
       if (sweep && n <= cuda::kInt4DecodeMaxRows) SweepDecode(*be, q.packed, xv, yv, shape, tq, device, rows);
+    }
+  }
+
+  // SiluMul then the int4 down projection against the fused call, at decode batches
+  // (TESSERA_QUANT_CASES=silu runs this case alone).
+  if (only.Selected("silu")) {
+    const int64_t f = 11008, hidden = 4096;
+    Int4Weights q = MakeInt4(*be, f, hidden, rng);
+    std::printf("\n%-34s %5s %12s %10s %8s\n", "silu_mul + int4 down (4096x11008)", "batch", "unfused us",
+                "fused us", "ratio");
+    for (int64_t n : {1, 2, 4, 8, 16}) {
+      DeviceBuffer gu = Upload(*be, RandomBf16(static_cast<size_t>(n) * 2 * f, rng, 2.0f));
+      DeviceBuffer act = Must(be->Allocate(static_cast<size_t>(n) * f * 2));
+      DeviceBuffer y = Must(be->Allocate(static_cast<size_t>(n) * hidden * 2));
+      const TensorView guv = gu.View(DType::kBF16, n, 2 * f), av = act.View(DType::kBF16, n, f),
+                       yv = y.View(DType::kBF16, n, hidden);
+      size_t next = 0;
+      auto weight = [&] {
+        LinearWeight lw;
+        lw.quant = &q.packed[next++ % q.packed.size()];
+        return lw;
+      };
+      const double tu = GraphSeconds(*be, [&] {
+        be->SiluMul(guv, av);
+        be->Matmul(av, weight(), yv);
+      });
+      const double tf = GraphSeconds(*be, [&] { be->SiluMulMatmul(guv, av, weight(), yv); });
+      std::printf("%-34s %5ld %12.2f %10.2f %7.2fx\n", "4096x11008", static_cast<long>(n), tu * 1e6, tf * 1e6,
+                  tu / tf);
+      rows.push_back({{"device", device}, {"kernel", "silu_mul_int4_down"}, {"shape", "4096x11008"}, {"batch", n},
+                      {"unfused_us", tu * 1e6}, {"fused_us", tf * 1e6}, {"speedup", tu / tf},
+                      {"timing", "cuda graph"}});
     }
   }
 

@@ -2,6 +2,7 @@
 // to the kernels in the .cu files and to cuBLASLt.
 #include "kernels/cuda/cuda_backend.h"
 
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -65,6 +66,10 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const CudaBacke
   RETURN_IF_ERROR(options.Validate());
   std::unique_ptr<CudaBackend> b(new CudaBackend());
   b->options_ = options;
+  // For same-process comparisons (benches): TESSERA_FUSE_SILU_DOWN=0 runs SiluMul then Matmul.
+  if (const char* v = std::getenv("TESSERA_FUSE_SILU_DOWN"); v != nullptr && std::string(v) == "0") {
+    b->options_.fuse_silu_down = false;
+  }
   CUDA_RETURN_IF_ERROR("set device", cudaSetDevice(options.device_index));
   CUDA_RETURN_IF_ERROR("stream", cudaStreamCreateWithFlags(&b->stream_, cudaStreamNonBlocking));
   CUDA_RETURN_IF_ERROR("sm count",

@@ -26,6 +26,9 @@ struct CudaBackendOptions {
   size_t gemm_workspace_bytes = size_t{32} << 20;
   // Batches of at most cuda::kMaxGemvRows rows use the skinny GEMM kernel, not cuBLASLt.
   bool skinny_gemv = true;
+  // SiluMulMatmul forms the activations inside the int4 decode kernel where it applies
+  // (else SiluMul then Matmul). Create turns it off when TESSERA_FUSE_SILU_DOWN=0.
+  bool fuse_silu_down = true;
   absl::Status Validate() const;
 };
 
@@ -69,6 +72,8 @@ class CudaBackend final : public Backend {
   void Rope(TensorView q, TensorView k, const int32_t* positions, const float* inv_freq,
             int32_t head_dim) override;
   void SiluMul(const TensorView& gate_up, TensorView out) override;
+  void SiluMulMatmul(const TensorView& gate_up, TensorView act, const LinearWeight& w,
+                     TensorView out) override;  // cuda_quant_ops.cc
   void Add(const TensorView& x, TensorView out) override;
   void RopeStoreKv(const TensorView& qkv, TensorView q_out, const int32_t* positions, const float* inv_freq,
                    int32_t head_dim, const DeviceBatch& batch, const KvLayerView& cache) override;
@@ -93,6 +98,8 @@ class CudaBackend final : public Backend {
   // GPTQ matmul (cuda_quant_ops.cc).
   void QuantizedMatmul(const TensorView& x, const QuantizedWeight& q, TensorView out);
   void PackedInt4Matmul(const TensorView& x, const QuantizedWeight& q, TensorView out);
+  // SiluMulMatmul in the int4 decode kernel; false (nothing enqueued) where it does not apply.
+  bool FusedSiluInt4Matmul(const TensorView& gate_up, const QuantizedWeight& q, TensorView out);
   // LoRA (cuda_quant_ops.cc): one target's kernel arguments (false: nothing to do), and one
   // launch for a group of them.
   bool LoraArgsFor(const TensorView& x, const LoraBatch& lora, int layer, int target, TensorView out,

@@ -38,6 +38,13 @@ __device__ __forceinline__ float RoundTo(DType t, float v) {
   }
 }
 
+// SiluMul's activation silu(g) * u in f32, shared by the SiluMul kernel and the kernels
+// that form it while staging their inputs, so that both round the same value. The explicit
+// roundings keep the compiler from contracting differently in each caller.
+__device__ __forceinline__ float SiluMulF32(float g, float u) {
+  return __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), u);
+}
+
 // Eight bf16 packed in 16 bytes -> eight floats.
 __device__ __forceinline__ void Bf16x8ToFloat(const uint4& v, float* f) {
   const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);

@@ -171,7 +171,7 @@ __global__ void SiluMulKernel(const void* gu, DType idt, void* out, DType odt, i
     const int64_t r = idx / f, j = idx % f;
     const float g = LoadAsFloat(gu, idt, r * 2 * f + j);
     const float u = LoadAsFloat(gu, idt, r * 2 * f + f + j);
-    StoreFromFloat(out, odt, idx, g / (1.0f + expf(-g)) * u);
+    StoreFromFloat(out, odt, idx, SiluMulF32(g, u));
   }
 }
 

@@ -356,4 +356,12 @@ void LaunchInt4Matmul(const Int4Args& w, const Int4Plan& p, const void* x, int64
   }
 }
 
+void LaunchInt4SiluMulMatmul(const Int4Args& w, const Int4Plan& p, const void* gate_up, int64_t rows, void* out,
+                             DType odt, void* workspace, cudaStream_t stream) {
+  auto* base = static_cast<char*>(workspace);
+  LaunchInt4Decode(w, p, gate_up, 2 * w.in_features, w.in_features, rows, out, odt,
+                   reinterpret_cast<float*>(base + p.partial_offset), reinterpret_cast<unsigned*>(base), stream,
+                   w.in_features);
+}
+
 }  // namespace tessera::cuda

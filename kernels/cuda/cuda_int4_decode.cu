@@ -38,6 +38,7 @@ struct DecodeArgs {
   Int4Args w;
   const __nv_bfloat16* x;
   int64_t lda, k_valid;
+  int64_t up_offset;  // 0: x holds the activations; else x holds gate_up rows, up at gate + up_offset
   int rows, warps_n, chunks_per_split;
   bool cluster;       // the splits meet in distributed shared memory
   bool release_once;  // one thread publishes the block's partial sums (else every thread fences)
@@ -105,6 +106,41 @@ __device__ __forceinline__ void MeetBatched(const float* partial, int rows, int6
 #pragma unroll
     for (int u = 0; u < kOuts; ++u) {
       if (ok[u]) StoreFromFloat(out, odt, src[u] - partial, s[u]);
+    }
+  }
+}
+
+// The fused SiluMul's staging: each 8-input segment of a staged row is formed from the gate
+// and up segments of its gate_up row as SiluMul forms it (f32, one bf16 rounding), through
+// registers instead of cp.async. Each thread keeps two segments' loads in flight.
+__device__ __forceinline__ void StageSiluMul(const DecodeArgs& a, __nv_bfloat16* xs, int r0, int x0, int segs,
+                                             int stager, int stagers) {
+  constexpr int kInFlight = 2;
+  const int items = a.rows * segs;
+  for (int i0 = stager; i0 < items; i0 += kInFlight * stagers) {
+    uint4 gv[kInFlight], uv[kInFlight];
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) {
+      const int i = i0 + u * stagers;
+      const int r = i / segs, s = i % segs;
+      const int64_t col = static_cast<int64_t>(r0) * 64 + s * 8;
+      gv[u] = uv[u] = make_uint4(0, 0, 0, 0);
+      if (i < items && col < a.k_valid) {
+        const __nv_bfloat16* gate = a.x + r * a.lda + col;
+        gv[u] = __ldg(reinterpret_cast<const uint4*>(gate));
+        uv[u] = __ldg(reinterpret_cast<const uint4*>(gate + a.up_offset));
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) {
+      const int i = i0 + u * stagers;
+      if (i >= items) break;
+      float g[8], up[8];
+      Bf16x8ToFloat(gv[u], g);
+      Bf16x8ToFloat(uv[u], up);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) g[e] = SiluMulF32(g[e], up[e]);
+      *reinterpret_cast<uint4*>(xs + (i / segs) * a.x_stride + x0 + (i % segs) * 8) = FloatToBf16x8(g);
     }
   }
 }
@@ -181,12 +217,16 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) Int4DecodeKernel(DecodeAr
   auto* xs = reinterpret_cast<__nv_bfloat16*>(smem);
   const int segs = a.slice ? (wc1 - wc0) * 8 : a.chunks_per_split * 8;
   const int x0 = (r0 - c0) * 64;  // the run's first input in a staged row
-  for (int r = 0; r < a.rows; ++r) {
-    for (int s = stager; s < segs; s += stagers) {
-      const int64_t col = static_cast<int64_t>(r0) * 64 + s * 8;
-      const bool ok = col < a.k_valid;
-      CpAsync16(xs + r * a.x_stride + x0 + s * 8, ok ? a.x + r * a.lda + col : a.x, ok);
+  if (a.up_offset == 0) {
+    for (int r = 0; r < a.rows; ++r) {
+      for (int s = stager; s < segs; s += stagers) {
+        const int64_t col = static_cast<int64_t>(r0) * 64 + s * 8;
+        const bool ok = col < a.k_valid;
+        CpAsync16(xs + r * a.x_stride + x0 + s * 8, ok ? a.x + r * a.lda + col : a.x, ok);
+      }
     }
+  } else {
+    StageSiluMul(a, xs, r0, x0, segs, stager, stagers);
   }
   CpAsyncCommit();
   CpAsyncWait<0>();
@@ -547,13 +587,14 @@ int64_t Int4DecodeResidentBlocks(const Int4Plan& p, int num_sms) {
 
 void LaunchInt4Decode(const Int4Args& w, const Int4Plan& p, const void* x, int64_t lda, int64_t k_valid,
                       int64_t rows, void* out, DType out_dtype, float* partial, unsigned* counters,
-                      cudaStream_t stream) {
+                      cudaStream_t stream, int64_t up_offset) {
   RegisterBlocksPerSm(p);  // the shared-memory opt-in
   DecodeArgs a;
   a.w = w;
   a.x = static_cast<const __nv_bfloat16*>(x);
   a.lda = lda;
   a.k_valid = k_valid;
+  a.up_offset = up_offset;
   a.rows = static_cast<int>(rows);
   a.warps_n = p.warps_n;
   a.chunks_per_split = p.chunks_per_split;

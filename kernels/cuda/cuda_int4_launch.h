@@ -78,10 +78,23 @@ void PlaceInt4Workspace(const Int4Args& w, int64_t rows, bool x_direct, Int4Plan
 // x [rows, in_features] bf16 -> out [rows, out_features] bf16 or f32.
 void LaunchInt4Matmul(const Int4Args& w, const Int4Plan& plan, const void* x, int64_t rows, void* out,
                       DType out_dtype, void* workspace, cudaStream_t stream);
+// Rows up to which CudaBackend::SiluMulMatmul runs LaunchInt4SiluMulMatmul. Forming the
+// activations costs the staging about 0.37 us per row on 4096x11008 (silu in f32 and loads
+// through registers instead of cp.async) against ~1.5 us saved by dropping the SiluMul
+// kernel: 1.09x at one row, 1.01x at four, 0.82x at sixteen (H100, cuda_quant_bench).
+constexpr int64_t kInt4SiluFuseMaxRows = 4;
+// SiluMul fused into the decode kernel's staging: out = (silu(gate) * up) · Wᵀ for gate_up
+// [rows, 2 * in_features] bf16 (gate then up), the activations rounded to bf16 as the SiluMul
+// kernel rounds them (so the result is bit-identical to SiluMul then LaunchInt4Matmul). Needs
+// a decode plan without gathering (plan.decode, !plan.gather: no perm, in_features % 8 == 0)
+// and 16-byte aligned gate_up.
+void LaunchInt4SiluMulMatmul(const Int4Args& w, const Int4Plan& plan, const void* gate_up, int64_t rows,
+                             void* out, DType out_dtype, void* workspace, cudaStream_t stream);
 // The decode kernel alone, on activations already gathered (x rows of lda bf16, read as
-// zero from k_valid on); LaunchInt4Matmul calls it.
+// zero from k_valid on); LaunchInt4Matmul calls it. With up_offset > 0, x holds gate rows
+// whose up halves lie up_offset elements further, and the kernel stages silu(gate) * up.
 void LaunchInt4Decode(const Int4Args& w, const Int4Plan& plan, const void* x, int64_t lda, int64_t k_valid,
                       int64_t rows, void* out, DType out_dtype, float* partial, unsigned* counters,
-                      cudaStream_t stream);
+                      cudaStream_t stream, int64_t up_offset = 0);
 
 }  // namespace tessera::cuda

@@ -62,6 +62,40 @@ void CudaBackend::PackedInt4Matmul(const TensorView& x, const QuantizedWeight& q
   CheckLaunch("int4 matmul");
 }
 
+bool CudaBackend::FusedSiluInt4Matmul(const TensorView& gate_up, const QuantizedWeight& q, TensorView out) {
+  const int64_t rows = gate_up.rows, f = q.in_features;
+  if (q.packed == nullptr || q.perm != nullptr || !cuda::Int4LayoutSupported(q) || f % 8 != 0 ||
+      rows < 1 || rows > cuda::kInt4SiluFuseMaxRows || gate_up.dtype != DType::kBF16 || gate_up.cols != 2 * f ||
+      reinterpret_cast<uintptr_t>(gate_up.data) % 16 != 0 || out.rows != rows || out.cols != q.out_features ||
+      (out.dtype != DType::kBF16 && out.dtype != DType::kF32)) {
+    return false;
+  }
+  const cuda::Int4Args w = cuda::Int4ArgsOf(q);
+  const cuda::Int4Plan plan = cuda::PlanInt4Matmul(w, rows, /*x_direct=*/true, num_sms());
+  if (!plan.decode || plan.gather) return false;
+  if (plan.workspace_bytes > 0) {
+    absl::Status st = EnsureGptqWorkspace(plan.workspace_bytes);
+    if (!st.ok()) {
+      Fail(std::move(st));
+      return true;  // recorded: the caller must not run the op again
+    }
+  }
+  cuda::LaunchInt4SiluMulMatmul(w, plan, gate_up.data, rows, out.data, out.dtype, gptq_workspace_.data(), stream());
+  CheckLaunch("int4 silu_mul matmul");
+  return true;
+}
+
+void CudaBackend::SiluMulMatmul(const TensorView& gate_up, TensorView act, const LinearWeight& w, TensorView out) {
+  // The bf16 skinny GEMV stays unfused: its blocks cover a few weight rows each and read
+  // x from L1 for every one, so forming the activations there would compute each silu
+  // once per weight row instead of once per column tile.
+  if (options_.fuse_silu_down && w.quant != nullptr && act.rows == gate_up.rows && act.cols == w.in_features() &&
+      FusedSiluInt4Matmul(gate_up, *w.quant, out)) {
+    return;
+  }
+  Backend::SiluMulMatmul(gate_up, act, w, out);
+}
+
 void CudaBackend::QuantizedMatmul(const TensorView& x, const QuantizedWeight& q, TensorView out) {
   if (q.packed != nullptr) {
     if (!Check(cuda::Int4LayoutSupported(q), "gptq matmul", "the packed weight's shape has no int4 kernel") ||

@@ -366,9 +366,13 @@ TensorView LlamaModel::EnqueueForward(const DeviceBatch& db, PagedKvStorage& kv)
     b.AddRmsNorm(x, residual, L.post_norm, eps, h);
     b.Matmul(h, L.gate_up, gu);
     apply_lora_group(h, l, {{kLoraGate, gu, 0}, {kLoraUp, gu, F}});
-    b.SiluMul(gu, act);
-    b.Matmul(act, L.down, x);
-    apply_lora(act, l, kLoraDown, x, 0);
+    if (db.lora_slots == nullptr) {
+      b.SiluMulMatmul(gu, act, L.down, x);  // a backend may form act inside the down projection
+    } else {
+      b.SiluMul(gu, act);  // the down adapter reads act
+      b.Matmul(act, L.down, x);
+      apply_lora(act, l, kLoraDown, x, 0);
+    }
   }
   TensorView logits = logits_.View(DType::kF32, N, c.vocab_size);
   if (N == 0) return logits;

@@ -117,6 +117,27 @@ TEST(CpuOpsTest, SiluMulAndEmbedding) {
   EXPECT_EQ(emb, (std::vector<float>{8.0f, -0.25f, 0.5f, 1.5f}));
 }
 
+TEST(CpuOpsTest, SiluMulMatmulIsSiluMulThenMatmul) {
+  std::mt19937 rng(11);
+  CpuBackend cpu;
+  const int n = 3, f = 40, m = 24;
+  auto gu = Random(n * 2 * f, rng, 2.0f), w = Random(m * f, rng);
+  std::vector<float> act(n * f), two_ops(n * m), fused(n * m), scratch(n * f);
+  cpu.SiluMul(View(gu, n, 2 * f), View(act, n, f));
+  cpu.Matmul(View(act, n, f), LinearWeight{View(w, m, f)}, View(two_ops, n, m));
+  cpu.SiluMulMatmul(View(gu, n, 2 * f), View(scratch, n, f), LinearWeight{View(w, m, f)}, View(fused, n, m));
+  EXPECT_EQ(fused, two_ops);
+  // And both against the formula in double precision.
+  std::vector<double> ref(n * m, 0.0);
+  for (int r = 0; r < n; ++r)
+    for (int j = 0; j < m; ++j)
+      for (int i = 0; i < f; ++i) {
+        const double g = gu[r * 2 * f + i], u = gu[r * 2 * f + f + i];
+        ref[r * m + j] += g / (1.0 + std::exp(-g)) * u * w[j * f + i];
+      }
+  EXPECT_LT(RelError(fused, ref), 1e-5);
+}
+
 // Naive attention over contiguous per-sequence K/V, to check the paged kernel against.
 TEST(CpuOpsTest, PagedAttentionMatchesContiguousAttentionForMixedBatches) {
   std::mt19937 rng(4);
