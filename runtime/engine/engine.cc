@@ -314,7 +314,7 @@ void Engine::Loop() {
     {
       std::unique_lock<std::mutex> lock(mu_);
       wake_.wait(lock, [this] {
-        return stop_ || !incoming_.empty() || !cancels_.empty() || scheduler_->HasUnfinished() || !owed_.empty();
+        return stop_ || !incoming_.empty() || !cancels_.empty() || scheduler_->HasUnfinished() || owed_.has_value();
       });
       incoming.swap(incoming_);
       cancels.swap(cancels_);
@@ -370,7 +370,7 @@ void Engine::Step() {
   const auto forward_start = std::chrono::steady_clock::now();
   const double schedule_secs = std::chrono::duration<double>(forward_start - t0).count();
   // The previous step's outputs are made while the first forward runs.
-  const bool overlapped = !owed_.empty();
+  const bool overlapped = owed_.has_value();
   const std::function<void()> emit_owed = [this] { EmitOwedOutputs(); };
   bool all_graphs = true;
   for (const auto& group : GroupByAdapterSlots(out)) {
@@ -408,7 +408,7 @@ void Engine::Step() {
   }
   const auto update_end = std::chrono::steady_clock::now();
   for (const FinishedSequence& f : *finished) owed.ended[f.id] = f.reason;
-  owed_.push_back(std::move(owed));
+  owed_ = std::move(owed);
   const double overlapped_secs = owed_seconds_;
   if (!overlap_outputs_) EmitOwedOutputs();
   const auto end = std::chrono::steady_clock::now();
@@ -430,10 +430,10 @@ void Engine::Step() {
 }
 
 void Engine::EmitOwedOutputs() {
-  if (owed_.empty()) return;
+  if (!owed_) return;
   const auto t0 = std::chrono::steady_clock::now();
-  OwedOutputs owed = std::move(owed_.front());
-  owed_.clear();
+  OwedOutputs owed = std::move(*owed_);
+  owed_.reset();
   const std::vector<SampledToken>& sampled = owed.sampled;
   std::unordered_map<uint64_t, FinishReason>& ended = owed.ended;
   int finals = 0;

@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -172,7 +173,7 @@ class Engine {
   // Engine-thread state.
   std::unordered_map<uint64_t, std::unique_ptr<Active>> active_;
   bool overlap_outputs_ = false;       // resolved from options_.overlap_outputs
-  std::vector<OwedOutputs> owed_;      // at most one step's
+  std::optional<OwedOutputs> owed_;
   double owed_seconds_ = 0.0;          // time spent making owed outputs in the current step
   std::vector<OutputPump::Item> pending_outputs_;  // this loop iteration's, for the pump
 
