@@ -128,6 +128,10 @@ struct DeviceBatch {
   int32_t max_query_len = 0;
   int32_t max_context_len = 0;
   int32_t num_single_token_seqs = 0;  // sequences with one query token (decodes)
+  // The sequences of more than one query token (prefill chunks), in batch order: set by
+  // backends that launch prefill attention over them alone (null otherwise).
+  const int32_t* prefill_seqs = nullptr;
+  int32_t num_prefill_seqs = 0;
 };
 
 // One layer's paged KV cache.

@@ -1,8 +1,8 @@
 // CUDA kernel micro-benchmark: paged decode attention bandwidth (K/V bytes read / time)
 // against a device-to-device copy measured in the same run, prefill attention and
-// cuBLASLt GEMM throughput for 7B shapes, and the skinny GEMM kernel against cuBLASLt
-// at decode batch sizes. Prints a table, writes JSON (argv[1]); argv[2] (optional) names
-// the sections to run: attention, gemm, gemv (default: all).
+// cuBLASLt GEMM throughput for 7B shapes, the skinny GEMM kernel against cuBLASLt
+// at decode batch sizes, and the per-token elementwise kernels of a layer. Prints a table, writes JSON (argv[1]); argv[2] (optional) names
+// the sections to run: attention, gemm, gemv, elementwise (default: all).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -73,7 +73,8 @@ struct AttnShape {
 // With fp8, the caches hold E4M3 codes and a scale per (slot, kv head).
 // Decode attention over FP8 caches under a chosen tensor-core layout instead of the
 // planner's (TESSERA_ATTN_FP8_LAYOUTS=1 times each): -1 the planner's own.
-enum Fp8Layout { kPlanned = -1, kHeadRows = 0, kTokenRows2 = 1, kTokenRows3 = 2 };
+// kWarp*: one warp per (sequence, kv head) (DecodeWarpKernel) with tokens as rows.
+enum Fp8Layout { kPlanned = -1, kHeadRows = 0, kTokenRows2 = 1, kTokenRows3 = 2, kWarp2 = 3, kWarp3 = 4 };
 
 double TimeAttention(CudaBackend& be, const AttnShape& s, int batch, int ctx, int qlen, std::mt19937& rng,
                      size_t* kv_bytes_per_layer, double* eager_seconds = nullptr, bool fp8 = false,
@@ -135,7 +136,8 @@ double TimeAttention(CudaBackend& be, const AttnShape& s, int batch, int ctx, in
     a.max_context_len = ctx;
     cuda::DecodePlan layout;
     layout.token_rows = layout_choice != kHeadRows;
-    layout.ring_stages = layout_choice == kTokenRows2 ? 2 : 3;
+    layout.ring_stages = layout_choice == kTokenRows2 || layout_choice == kWarp2 ? 2 : 3;
+    layout.warp_items = layout_choice == kWarp2 || layout_choice == kWarp3;
     forced = cuda::PlanDecodeAttention(a, be.num_sms(), &layout);
     if (forced.workspace_bytes > 0) {
       forced_ws = Must(be.Allocate(forced.workspace_bytes));
@@ -173,7 +175,7 @@ double TimeAttention(CudaBackend& be, const AttnShape& s, int batch, int ctx, in
 int main(int argc, char** argv) {
   using namespace tessera;
   const std::string json_path = argc > 1 ? argv[1] : "bench_kernels.json";
-  const std::string sections = argc > 2 ? argv[2] : "attention,gemm,gemv";
+  const std::string sections = argc > 2 ? argv[2] : "attention,gemm,gemv,elementwise";
   auto wants = [&](const char* name) { return sections.find(name) != std::string::npos; };
   if (CudaDeviceCount() == 0) {
     std::printf("no CUDA device visible; nothing to measure\n");
@@ -208,16 +210,19 @@ int main(int argc, char** argv) {
   for (bool fp8 : {false, true}) {
   if (!kv_only.empty() && kv_only != (fp8 ? "fp8" : "bf16")) continue;
   for (const AttnShape& s : shapes) {
-    for (int ctx : {256, 1024, 4096, 16384}) {
-      for (int batch : {1, 4, 16, 64}) {
+    for (int ctx : {128, 192, 256, 1024, 4096, 16384}) {
+      for (int batch : {1, 4, 16, 64, 256, 512}) {
+        // Short contexts (serving's 128 -> 128 tokens) also at serving's batches.
+        if ((ctx < 256 && batch < 64) || (ctx > 256 && batch > 64)) continue;
         if (!selected(s.hk, ctx, batch)) continue;
-        for (int layout : {kPlanned, kHeadRows, kTokenRows2, kTokenRows3}) {
+        for (int layout : {kPlanned, kHeadRows, kTokenRows2, kTokenRows3, kWarp2, kWarp3}) {
           if (layout != kPlanned && !(fp8 && fp8_layouts)) break;
           size_t bytes = 0;
           double eager = 0;
           const double t = TimeAttention(*be, s, batch, ctx, 1, rng, &bytes, &eager, fp8, layout);
           const double bw = bytes / t / 1e9;
-          const char* layout_name[] = {"planned", "head rows", "token rows, ring 2", "token rows, ring 3"};
+          const char* layout_name[] = {"planned", "head rows", "token rows, ring 2", "token rows, ring 3",
+                                       "warp, token rows, ring 2", "warp, token rows, ring 3"};
           const std::string name = std::string(s.name) + (fp8 ? " fp8 KV" : "") +
                                    (layout != kPlanned ? std::string(" [") + layout_name[layout + 1] + "]" : "");
           std::printf("%-34s %6d %7d %10.1f %10.0f %7.1f%% %10.1f\n", name.c_str(), batch, ctx, t * 1e6, bw,
@@ -258,7 +263,7 @@ int main(int argc, char** argv) {
   for (Gemm g : {Gemm{"7B qkv 4096->12288", 4096, 12288}, Gemm{"7B o 4096->4096", 4096, 4096},
                  Gemm{"7B gate_up 4096->22016", 4096, 22016}, Gemm{"7B down 11008->4096", 11008, 4096},
                  Gemm{"square 8192", 8192, 8192}}) {
-    for (int64_t n : {1, 16, 64, 256, 8192}) {
+    for (int64_t n : {1, 16, 64, 256, 512, 1024, 2048, 8192}) {
       if ((n == 8192) != (g.k == 8192)) continue;
       const size_t wbytes = static_cast<size_t>(g.k) * g.m * 2;
       const int copies = static_cast<int>(std::clamp<size_t>((size_t{256} << 20) / wbytes + 1, 1, 8));
@@ -323,6 +328,81 @@ int main(int argc, char** argv) {
                         {"gemv_fraction_of_copy", gemv ? nlohmann::json(bytes / t_gemv / 1e9 / copy_bw) : nlohmann::json()},
                         {"cublaslt_fraction_of_copy", bytes / t_lt / 1e9 / copy_bw},
                         {"copy_bandwidth_gbs", copy_bw}});
+      }
+    }
+  }
+  if (wants("elementwise")) {
+    // The per-token kernels of a 7B layer at decode and mixed-step token counts, inputs
+    // rotated among copies (>= 256 MB in all) so they come from HBM: bytes read + written
+    // per call over its time.
+    std::printf("\n%-34s %6s %10s %10s %8s\n", "elementwise (7B layer)", "tokens", "us", "GB/s", "of copy");
+    const int64_t hidden = 4096, heads = 32, head_dim = 128, ffn = 11008, qkv_cols = 3 * hidden;
+    for (int64_t n : {1, 64, 256, 1024, 4096}) {
+      BatchLayout layout;
+      layout.block_size = 16;
+      layout.max_blocks_per_seq = 1;
+      layout.query_start.push_back(0);
+      std::vector<int32_t> perm(n);
+      std::iota(perm.begin(), perm.end(), 0);
+      std::shuffle(perm.begin(), perm.end(), rng);
+      for (int64_t t = 0; t < n; ++t) {  // n one-token sequences, each in a block of its own
+        layout.token_ids.push_back(0);
+        layout.positions.push_back(static_cast<int32_t>(rng() % 4096));
+        layout.slot_mapping.push_back(perm[t] * 16 + static_cast<int32_t>(rng() % 16));
+        layout.query_start.push_back(static_cast<int32_t>(t + 1));
+        layout.context_lens.push_back(1);
+        layout.block_tables.push_back(perm[t]);
+      }
+      DeviceBatch db = Must(be->UploadBatch(layout));
+      std::vector<float> inv(head_dim / 2);
+      for (int64_t i = 0; i < head_dim / 2; ++i) inv[i] = std::pow(10000.0f, -2.0f * i / head_dim);
+      DeviceBuffer inv_dev = Must(be->Allocate(inv.size() * sizeof(float)));
+      MustOk(be->CopyToDevice(inv_dev.data(), inv.data(), inv.size() * sizeof(float)));
+      const int64_t slots = n * 16;
+      auto run = [&](const char* name, size_t in_bytes, size_t moved_bytes, auto&& op) {
+        const int copies = static_cast<int>(std::clamp<size_t>((size_t{256} << 20) / in_bytes + 1, 1, 64));
+        DeviceBuffer in = Must(be->Allocate(in_bytes * copies));
+        FillRandom(*be, in.data(), in_bytes * copies, rng);
+        int next = 0;
+        const double t = GraphSeconds(be->stream(), [&] { op(static_cast<char*>(in.data()) + (next++ % copies) * in_bytes); });
+        MustOk(be->Synchronize());
+        const double bw = moved_bytes / t / 1e9;
+        std::printf("%-34s %6ld %10.2f %10.0f %7.1f%%\n", name, static_cast<long>(n), t * 1e6, bw, 100 * bw / copy_bw);
+        rows.push_back({{"device", device}, {"kernel", name}, {"shape", "llama2-7b"}, {"batch", n}, {"us", t * 1e6},
+                        {"bandwidth_gbs", bw}, {"copy_bandwidth_gbs", copy_bw}, {"fraction", bw / copy_bw},
+                        {"timing", "cuda graph"}});
+      };
+      DeviceBuffer res = Must(be->Allocate(n * hidden * 2)), out = Must(be->Allocate(n * ffn * 2));
+      DeviceBuffer norm_w = Must(be->Allocate(hidden * sizeof(float)));
+      FillRandom(*be, res.data(), res.bytes(), rng);
+      CHECK_CUDA(cudaMemset(norm_w.data(), 0, norm_w.bytes()));
+      const size_t act = n * hidden * 2;
+      run("add_rms_norm 4096", act, 4 * act, [&](void* x) {
+        be->AddRmsNorm(TensorView{x, DType::kBF16, n, hidden}, res.View(DType::kBF16, n, hidden),
+                       norm_w.View(DType::kF32, 1, hidden), 1e-5f, out.View(DType::kBF16, n, hidden));
+      });
+      run("silu_mul 2x11008", n * 2 * ffn * 2, n * 3 * ffn * 2, [&](void* gu) {
+        be->SiluMul(TensorView{gu, DType::kBF16, n, 2 * ffn}, out.View(DType::kBF16, n, ffn));
+      });
+      for (bool fp8 : {false, true}) {
+        const int64_t elem = fp8 ? 1 : 2;
+        DeviceBuffer kc = Must(be->Allocate(slots * hidden * elem)), vc = Must(be->Allocate(slots * hidden * elem));
+        DeviceBuffer ks, vs;
+        KvLayerView kv{kc.data(), vc.data(), fp8 ? DType::kF8E4M3 : DType::kBF16, static_cast<int32_t>(n), 16,
+                       static_cast<int32_t>(heads), static_cast<int32_t>(head_dim)};
+        if (fp8) {
+          ks = Must(be->Allocate(slots * heads * sizeof(float)));
+          vs = Must(be->Allocate(slots * heads * sizeof(float)));
+          kv.k_scale = static_cast<float*>(ks.data());
+          kv.v_scale = static_cast<float*>(vs.data());
+        }
+        const size_t written = n * hidden * 2 + 2 * n * (hidden * elem + (fp8 ? heads * sizeof(float) : 0));
+        run(fp8 ? "rope_store_kv fp8 cache" : "rope_store_kv bf16 cache", n * qkv_cols * 2, n * qkv_cols * 2 + written,
+            [&](void* qkv) {
+              be->RopeStoreKv(TensorView{qkv, DType::kBF16, n, qkv_cols}, out.View(DType::kBF16, n, hidden),
+                              db.positions, static_cast<const float*>(inv_dev.data()), static_cast<int32_t>(head_dim),
+                              db, kv);
+            });
       }
     }
   }

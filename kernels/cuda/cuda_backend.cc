@@ -211,10 +211,16 @@ absl::Status CudaBackend::EnsureDevice(DeviceBuffer& buf, size_t bytes) {
 absl::StatusOr<DeviceBatch> CudaBackend::UploadBatch(const BatchLayout& layout) {
   if (!layout.lora_slots.empty() && layout.lora_slots.size() != layout.token_ids.size())
     return absl::InvalidArgumentError("batch layout: lora_slots must have one entry per token");
+  // Prefill attention runs over the sequences of more than one query token alone.
+  std::vector<int32_t>& prefill_seqs = prefill_seqs_scratch_;
+  prefill_seqs.clear();
+  for (size_t q = 0; q + 1 < layout.query_start.size(); ++q) {
+    if (layout.query_start[q + 1] - layout.query_start[q] > 1) prefill_seqs.push_back(static_cast<int32_t>(q));
+  }
   const std::vector<int32_t>* arrays[] = {&layout.token_ids,    &layout.positions,    &layout.slot_mapping,
                                           &layout.query_start,  &layout.context_lens, &layout.block_tables,
-                                          &layout.logits_rows,  &layout.lora_slots};
-  constexpr int kArrays = 8;
+                                          &layout.logits_rows,  &layout.lora_slots, &prefill_seqs};
+  constexpr int kArrays = 9;
   size_t offsets[kArrays];
   size_t total = 0;
   for (int i = 0; i < kArrays; ++i) {
@@ -261,6 +267,8 @@ absl::StatusOr<DeviceBatch> CudaBackend::UploadBatch(const BatchLayout& layout) 
   b.max_query_len = layout.max_query_len();
   b.num_single_token_seqs = layout.num_single_token_seqs();
   b.max_context_len = layout.max_context_len();
+  b.prefill_seqs = at(8);
+  b.num_prefill_seqs = static_cast<int32_t>(prefill_seqs.size());
   return b;
 }
 
@@ -353,10 +361,11 @@ void CudaBackend::RopeStoreKv(const TensorView& qkv, TensorView q_out, const int
   const bool fp8 = cache.dtype == DType::kF8E4M3;
   if (!Check(head_dim > 0 && head_dim % 2 == 0 && q_out.cols % head_dim == 0 && cache.head_dim == head_dim,
              "rope_store_kv", "head_dim must be even and divide the rows") ||
+      !Check(head_dim <= 2 * cuda::kRopeMaxHalf, "rope_store_kv", "head_dim must be at most 256") ||
       !Check(qkv.dtype == q_out.dtype && IsActivation(qkv.dtype) && (IsActivation(cache.dtype) || fp8),
              "rope_store_kv", "unsupported dtype") ||
-      !Check(!fp8 || (head_dim <= 256 && cache.k_scale != nullptr && cache.v_scale != nullptr), "rope_store_kv",
-             "an fp8 cache needs head_dim <= 256 and its scales") ||
+      !Check(!fp8 || (cache.k_scale != nullptr && cache.v_scale != nullptr), "rope_store_kv",
+             "an fp8 cache needs its scales") ||
       !Check(qkv.cols == q_out.cols + 2 * width && qkv.rows == q_out.rows && batch.num_tokens <= qkv.rows,
              "rope_store_kv", "qkv must hold q, k and v of each token")) {
     return;
@@ -442,6 +451,10 @@ void CudaBackend::PagedAttention(const TensorView& q, const DeviceBatch& batch, 
   }
   if (batch.max_query_len > 1) {
     a.single_token_seqs_elsewhere = batch.num_single_token_seqs > 0;
+    if (a.single_token_seqs_elsewhere && batch.prefill_seqs != nullptr) {
+      a.prefill_seqs = batch.prefill_seqs;  // its grid covers the prefill chunks alone
+      a.num_prefill_seqs = batch.num_prefill_seqs;
+    }
     cuda::LaunchPrefillAttention(a, stream_);
   }
   CheckLaunch("attention");

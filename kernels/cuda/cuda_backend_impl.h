@@ -110,6 +110,7 @@ class CudaBackend final : public Backend {
 
   CudaBackendOptions options_;
   cudaStream_t stream_ = nullptr;
+  std::vector<int32_t> prefill_seqs_scratch_;  // UploadBatch's list of prefill sequences
   int num_sms_ = 0;
   DeviceBuffer gemm_workspace_;
   std::unique_ptr<cuda::CublasLtMatmul> gemm_;

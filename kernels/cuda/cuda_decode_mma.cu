@@ -17,6 +17,7 @@
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_decode_internal.h"
 #include "kernels/cuda/cuda_decode_partials.cuh"
+#include "kernels/cuda/cuda_decode_policy.cuh"
 #include "kernels/cuda/cuda_decode_tiles.cuh"
 #include "kernels/cuda/cuda_decode_token_rows.cuh"
 #include "kernels/cuda/cuda_mma.cuh"
@@ -45,19 +46,6 @@ struct Shape {
   static size_t SmemBytes(int pages) { return kPagesOffset + sizeof(int32_t) * static_cast<size_t>(pages); }
 };
 
-// This CTA's share [start, end) of the sequence's `len` tokens: the context is cut into at
-// most `splits` partitions of whole sub-tiles, at least `min_subs` sub-tiles each.
-// `parts` is how many of them are non-empty (the first `parts`).
-__device__ __forceinline__ void Partition(int len, int split, int splits, int min_subs, int* start, int* end,
-                                          int* parts) {
-  const int subs = (len + kSub - 1) / kSub;
-  const int used = max(1, min(splits, (subs + min_subs - 1) / min_subs));
-  const int per = (subs + used - 1) / used;
-  *start = min(len, split * per * kSub);
-  *end = min(len, (split + 1) * per * kSub);
-  *parts = (subs + per - 1) / per;
-}
-
 template <typename P>
 __global__ void __launch_bounds__(kThreads, P::kMinBlocks)
     DecodeMmaKernel(AttentionArgs a, int splits, int page_cap, int min_subs, unsigned* counters, float* o_part,
@@ -76,7 +64,7 @@ __global__ void __launch_bounds__(kThreads, P::kMinBlocks)
   for (int split = blockIdx.z; split < splits; split += gridDim.z) {
     if (split != static_cast<int>(blockIdx.z)) __syncthreads();  // the previous merge is done with smem
     int start, end, parts;
-    Partition(a.positions[t] + 1, split, splits, min_subs, &start, &end, &parts);
+    Partition(a.positions[t] + 1, kSub, split, splits, min_subs, &start, &end, &parts);
     // One non-empty partition writes the output itself; several meet through the workspace.
     const bool direct = splits == 1 || (counters != nullptr && parts == 1);
 
@@ -104,31 +92,12 @@ __global__ void __launch_bounds__(kThreads, P::kMinBlocks)
     P::Init(st, qs, lane);
 
     // This warp's sub-tiles: warp, warp + 4, ... of the partition, copied straight into its
-    // ring; lane l < 16 looks up token l's cache slot.
+    // ring.
     const int n_sub = (end - start + kSub - 1) / kSub;
     const int my_n = warp < n_sub ? (n_sub - warp + kWarps - 1) / kWarps : 0;
     char* ring = base + static_cast<size_t>(warp) * kStages * P::kStageBytes;
-    auto load_sub = [&](int i, int stage) {  // warp-uniform: every lane takes part in the shuffles
-      const int j = start + (warp + i * kWarps) * kSub + lane % kSub;
-      const int slot = j < end ? static_cast<int>(pp.Slot(j)) : -1;
-      P::Copy(ring + stage * P::kStageBytes, a, kvh, slot, lane);
-    };
-  #pragma unroll
-    for (int i = 0; i < kStages - 1; ++i) {
-      if (i < my_n) load_sub(i, i);
-      CpAsyncCommit();
-    }
-
     const float qscale = a.scale * kLog2e;  // softmax in base 2
-    for (int i = 0; i < my_n; ++i) {
-      if (i + kStages - 1 < my_n) load_sub(i + kStages - 1, (i + kStages - 1) % kStages);
-      CpAsyncCommit();
-      CpAsyncWait<kStages - 1>();
-      __syncwarp();  // every lane's copies of sub-tile i have landed
-      P::Step(st, ring + (i % kStages) * P::kStageBytes, start + (warp + i * kWarps) * kSub, end, qscale, lane);
-      __syncwarp();  // the stage is refilled by the next iteration
-    }
-    CpAsyncWait<0>();
+    StreamSubTiles<P>(st, ring, a, kvh, pp, start + warp * kSub, kWarps * kSub, my_n, end, qscale, lane);
     __syncthreads();  // every warp is done with the ring: it becomes the merge area
 
     // Merge the warps: row weights 2^(m_w - M) / L with M the largest max and L the summed
@@ -185,37 +154,15 @@ __global__ void __launch_bounds__(kThreads, P::kMinBlocks)
     __syncthreads();
     if (!merge) continue;
     __threadfence();
-    for (int u = tid; u < G * D; u += kThreads) {
-      const int r = u / D, d = u % D, h = kvh * G + r;
-      const int64_t row0 = (static_cast<int64_t>(seq) * a.num_heads + h) * splits;
-      float m = -INFINITY;
-      for (int sp = 0; sp < parts; ++sp) m = fmaxf(m, __ldcg(ml_part + (row0 + sp) * 2));
-      float total = 0.0f, num = 0.0f;
-      for (int sp = 0; sp < parts; ++sp) {
-        const float w = __ldcg(ml_part + (row0 + sp) * 2 + 1) * exp2f(__ldcg(ml_part + (row0 + sp) * 2) - m);
-        total += w;
-        num += w * __ldcg(o_part + (row0 + sp) * D + d);
-      }
-      static_cast<__nv_bfloat16*>(a.out)[static_cast<int64_t>(t) * a.out_stride + h * D + d] =
-          __float2bfloat16(total > 0.0f ? num / total : 0.0f);
-    }
+    MergePartitions<D>(a, seq, t, kvh, G, splits, parts, o_part, ml_part, tid, kThreads);
   }
 }
 
 template <typename P>
 int BlocksPerSm() {
-  static const int blocks = [] {
-    const int smem = static_cast<int>(Shape<P>::SmemBytes(kMaxStagedPages));
-    cudaFuncSetAttribute(DecodeMmaKernel<P>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    int n = 0;
-    // Typical partitions stage few pages; count occupancy at a 1 KiB page table.
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, DecodeMmaKernel<P>, kThreads, Shape<P>::SmemBytes(256)) !=
-        cudaSuccess) {
-      cudaGetLastError();
-      n = 1;
-    }
-    return std::max(n, 1);
-  }();
+  // Typical partitions stage few pages; count occupancy at a 1 KiB page table.
+  static const int blocks = DecodeResidentBlocks(DecodeMmaKernel<P>, kThreads, Shape<P>::SmemBytes(kMaxStagedPages),
+                                                 Shape<P>::SmemBytes(256));
   return blocks;
 }
 
@@ -224,36 +171,16 @@ void Launch(const AttentionArgs& a, const DecodePlan& plan, float* workspace, cu
   constexpr int D = P::kD;
   BlocksPerSm<P>();  // sets the kernel's shared-memory limit once
   const int page_cap = std::min(plan.partition_tokens / std::max(a.block_size, 1) + 2, kMaxStagedPages);
-  unsigned* counters = plan.fused_merge ? reinterpret_cast<unsigned*>(workspace) : nullptr;
-  float* o_part = workspace ? workspace + kDecodeCounterBytes / sizeof(float) : nullptr;
-  float* ml_part = o_part ? o_part + static_cast<size_t>(a.num_seqs) * a.num_heads * plan.splits * D : nullptr;
+  const DecodePartials w = DecodePartialsOf(a, plan, D, workspace);
   const dim3 grid(a.num_kv_heads, a.num_seqs, plan.grid_splits);
   const int min_subs = std::max(plan.min_partition_tokens / kSub, 1);
   LaunchPdl(DecodeMmaKernel<P>, grid, kThreads, Shape<P>::SmemBytes(page_cap), stream, a, plan.splits, page_cap,
-            min_subs, counters, o_part, ml_part);
-  if (plan.splits > 1 && !plan.fused_merge) LaunchDecodeReduce(a, plan.splits, o_part, ml_part, stream);
-}
-
-// Calls f with a value-initialised policy of the plan's layout, cache format and head dim.
-template <int D, typename F>
-auto WithPolicyOfDim(const AttentionArgs& a, const DecodePlan& plan, F&& f) {
-  if (!a.kv_fp8) return f(decode::HeadRows<decode::Bf16Tile<D>>{});
-  if (!plan.token_rows) return f(decode::HeadRows<decode::Fp8Tile<D>>{});
-  if (plan.ring_stages == 3) return f(decode::Fp8TokenRows<D, 3>{});
-  return f(decode::Fp8TokenRows<D, 2>{});
-}
-
-template <typename F>
-auto WithPolicy(const AttentionArgs& a, const DecodePlan& plan, F&& f) {
-  switch (a.head_dim) {
-    case 32: return WithPolicyOfDim<32>(a, plan, f);
-    case 64: return WithPolicyOfDim<64>(a, plan, f);
-    default: return WithPolicyOfDim<128>(a, plan, f);
-  }
+            min_subs, w.counters, w.o_part, w.ml_part);
+  if (plan.splits > 1 && !plan.fused_merge) LaunchDecodeReduce(a, plan.splits, w.o_part, w.ml_part, stream);
 }
 
 int BlocksPerSmFor(const AttentionArgs& a, const DecodePlan& plan) {
-  return WithPolicy(a, plan, [](auto p) { return BlocksPerSm<decltype(p)>(); });
+  return WithDecodePolicy(a, plan, [](auto p) { return BlocksPerSm<decltype(p)>(); });
 }
 
 }  // namespace
@@ -277,6 +204,17 @@ DecodePlan PlanMmaDecode(const AttentionArgs& a, int num_sms, const DecodePlan* 
   if (plan.token_rows) {
     const int64_t deep_resident = static_cast<int64_t>(std::max(num_sms, 1)) * BlocksPerSmFor(a, plan);
     plan.ring_stages = layout != nullptr ? (layout->ring_stages == 3 ? 3 : 2) : (ctas >= deep_resident ? 3 : 2);
+  }
+  // Grids of at least a wave of four-warp CTAs even with one warp per (sequence, kv head)
+  // take DecodeWarpKernel (cuda_decode_warp.cu) over FP8 caches, with a ring of 2 (4 CTAs
+  // per multiprocessor).
+  if (WarpDecodeSupported(a) && (layout != nullptr ? layout->warp_items : plan.token_rows)) {
+    DecodePlan warp = plan;
+    if (layout == nullptr) warp.ring_stages = 2;
+    if (layout != nullptr || ctas >= static_cast<int64_t>(kWarps) * WarpDecodeResidentCtas(a, warp, num_sms)) {
+      PlanWarpDecode(a, num_sms, &warp);
+      return warp;
+    }
   }
   const int64_t subs = std::max<int64_t>(1, (std::max(a.max_context_len, 1) + kSub - 1) / kSub);
   // One wave of resident CTAs at least, partitions of at most kMaxPartitionSubs sub-tiles
@@ -310,7 +248,8 @@ DecodePlan PlanMmaDecode(const AttentionArgs& a, int num_sms, const DecodePlan* 
 
 void LaunchMmaDecode(const AttentionArgs& a, const DecodePlan& plan, float* workspace, cudaStream_t stream) {
   if (!MmaDecodeSupported(a.head_dim)) return;
-  WithPolicy(a, plan, [&](auto p) { Launch<decltype(p)>(a, plan, workspace, stream); });
+  if (plan.warp_items) return LaunchWarpDecode(a, plan, workspace, stream);
+  WithDecodePolicy(a, plan, [&](auto p) { Launch<decltype(p)>(a, plan, workspace, stream); });
 }
 
 }  // namespace tessera::cuda

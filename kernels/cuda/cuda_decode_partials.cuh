@@ -1,6 +1,7 @@
-// Shared by the two split-K decode attention kernels (cuda_decode_attention.cu,
-// cuda_decode_mma.cu): a partition's block-table entries and cache slots, and what a CTA
-// writes for a partition that holds none of its sequence's tokens.
+// Shared by the split-K decode attention kernels (cuda_decode_attention.cu,
+// cuda_decode_mma.cu, cuda_decode_warp.cu): a partition's bounds, block-table entries and
+// cache slots, what a CTA writes for a partition that holds none of its sequence's tokens,
+// and the merge of a sequence's partitions by the last to finish.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -64,6 +65,41 @@ __device__ inline void WriteEmptyPartition(const AttentionArgs& a, int seq, int 
         ml_part[row * 2 + 1] = 0.0f;
       }
     }
+  }
+}
+
+// This CTA's (or warp's) share [start, end) of the sequence's `len` tokens: the context is
+// cut into at most `splits` partitions of whole `sub`-token sub-tiles, at least `min_subs`
+// sub-tiles each. `parts` is how many of them are non-empty (the first `parts`).
+__device__ __forceinline__ void Partition(int len, int sub, int split, int splits, int min_subs, int* start, int* end,
+                                          int* parts) {
+  const int subs = (len + sub - 1) / sub;
+  const int used = max(1, min(splits, (subs + min_subs - 1) / min_subs));
+  const int per = (subs + used - 1) / used;
+  *start = min(len, split * per * sub);
+  *end = min(len, (split + 1) * per * sub);
+  *parts = (subs + per - 1) / per;
+}
+
+// The merge of a (sequence seq, query token t, kv head kvh) group's `parts` partitions by
+// the last of them to finish: weights sum_i * 2^(max_i - max) over o_part / ml_part as
+// LaunchDecodeReduce reads them, written to the output.
+template <int D>
+__device__ inline void MergePartitions(const AttentionArgs& a, int seq, int t, int kvh, int G, int splits, int parts,
+                                       const float* o_part, const float* ml_part, int tid, int threads) {
+  for (int u = tid; u < G * D; u += threads) {
+    const int r = u / D, d = u % D, h = kvh * G + r;
+    const int64_t row0 = (static_cast<int64_t>(seq) * a.num_heads + h) * splits;
+    float m = -INFINITY;
+    for (int sp = 0; sp < parts; ++sp) m = fmaxf(m, __ldcg(ml_part + (row0 + sp) * 2));
+    float total = 0.0f, num = 0.0f;
+    for (int sp = 0; sp < parts; ++sp) {
+      const float w = __ldcg(ml_part + (row0 + sp) * 2 + 1) * exp2f(__ldcg(ml_part + (row0 + sp) * 2) - m);
+      total += w;
+      num += w * __ldcg(o_part + (row0 + sp) * D + d);
+    }
+    static_cast<__nv_bfloat16*>(a.out)[static_cast<int64_t>(t) * a.out_stride + h * D + d] =
+        __float2bfloat16(total > 0.0f ? num / total : 0.0f);
   }
 }
 

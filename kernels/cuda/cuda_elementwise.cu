@@ -9,6 +9,7 @@
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_launch.h"
 #include "kernels/cuda/cuda_pdl.h"
+#include "kernels/cuda/cuda_rope.cuh"
 
 namespace tessera::cuda {
 namespace {
@@ -84,47 +85,56 @@ __global__ void RopeKernel(void* q, int64_t q_cols, void* k, int64_t k_cols, DTy
   const int64_t cols = h < hq ? q_cols : k_cols;
   const int64_t a = t * cols + (h < hq ? h : h - hq) * head_dim + i;
   const float x1 = LoadAsFloat(m, dt, a), x2 = LoadAsFloat(m, dt, a + half);
-  StoreFromFloat(m, dt, a, x1 * cs - x2 * sn);
-  StoreFromFloat(m, dt, a + half, x2 * cs + x1 * sn);
+  float y1, y2;
+  RotatePair(x1, x2, cs, sn, &y1, &y2);
+  StoreFromFloat(m, dt, a, y1);
+  StoreFromFloat(m, dt, a + half, y2);
 }
 
-// Rope + StoreKv over the fused projection qkv [n, (Hq + 2Hk)·D]: per token, one thread per
-// rotation pair of q (to q_out) and of k (to the cache), and one per v element (to the cache).
+// Rope + StoreKv over the fused projection qkv [n, (Hq + 2Hk)·D]. Blocks of one token
+// (grid y) split its work items (grid x): a rotation pair of q (to q_out), of k (to the
+// cache), or a v element (to the cache). The token's cos/sin per rotation index are
+// computed once per block into shared memory (RopeAngles), not once per head.
 __global__ void RopeStoreKvKernel(const void* qkv, DType dt, void* q_out, int64_t hq, int64_t hk, int64_t n,
                                   const int32_t* positions, const float* inv_freq, int32_t head_dim,
                                   const int32_t* slots, int32_t num_slots, void* kc, void* vc, DType cdt) {
   PdlStart();
+  __shared__ float cs[kRopeMaxHalf], sn[kRopeMaxHalf];
   const int32_t half = head_dim / 2;
   const int64_t width = hk * head_dim, qdim = hq * head_dim, cols = qdim + 2 * width;
   const int64_t pairs = (hq + hk) * half, per_token = pairs + width;
-  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (idx >= n * per_token) return;
-  const int64_t t = idx / per_token, r = idx % per_token;
-  const int64_t slot = t < num_slots ? slots[t] : -1;
-  const int64_t row = t * cols;
-  if (r >= pairs) {  // v element
-    const int64_t j = r - pairs;
-    if (slot >= 0) StoreFromFloat(vc, cdt, slot * width + j, LoadAsFloat(qkv, dt, row + qdim + width + j));
-    return;
-  }
-  const int64_t h = r / half;
-  const int32_t i = static_cast<int32_t>(r % half);
-  if (h >= hq && slot < 0) return;  // padding token: its k is not stored
-  double s, c;
-  sincos(static_cast<double>(positions[t]) * static_cast<double>(inv_freq[i]), &s, &c);
-  const float sn = static_cast<float>(s), cs = static_cast<float>(c);
-  const int64_t src = row + h * head_dim + i;  // k heads follow q's in the row
-  const float x1 = LoadAsFloat(qkv, dt, src), x2 = LoadAsFloat(qkv, dt, src + half);
-  // Rounded to the activation dtype first, as Rope then StoreKv would.
-  const float y1 = RoundTo(dt, x1 * cs - x2 * sn), y2 = RoundTo(dt, x2 * cs + x1 * sn);
-  if (h < hq) {
-    const int64_t o = t * qdim + h * head_dim + i;
-    StoreFromFloat(q_out, dt, o, y1);
-    StoreFromFloat(q_out, dt, o + half, y2);
-  } else {
-    const int64_t o = slot * width + (h - hq) * head_dim + i;
-    StoreFromFloat(kc, cdt, o, y1);
-    StoreFromFloat(kc, cdt, o + half, y2);
+  for (int64_t t = blockIdx.y; t < n; t += gridDim.y) {
+    RopeAngles(positions[t], inv_freq, half, cs, sn);
+    const int64_t slot = t < num_slots ? slots[t] : -1;
+    const int64_t row = t * cols;
+    for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; r < per_token;
+         r += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+      if (r >= pairs) {  // v element
+        const int64_t j = r - pairs;
+        if (slot >= 0) StoreFromFloat(vc, cdt, slot * width + j, LoadAsFloat(qkv, dt, row + qdim + width + j));
+        continue;
+      }
+      const int64_t h = r / half;
+      const int32_t i = static_cast<int32_t>(r - h * half);
+      if (h >= hq && slot < 0) continue;  // padding token: its k is not stored
+      const int64_t src = row + h * head_dim + i;  // k heads follow q's in the row
+      const float x1 = LoadAsFloat(qkv, dt, src), x2 = LoadAsFloat(qkv, dt, src + half);
+      // Rounded to the activation dtype first, as Rope then StoreKv would.
+      float y1, y2;
+      RotatePair(x1, x2, cs[i], sn[i], &y1, &y2);
+      y1 = RoundTo(dt, y1);
+      y2 = RoundTo(dt, y2);
+      if (h < hq) {
+        const int64_t o = t * qdim + h * head_dim + i;
+        StoreFromFloat(q_out, dt, o, y1);
+        StoreFromFloat(q_out, dt, o + half, y2);
+      } else {
+        const int64_t o = slot * width + (h - hq) * head_dim + i;
+        StoreFromFloat(kc, cdt, o, y1);
+        StoreFromFloat(kc, cdt, o + half, y2);
+      }
+    }
+    __syncthreads();  // the next token's angles overwrite these
   }
 }
 
@@ -172,6 +182,22 @@ __global__ void SiluMulKernel(const void* gu, DType idt, void* out, DType odt, i
     const float g = LoadAsFloat(gu, idt, r * 2 * f + j);
     const float u = LoadAsFloat(gu, idt, r * 2 * f + f + j);
     StoreFromFloat(out, odt, idx, SiluMulF32(g, u));
+  }
+}
+
+// bf16 in and out, f a multiple of 8, 16-byte aligned rows: one thread per 8 outputs of a
+// row (grid y strides over the rows), two 16-byte loads and one 16-byte store.
+__global__ void SiluMulBf16Kernel(const uint4* gu, uint4* out, int64_t rows, int64_t chunks) {
+  PdlStart();
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= chunks) return;
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+    float g[8], u[8], o[8];
+    Bf16x8ToFloat(gu[r * 2 * chunks + c], g);
+    Bf16x8ToFloat(gu[r * 2 * chunks + chunks + c], u);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) o[e] = SiluMulF32(g[e], u[e]);
+    out[r * chunks + c] = FloatToBf16x8(o);
   }
 }
 
@@ -256,16 +282,31 @@ void LaunchRope(void* q, int64_t q_cols, void* k, int64_t k_cols, DType dtype, i
 void LaunchRopeStoreKv(const void* qkv, DType dtype, void* q_out, int64_t q_heads, int64_t kv_heads, int64_t n,
                        const int32_t* positions, const float* inv_freq, int32_t head_dim, const int32_t* slots,
                        int32_t num_slots, void* k_cache, void* v_cache, DType cache_dtype, cudaStream_t stream) {
-  const int64_t work = n * ((q_heads + kv_heads) * (head_dim / 2) + kv_heads * head_dim);
-  if (work <= 0) return;
-  LaunchPdl(RopeStoreKvKernel, static_cast<unsigned>((work + kThreads - 1) / kThreads), kThreads, 0, stream, 
-      qkv, dtype, q_out, q_heads, kv_heads, n, positions, inv_freq, head_dim, slots, num_slots, k_cache, v_cache,
-      cache_dtype);
+  const int64_t per_token = (q_heads + kv_heads) * (head_dim / 2) + kv_heads * head_dim;
+  if (n <= 0 || per_token <= 0) return;
+  if (LaunchRopeStoreKvVec(qkv, dtype, q_out, q_heads, kv_heads, n, positions, inv_freq, head_dim, slots, num_slots,
+                           k_cache, v_cache, cache_dtype, nullptr, nullptr, stream)) {
+    return;
+  }
+  LaunchPdl(RopeStoreKvKernel, RopeGrid(n, per_token, kThreads), kThreads, 0, stream, qkv, dtype, q_out, q_heads,
+            kv_heads, n, positions, inv_freq, head_dim, slots, num_slots, k_cache, v_cache, cache_dtype);
 }
 
 void LaunchSiluMul(const void* gate_up, DType in_dtype, void* out, DType out_dtype, int64_t rows, int64_t f,
                    cudaStream_t stream) {
   if (rows * f <= 0) return;
+  // From 32 rows 8 outputs per thread; below, one each keeps the silus of a row in parallel
+  // (batch 1: 1.15 against 1.51 us on an H100).
+  if (rows >= 32 && in_dtype == DType::kBF16 && out_dtype == DType::kBF16 && f % 8 == 0 && Aligned(gate_up, 16) &&
+      Aligned(out, 16)) {
+    const int threads = 128;
+    const int64_t chunks = f / 8;
+    const dim3 grid(static_cast<unsigned>((chunks + threads - 1) / threads),
+                    static_cast<unsigned>(std::min<int64_t>(rows, 65535)));
+    LaunchPdl(SiluMulBf16Kernel, grid, threads, 0, stream, static_cast<const uint4*>(gate_up),
+              static_cast<uint4*>(out), rows, chunks);
+    return;
+  }
   LaunchPdl(SiluMulKernel, GridFor(rows * f), kThreads, 0, stream, gate_up, in_dtype, out, out_dtype, rows, f);
 }
 

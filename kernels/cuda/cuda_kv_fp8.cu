@@ -1,7 +1,7 @@
 // Writes into an FP8 (E4M3) KV cache: one warp per (token, head) finds the head's largest
 // magnitude, then stores the E4M3 codes of x * (448 / max|x|) and the scale max|x| / 448,
 // the arithmetic of QuantizeKvHeadE4M3 (the CPU reference). The fused form also rotates q
-// and k (and writes q), as RopeStoreKvKernel does for a 16-bit cache.
+// and k (and writes q), as RopeStoreKvKernel does for a 16-bit cache, with the same angles.
 #include <cuda_fp8.h>
 
 #include <cmath>
@@ -9,6 +9,7 @@
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_launch.h"
 #include "kernels/cuda/cuda_pdl.h"
+#include "kernels/cuda/cuda_rope.cuh"
 
 namespace tessera::cuda {
 namespace {
@@ -47,62 +48,66 @@ __device__ __forceinline__ void QuantizeHead(const float (&lo)[kMaxPairsPerLane]
   if (lane == 0) *scale = amax / kE4M3Max;
 }
 
-// One warp per (token, unit): units [0, hq) are q heads (rotated, written to q_out), then
-// hk k heads (rotated, quantized), then hk v heads (quantized).
+// One warp per unit of a token: units [0, hq) are q heads (rotated, written to q_out), then
+// hk k heads (rotated, quantized), then hk v heads (quantized). Blocks of one token (grid y)
+// split its units (grid x) and share its angle table (RopeAngles).
 __global__ void RopeStoreKvFp8Kernel(const void* qkv, DType dt, void* q_out, int64_t hq, int64_t hk, int64_t n,
                                      const int32_t* positions, const float* inv_freq, int32_t head_dim,
                                      const int32_t* slots, int32_t num_slots, uint8_t* kc, uint8_t* vc, float* ks,
                                      float* vs) {
   PdlStart();
-  const int lane = threadIdx.x % 32;
+  __shared__ float cs[kRopeMaxHalf], sn[kRopeMaxHalf];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int64_t units = hq + 2 * hk;
-  const int64_t w = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
-  if (w >= n * units) return;
-  const int64_t t = w / units, u = w % units;
-  const int64_t slot = t < num_slots ? slots[t] : -1;
-  if (u >= hq && slot < 0) return;  // padding token: nothing of its k and v is stored
   const int32_t half = head_dim / 2;
   const int64_t qdim = hq * head_dim, width = hk * head_dim;
-  const int64_t row = t * (qdim + 2 * width);
-  float lo[kMaxPairsPerLane] = {}, hi[kMaxPairsPerLane] = {};
-  if (u >= hq + hk) {  // v head: stored as it is
-    const int64_t src = row + qdim + width + (u - hq - hk) * head_dim;
+  for (int64_t t = blockIdx.y; t < n; t += gridDim.y) {
+    RopeAngles(positions[t], inv_freq, half, cs, sn);
+    const int64_t slot = t < num_slots ? slots[t] : -1;
+    const int64_t row = t * (qdim + 2 * width);
+    for (int64_t u = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + warp; u < units;
+         u += static_cast<int64_t>(gridDim.x) * kWarpsPerBlock) {
+      if (u >= hq && slot < 0) continue;  // padding token: nothing of its k and v is stored
+      float lo[kMaxPairsPerLane] = {}, hi[kMaxPairsPerLane] = {};
+      if (u >= hq + hk) {  // v head: stored as it is
+        const int64_t src = row + qdim + width + (u - hq - hk) * head_dim;
 #pragma unroll
-    for (int r = 0; r < kMaxPairsPerLane; ++r) {
-      const int i = lane + 32 * r;
-      if (i >= half) break;
-      lo[r] = LoadAsFloat(qkv, dt, src + i);
-      hi[r] = LoadAsFloat(qkv, dt, src + i + half);
+        for (int r = 0; r < kMaxPairsPerLane; ++r) {
+          const int i = lane + 32 * r;
+          if (i >= half) break;
+          lo[r] = LoadAsFloat(qkv, dt, src + i);
+          hi[r] = LoadAsFloat(qkv, dt, src + i + half);
+        }
+        const int64_t h = u - hq - hk;
+        QuantizeHead(lo, hi, half, lane, vc + slot * width + h * head_dim, vs + slot * hk + h);
+        continue;
+      }
+      const int64_t src = row + u * head_dim;  // k heads follow q's in the row
+#pragma unroll
+      for (int r = 0; r < kMaxPairsPerLane; ++r) {
+        const int i = lane + 32 * r;
+        if (i >= half) break;
+        const float x1 = LoadAsFloat(qkv, dt, src + i), x2 = LoadAsFloat(qkv, dt, src + i + half);
+        RotatePair(x1, x2, cs[i], sn[i], &lo[r], &hi[r]);
+        lo[r] = RoundTo(dt, lo[r]);
+        hi[r] = RoundTo(dt, hi[r]);
+      }
+      if (u < hq) {
+        const int64_t o = t * qdim + u * head_dim;
+#pragma unroll
+        for (int r = 0; r < kMaxPairsPerLane; ++r) {
+          const int i = lane + 32 * r;
+          if (i >= half) break;
+          StoreFromFloat(q_out, dt, o + i, lo[r]);
+          StoreFromFloat(q_out, dt, o + i + half, hi[r]);
+        }
+        continue;
+      }
+      const int64_t h = u - hq;
+      QuantizeHead(lo, hi, half, lane, kc + slot * width + h * head_dim, ks + slot * hk + h);
     }
-    const int64_t h = u - hq - hk;
-    QuantizeHead(lo, hi, half, lane, vc + slot * width + h * head_dim, vs + slot * hk + h);
-    return;
+    __syncthreads();  // the next token's angles overwrite these
   }
-  const int64_t src = row + u * head_dim;  // k heads follow q's in the row
-#pragma unroll
-  for (int r = 0; r < kMaxPairsPerLane; ++r) {
-    const int i = lane + 32 * r;
-    if (i >= half) break;
-    double s, c;
-    sincos(static_cast<double>(positions[t]) * static_cast<double>(inv_freq[i]), &s, &c);
-    const float sn = static_cast<float>(s), cs = static_cast<float>(c);
-    const float x1 = LoadAsFloat(qkv, dt, src + i), x2 = LoadAsFloat(qkv, dt, src + i + half);
-    lo[r] = RoundTo(dt, x1 * cs - x2 * sn);
-    hi[r] = RoundTo(dt, x2 * cs + x1 * sn);
-  }
-  if (u < hq) {
-    const int64_t o = t * qdim + u * head_dim;
-#pragma unroll
-    for (int r = 0; r < kMaxPairsPerLane; ++r) {
-      const int i = lane + 32 * r;
-      if (i >= half) break;
-      StoreFromFloat(q_out, dt, o + i, lo[r]);
-      StoreFromFloat(q_out, dt, o + i + half, hi[r]);
-    }
-    return;
-  }
-  const int64_t h = u - hq;
-  QuantizeHead(lo, hi, half, lane, kc + slot * width + h * head_dim, ks + slot * hk + h);
 }
 
 // One warp per (token, unit): units [0, hk) are k heads, [hk, 2hk) v heads.
@@ -139,9 +144,13 @@ void LaunchRopeStoreKvFp8(const void* qkv, DType dtype, void* q_out, int64_t q_h
                           const int32_t* positions, const float* inv_freq, int32_t head_dim, const int32_t* slots,
                           int32_t num_slots, uint8_t* k_cache, uint8_t* v_cache, float* k_scale, float* v_scale,
                           cudaStream_t stream) {
-  const int64_t warps = n * (q_heads + 2 * kv_heads);
-  if (warps <= 0) return;
-  LaunchPdl(RopeStoreKvFp8Kernel, Blocks(warps), kWarpsPerBlock * 32, 0, stream, qkv, dtype, q_out, q_heads,
+  const int64_t units = q_heads + 2 * kv_heads;
+  if (n <= 0 || units <= 0) return;
+  if (LaunchRopeStoreKvVec(qkv, dtype, q_out, q_heads, kv_heads, n, positions, inv_freq, head_dim, slots, num_slots,
+                           k_cache, v_cache, DType::kF8E4M3, k_scale, v_scale, stream)) {
+    return;
+  }
+  LaunchPdl(RopeStoreKvFp8Kernel, RopeGrid(n, units, kWarpsPerBlock), kWarpsPerBlock * 32, 0, stream, qkv, dtype, q_out, q_heads,
             kv_heads, n, positions, inv_freq, head_dim, slots, num_slots, k_cache, v_cache, k_scale, v_scale);
 }
 

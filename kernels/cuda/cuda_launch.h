@@ -26,6 +26,8 @@ void LaunchSiluMul(const void* gate_up, DType in_dtype, void* out, DType out_dty
 void LaunchAdd(const void* x, DType x_dtype, void* out, DType out_dtype, int64_t n, cudaStream_t stream);
 // Rope + StoreKv over the fused projection qkv [n, (q_heads + 2·kv_heads)·head_dim]: rotated
 // q to q_out, rotated k and v into the cache at slots (tokens past num_slots, or slot -1, skip).
+// head_dim even and at most 2 * kRopeMaxHalf (the token's angle table is in shared memory).
+constexpr int kRopeMaxHalf = 128;
 void LaunchRopeStoreKv(const void* qkv, DType dtype, void* q_out, int64_t q_heads, int64_t kv_heads, int64_t n,
                        const int32_t* positions, const float* inv_freq, int32_t head_dim, const int32_t* slots,
                        int32_t num_slots, void* k_cache, void* v_cache, DType cache_dtype, cudaStream_t stream);
@@ -73,6 +75,10 @@ struct AttentionArgs {
   // Mixed batches: sequences of one query token go to the decode kernel, and the prefill
   // kernel leaves them alone.
   bool single_token_seqs_elsewhere = false;
+  // Prefill attention: when set, its grid covers these num_prefill_seqs sequences alone
+  // (those of more than one query token) instead of all num_seqs.
+  const int32_t* prefill_seqs = nullptr;
+  int32_t num_prefill_seqs = 0;
 };
 
 // Head dims and GQA group sizes the attention kernels are built for.
@@ -100,10 +106,14 @@ struct DecodePlan {
   // `ring_stages` (2 or 3) sub-tiles per warp.
   bool token_rows = false;
   int32_t ring_stages = 3;
+  // Tensor-core kernel: one warp per (sequence, kv head, partition) instead of a CTA of four
+  // (DecodeWarpKernel), for grids of many short sequences.
+  bool warp_items = false;
   size_t workspace_bytes = 0;  // partial outputs + (max, sum) per split; 0 when splits == 1
 };
 // `layout`, if given, fixes the tensor-core kernel's token_rows (where the cache and group
-// allow it) and ring_stages instead of the planner's choice: tests and benchmarks compare them.
+// allow it), ring_stages and warp_items (where the kv heads allow it) instead of the
+// planner's choice: tests and benchmarks compare them.
 DecodePlan PlanDecodeAttention(const AttentionArgs& a, int num_sms, const DecodePlan* layout = nullptr);
 // The decode workspace starts with arrival counters (zeroed when it is allocated; every
 // launch leaves them at zero), then the partial outputs.

@@ -35,11 +35,12 @@ struct PrefillShape {
 template <int D>
 __global__ void __launch_bounds__(PrefillShape<D>::kThreads) PrefillKernel(AttentionArgs a) {
   using S = PrefillShape<D>;
-  const int q_tile = blockIdx.x, seq = blockIdx.y, kvh = blockIdx.z;
+  const int q_tile = blockIdx.x, kvh = blockIdx.z;
   const int tid = threadIdx.x;
   const int G = a.num_heads / a.num_kv_heads;
   const int tokens_per_tile = kRows / G;
   PdlStart();
+  const int seq = a.prefill_seqs != nullptr ? a.prefill_seqs[blockIdx.y] : static_cast<int>(blockIdx.y);
   const int q_begin = a.query_start[seq];
   const int q_len = a.query_start[seq + 1] - q_begin;
   if (q_tile * tokens_per_tile >= q_len || (a.single_token_seqs_elsewhere && q_len == 1)) return;
@@ -167,14 +168,15 @@ void LaunchPrefill(const AttentionArgs& a, cudaStream_t stream) {
   (void)attr;
   const int group = a.num_heads / a.num_kv_heads;
   const int tokens_per_tile = kRows / group;
-  dim3 grid((a.max_query_len + tokens_per_tile - 1) / tokens_per_tile, a.num_seqs, a.num_kv_heads);
+  dim3 grid((a.max_query_len + tokens_per_tile - 1) / tokens_per_tile,
+                  a.prefill_seqs != nullptr ? a.num_prefill_seqs : a.num_seqs, a.num_kv_heads);
   LaunchPdl(PrefillKernel<D>, grid, S::kThreads, S::kSmemBytes, stream, a);
 }
 
 }  // namespace
 
 void LaunchPrefillAttention(const AttentionArgs& a, cudaStream_t stream) {
-  if (a.num_seqs <= 0 || a.max_query_len <= 0) return;
+  if (a.num_seqs <= 0 || a.max_query_len <= 0 || (a.prefill_seqs != nullptr && a.num_prefill_seqs <= 0)) return;
   if (MmaPrefillSupported(a.head_dim)) return LaunchMmaPrefill(a, stream);
   switch (a.head_dim) {
     case 8: return LaunchPrefill<8>(a, stream);

@@ -54,11 +54,12 @@ __device__ __forceinline__ void DequantE4M3x16(const uint4& codes, float scale, 
 template <int D, bool kFp8>
 __global__ void __launch_bounds__(kThreads) PrefillMmaKernel(AttentionArgs a) {
   using S = Shape<D>;
-  const int q_tile = blockIdx.x, seq = blockIdx.y, kvh = blockIdx.z;
+  const int q_tile = blockIdx.x, kvh = blockIdx.z;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int G = a.num_heads / a.num_kv_heads;
   const int tokens_per_tile = kRows / G;
   PdlStart();
+  const int seq = a.prefill_seqs != nullptr ? a.prefill_seqs[blockIdx.y] : static_cast<int>(blockIdx.y);
   const int q_begin = a.query_start[seq];
   const int q_len = a.query_start[seq + 1] - q_begin;
   if (q_tile * tokens_per_tile >= q_len || (a.single_token_seqs_elsewhere && q_len == 1)) return;
@@ -258,7 +259,8 @@ void LaunchOf(const AttentionArgs& a, cudaStream_t stream) {
       PrefillMmaKernel<D, kFp8>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Shape<D>::kSmemBytes));
   (void)attr;
   const int tokens_per_tile = kRows / (a.num_heads / a.num_kv_heads);
-  const dim3 grid((a.max_query_len + tokens_per_tile - 1) / tokens_per_tile, a.num_seqs, a.num_kv_heads);
+  const dim3 grid((a.max_query_len + tokens_per_tile - 1) / tokens_per_tile,
+                  a.prefill_seqs != nullptr ? a.num_prefill_seqs : a.num_seqs, a.num_kv_heads);
   LaunchPdl(PrefillMmaKernel<D, kFp8>, grid, kThreads, Shape<D>::kSmemBytes, stream, a);
 }
 

@@ -170,18 +170,20 @@ TEST_F(CudaOpsTest, RopeMatchesCpuAtLongPositions) {
 }
 
 TEST_F(CudaOpsTest, SiluMulAndAddMatchCpu) {
-  for (int64_t f : {11, 4096, 11008}) {
-    const int64_t rows = 9;
+  struct Case { int64_t rows, f; };
+  // From 32 rows of f a multiple of 8 the vectorised SiluMul.
+  for (Case c : {Case{9, 11}, Case{40, 11}, Case{1, 4096}, Case{9, 4096}, Case{33, 4096}, Case{70, 11008}}) {
+    const int64_t rows = c.rows, f = c.f;
     std::vector<float> gu = RandomBf16(rows * 2 * f, rng_, 2.0f), base = RandomBf16(rows * f, rng_);
     Tensor cg = Put(cpu_, gu, rows, 2 * f, DType::kF32), gg = Put(*gpu_, gu, rows, 2 * f, DType::kBF16);
     Tensor co = Poisoned(cpu_, rows, f, DType::kF32), go = Poisoned(*gpu_, rows, f, DType::kBF16);
     cpu_.SiluMul(cg.view, co.view);
     gpu_->SiluMul(gg.view, go.view);
-    EXPECT_LT(RelError(Get(*gpu_, go.view), Get(cpu_, co.view)), kBf16Tol) << "silu f=" << f;
+    EXPECT_LT(RelError(Get(*gpu_, go.view), Get(cpu_, co.view)), kBf16Tol) << "silu rows=" << rows << " f=" << f;
     Tensor cb = Put(cpu_, base, rows, f, DType::kF32), gb = Put(*gpu_, base, rows, f, DType::kBF16);
     cpu_.Add(co.view, cb.view);
     gpu_->Add(go.view, gb.view);
-    EXPECT_LT(RelError(Get(*gpu_, gb.view), Get(cpu_, cb.view)), kBf16Tol) << "add f=" << f;
+    EXPECT_LT(RelError(Get(*gpu_, gb.view), Get(cpu_, cb.view)), kBf16Tol) << "add rows=" << rows << " f=" << f;
   }
 }
 
@@ -265,7 +267,8 @@ RopeStoreInputs MakeRopeStoreInputs(CpuBackend& cpu, Backend& gpu, int hq, int h
 // match the CPU reference; padding tokens (slot -1) still get their q rotated.
 TEST_F(CudaOpsTest, RopeStoreKvEqualsRopeThenStoreKv) {
   struct Cfg { int hq, hk, d; };
-  for (Cfg c : {Cfg{4, 2, 8}, Cfg{32, 32, 128}, Cfg{32, 8, 128}, Cfg{6, 1, 64}}) {
+  // Heads of 8 and 96 take the generic kernel, the others the vectorised one.
+  for (Cfg c : {Cfg{4, 2, 8}, Cfg{32, 32, 128}, Cfg{32, 8, 128}, Cfg{6, 1, 64}, Cfg{4, 2, 96}, Cfg{2, 1, 256}}) {
     const int block_size = 16, num_blocks = 7, n = 23;
     const int64_t qdim = c.hq * c.d, width = c.hk * c.d, slots = num_blocks * block_size;
     RopeStoreInputs in = MakeRopeStoreInputs(cpu_, *gpu_, c.hq, c.hk, c.d, n, slots, 70000, rng_);
@@ -336,7 +339,8 @@ TEST_F(CudaOpsTest, StoreKvIntoFp8CacheGivesTheCpuCodesAndScales) {
 // stays within E4M3's half-step of the CPU reference's.
 TEST_F(CudaOpsTest, RopeStoreKvIntoFp8CacheEqualsRopeThenStoreKv) {
   struct Cfg { int hq, hk, d; };
-  for (Cfg c : {Cfg{32, 8, 128}, Cfg{6, 1, 64}, Cfg{4, 2, 32}}) {
+  // Heads of 48 take the generic kernel, the others the vectorised one.
+  for (Cfg c : {Cfg{32, 8, 128}, Cfg{6, 1, 64}, Cfg{4, 2, 32}, Cfg{4, 2, 48}, Cfg{2, 1, 256}, Cfg{4, 4, 16}}) {
     const int block_size = 16, num_blocks = 7, n = 23;
     const int64_t qdim = c.hq * c.d, width = c.hk * c.d, slots = num_blocks * block_size;
     RopeStoreInputs in = MakeRopeStoreInputs(cpu_, *gpu_, c.hq, c.hk, c.d, n, slots, 5000, rng_);
@@ -576,6 +580,10 @@ TEST_F(CudaOpsTest, AttentionOverFp8CacheMatchesCpu) {
     mixed.fp8 = true;
     RunAttentionCase(*gpu_, cpu_, mixed, rng_);
   }
+  // Enough sequences for the planner's one warp per (sequence, kv head) (DecodeWarpKernel).
+  AttentionCase serving{32, 32, 128, RandomDecodes(80, 1200, rng_)};
+  serving.fp8 = true;
+  RunAttentionCase(*gpu_, cpu_, serving, rng_);
   for (int bs : {1, 8, 12, 32}) {
     AttentionCase c{8, 2, 128, {{0, 1}, {15, 1}, {16, 1}, {200, 1}, {1500, 1}, {30, 70}}, bs};
     c.fp8 = true;
@@ -591,23 +599,27 @@ TEST_F(CudaOpsTest, AttentionOverFp8CacheMatchesCpu) {
 
 // The decode kernel's layouts over FP8 caches: query heads as mma rows (any group), and
 // tokens as rows with up to 8 query heads as columns (the planner's choice for those
-// groups), with rings of 2 and 3 sub-tiles; groups 1-8, head dims 32/64/128, odd block sizes
-// and a context split over partitions.
+// groups), with rings of 2 and 3 sub-tiles, in CTAs of four warps per (sequence, kv head)
+// or one warp per (sequence, kv head) (where the kv heads are a multiple of 4); groups 1-8,
+// head dims 32/64/128, odd block sizes and contexts split over partitions.
 TEST_F(CudaOpsTest, Fp8DecodeAttentionMatchesCpuUnderEachTensorCoreLayout) {
   int sms = 0;
   ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
-  struct Layout { bool token_rows; int ring; };
-  for (Layout layout : {Layout{false, 3}, Layout{true, 2}, Layout{true, 3}}) {
+  struct Layout { bool token_rows; int ring; bool warp; };
+  for (Layout layout : {Layout{false, 3, false}, Layout{true, 2, false}, Layout{true, 3, false},
+                        Layout{false, 3, true}, Layout{true, 2, true}, Layout{true, 3, true}}) {
     SCOPED_TRACE(std::string(layout.token_rows ? "token rows" : "head rows") + ", ring " +
-                 std::to_string(layout.ring));
+                 std::to_string(layout.ring) + (layout.warp ? ", warp per kv head" : ""));
     GpuAttention launch = [&](const TensorView& q, const DeviceBatch& b, const KvLayerView& cache,
                               const AttentionParams& p, TensorView out) {
       cuda::AttentionArgs a = cuda::AttentionArgsOf(q, b, cache, p, out);
       cuda::DecodePlan want;
       want.token_rows = layout.token_rows;
       want.ring_stages = layout.ring;
+      want.warp_items = layout.warp;
       const cuda::DecodePlan plan = cuda::PlanDecodeAttention(a, sms, &want);
       ASSERT_EQ(plan.token_rows, layout.token_rows);
+      ASSERT_EQ(plan.warp_items, layout.warp && p.num_kv_heads % 4 == 0);
       DeviceBuffer ws = Must(gpu_->Allocate(std::max<size_t>(plan.workspace_bytes, 1)));
       ASSERT_EQ(cudaMemset(ws.data(), 0, std::min(plan.workspace_bytes, cuda::kDecodeCounterBytes)), cudaSuccess);
       cuda::LaunchDecodeAttention(a, plan, static_cast<float*>(ws.data()), nullptr);
@@ -622,9 +634,11 @@ TEST_F(CudaOpsTest, Fp8DecodeAttentionMatchesCpuUnderEachTensorCoreLayout) {
       c.fp8 = true;
       RunAttentionCase(*gpu_, cpu_, c, rng_, launch);
     }
-    AttentionCase odd{8, 2, 128, {{0, 1}, {16, 1}, {200, 1}, {3000, 1}}, 12};
-    odd.fp8 = true;
-    RunAttentionCase(*gpu_, cpu_, odd, rng_, launch);
+    for (int hk : {2, 4}) {
+      AttentionCase odd{4 * hk, hk, 128, {{0, 1}, {16, 1}, {200, 1}, {3000, 1}}, 12};
+      odd.fp8 = true;
+      RunAttentionCase(*gpu_, cpu_, odd, rng_, launch);
+    }
   }
 }
 
