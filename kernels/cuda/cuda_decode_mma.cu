@@ -220,8 +220,21 @@ DecodePlan PlanMmaDecode(const AttentionArgs& a, int num_sms, const DecodePlan* 
   // One wave of resident CTAs at least, partitions of at most kMaxPartitionSubs sub-tiles
   // (so long contexts balance across waves) and at least one sub-tile per warp.
   const int64_t resident = static_cast<int64_t>(std::max(num_sms, 1)) * BlocksPerSmFor(a, plan);
-  int64_t splits = std::max((resident + ctas - 1) / ctas, (subs + kMaxPartitionSubs - 1) / kMaxPartitionSubs);
-  splits = std::clamp<int64_t>(std::min(splits, (subs + kWarps - 1) / kWarps), 1, 1024);
+  const int64_t need = (subs + kMaxPartitionSubs - 1) / kMaxPartitionSubs;
+  const int64_t most = std::clamp<int64_t>(
+      std::min(std::max((resident + ctas - 1) / ctas, need), (subs + kWarps - 1) / kWarps), 1, 1024);
+  // Rounding a wave up can spill a few CTAs into a second wave that costs as much as the
+  // first (batch 1, 32 kv heads, two CTAs per multiprocessor: 9 splits are 288 CTAs for 264
+  // slots). Take the split count from half that one up to it with the least waves x
+  // partition length (ties: the most splits).
+  int64_t splits = most, best = -1;
+  for (int64_t s = std::max(std::min(need, most), most / 2); s <= most; ++s) {
+    const int64_t cost = ((ctas * s + resident - 1) / resident) * ((subs + s - 1) / s);
+    if (best < 0 || cost <= best) {
+      best = cost;
+      splits = s;
+    }
+  }
   plan.splits = static_cast<int32_t>(splits);
   // A grid of one CTA per (sequence, kv head) that already fills the machine splits only
   // long sequences; a small one spreads even short sequences over its partitions.

@@ -87,16 +87,41 @@ __device__ __forceinline__ void Partition(int len, int sub, int split, int split
 template <int D>
 __device__ inline void MergePartitions(const AttentionArgs& a, int seq, int t, int kvh, int G, int splits, int parts,
                                        const float* o_part, const float* ml_part, int tid, int threads) {
+  // Partials are read kChunk partitions at a time, all loads issued before their uses, so
+  // the merge costs parts / kChunk L2 round trips instead of one per partition (33
+  // partitions of a batch-1 GQA grid: ~5 us in a dependent chain). Same order of sums.
+  constexpr int kChunk = 8;
   for (int u = tid; u < G * D; u += threads) {
     const int r = u / D, d = u % D, h = kvh * G + r;
     const int64_t row0 = (static_cast<int64_t>(seq) * a.num_heads + h) * splits;
+    const float* ml = ml_part + row0 * 2;
+    const float* o = o_part + row0 * D + d;
     float m = -INFINITY;
-    for (int sp = 0; sp < parts; ++sp) m = fmaxf(m, __ldcg(ml_part + (row0 + sp) * 2));
+    for (int sp0 = 0; sp0 < parts; sp0 += kChunk) {
+      float v[kChunk];
+#pragma unroll
+      for (int i = 0; i < kChunk; ++i) v[i] = sp0 + i < parts ? __ldcg(ml + (sp0 + i) * 2) : -INFINITY;
+#pragma unroll
+      for (int i = 0; i < kChunk; ++i) m = fmaxf(m, v[i]);
+    }
     float total = 0.0f, num = 0.0f;
-    for (int sp = 0; sp < parts; ++sp) {
-      const float w = __ldcg(ml_part + (row0 + sp) * 2 + 1) * exp2f(__ldcg(ml_part + (row0 + sp) * 2) - m);
-      total += w;
-      num += w * __ldcg(o_part + (row0 + sp) * D + d);
+    for (int sp0 = 0; sp0 < parts; sp0 += kChunk) {
+      float mx[kChunk], l[kChunk], ov[kChunk];
+#pragma unroll
+      for (int i = 0; i < kChunk; ++i) {
+        const bool in = sp0 + i < parts;
+        mx[i] = in ? __ldcg(ml + (sp0 + i) * 2) : 0.0f;
+        l[i] = in ? __ldcg(ml + (sp0 + i) * 2 + 1) : 0.0f;
+        ov[i] = in ? __ldcg(o + static_cast<int64_t>(sp0 + i) * D) : 0.0f;
+      }
+#pragma unroll
+      for (int i = 0; i < kChunk; ++i) {
+        if (sp0 + i < parts) {
+          const float w = l[i] * exp2f(mx[i] - m);
+          total += w;
+          num += w * ov[i];
+        }
+      }
     }
     static_cast<__nv_bfloat16*>(a.out)[static_cast<int64_t>(t) * a.out_stride + h * D + d] =
         __float2bfloat16(total > 0.0f ? num / total : 0.0f);
