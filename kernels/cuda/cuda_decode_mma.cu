@@ -154,7 +154,9 @@ __global__ void __launch_bounds__(kThreads, P::kMinBlocks)
     __syncthreads();
     if (!merge) continue;
     __threadfence();
-    MergePartitions<D>(a, seq, t, kvh, G, splits, parts, o_part, ml_part, tid, kThreads);
+    // Every warp is past its ring and the warps' merge area: the ring becomes the merge's.
+    MergePartitionsBlock<D>(a, seq, t, kvh, G, splits, parts, o_part, ml_part, tid, kThreads,
+                            reinterpret_cast<float*>(base), static_cast<size_t>(kWarps) * kStages * P::kStageBytes);
   }
 }
 
