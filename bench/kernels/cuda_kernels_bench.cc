@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "kernels/cuda/cuda_backend.h"
+#include "absl/strings/str_split.h"
 #include "bench/kernels/cuda_bench_util.h"
 #include "kernels/cuda/cuda_attention_args.h"
 #include "kernels/cuda/cuda_backend_impl.h"
@@ -78,7 +79,7 @@ enum Fp8Layout { kPlanned = -1, kHeadRows = 0, kTokenRows2 = 1, kTokenRows3 = 2,
 
 double TimeAttention(CudaBackend& be, const AttnShape& s, int batch, int ctx, int qlen, std::mt19937& rng,
                      size_t* kv_bytes_per_layer, double* eager_seconds = nullptr, bool fp8 = false,
-                     int layout_choice = kPlanned) {
+                     int layout_choice = kPlanned, int forced_splits = 0) {
   const int bs = 16;
   const int blocks_per_seq = (ctx + bs - 1) / bs;
   const int64_t blocks = static_cast<int64_t>(batch) * blocks_per_seq;
@@ -127,8 +128,9 @@ double TimeAttention(CudaBackend& be, const AttnShape& s, int batch, int ctx, in
   // context and that layout.
   cuda::DecodePlan forced;
   DeviceBuffer forced_ws;
-  if (layout_choice != kPlanned) {
-    KvLayerView kv{kpool.data(), vpool.data(), DType::kF8E4M3, static_cast<int32_t>(blocks), bs, s.hk, s.d};
+  if (layout_choice != kPlanned || forced_splits > 0) {
+    KvLayerView kv{kpool.data(), vpool.data(), fp8 ? DType::kF8E4M3 : DType::kBF16, static_cast<int32_t>(blocks), bs,
+                   s.hk, s.d};
     kv.k_scale = static_cast<float*>(kscale.data());
     kv.v_scale = static_cast<float*>(vscale.data());
     cuda::AttentionArgs a = cuda::AttentionArgsOf(qv, db, kv, p, ov);
@@ -138,7 +140,17 @@ double TimeAttention(CudaBackend& be, const AttnShape& s, int batch, int ctx, in
     layout.token_rows = layout_choice != kHeadRows;
     layout.ring_stages = layout_choice == kTokenRows2 || layout_choice == kWarp2 ? 2 : 3;
     layout.warp_items = layout_choice == kWarp2 || layout_choice == kWarp3;
-    forced = cuda::PlanDecodeAttention(a, be.num_sms(), &layout);
+    forced = layout_choice != kPlanned ? cuda::PlanDecodeAttention(a, be.num_sms(), &layout)
+                                       : cuda::PlanDecodeAttention(a, be.num_sms());
+    if (forced_splits > 0 && !forced.warp_items) {
+      // The planner's plan with another split count: every CTA one partition of equal length.
+      const int subs = (ctx + 15) / 16;
+      forced.splits = forced.grid_splits = forced_splits;
+      forced.partition_tokens = std::max((subs + forced_splits - 1) / forced_splits * 16, forced.min_partition_tokens);
+      forced.fused_merge = true;
+      forced.workspace_bytes = cuda::kDecodeCounterBytes +
+                               sizeof(float) * static_cast<size_t>(batch) * s.hq * forced_splits * (s.d + 2);
+    }
     if (forced.workspace_bytes > 0) {
       forced_ws = Must(be.Allocate(forced.workspace_bytes));
       CHECK_CUDA(cudaMemset(forced_ws.data(), 0, cuda::kDecodeCounterBytes));
@@ -152,7 +164,7 @@ double TimeAttention(CudaBackend& be, const AttnShape& s, int batch, int ctx, in
         kv.k_scale = reinterpret_cast<float*>(static_cast<char*>(kscale.data()) + l * scale_bytes);
         kv.v_scale = reinterpret_cast<float*>(static_cast<char*>(vscale.data()) + l * scale_bytes);
       }
-      if (layout_choice == kPlanned) {
+      if (layout_choice == kPlanned && forced_splits == 0) {
         be.PagedAttention(qv, db, kv, p, ov);
         continue;
       }
@@ -207,6 +219,13 @@ int main(int argc, char** argv) {
   // TESSERA_ATTN_FP8_LAYOUTS=1 also times the FP8 cases under each tensor-core layout.
   const char* layouts_env = std::getenv("TESSERA_ATTN_FP8_LAYOUTS");
   const bool fp8_layouts = layouts_env != nullptr && std::string(layouts_env) == "1";
+  // TESSERA_ATTN_SPLITS="8,16,33" also times the four-warp CTA plans with those split counts.
+  std::vector<int> split_counts;
+  if (const char* v = std::getenv("TESSERA_ATTN_SPLITS")) {
+    for (const std::string& x : std::vector<std::string>(absl::StrSplit(v, ',', absl::SkipEmpty()))) {
+      split_counts.push_back(std::atoi(x.c_str()));
+    }
+  }
   for (bool fp8 : {false, true}) {
   if (!kv_only.empty() && kv_only != (fp8 ? "fp8" : "bf16")) continue;
   for (const AttnShape& s : shapes) {
@@ -227,6 +246,14 @@ int main(int argc, char** argv) {
                                    (layout != kPlanned ? std::string(" [") + layout_name[layout + 1] + "]" : "");
           std::printf("%-34s %6d %7d %10.1f %10.0f %7.1f%% %10.1f\n", name.c_str(), batch, ctx, t * 1e6, bw,
                       100 * bw / copy_bw, eager * 1e6);
+          for (int sc : layout == kPlanned ? split_counts : std::vector<int>{}) {
+            size_t b2 = 0;
+            double e2 = 0;
+            const double t2 = TimeAttention(*be, s, batch, ctx, 1, rng, &b2, &e2, fp8, kPlanned, sc);
+            std::printf("%-34s %6d %7d %10.1f %10.0f %7.1f%% %10.1f\n",
+                        (std::string(s.name) + (fp8 ? " fp8" : "") + " [splits " + std::to_string(sc) + "]").c_str(),
+                        batch, ctx, t2 * 1e6, b2 / t2 / 1e9, 100 * b2 / t2 / 1e9 / copy_bw, e2 * 1e6);
+          }
           rows.push_back({{"device", device}, {"kernel", "decode_attention"},
                           {"shape", std::string(s.name) + " ctx " + std::to_string(ctx)}, {"batch", batch},
                           {"kv_cache_dtype", fp8 ? "float8_e4m3" : "bfloat16"}, {"layout", layout_name[layout + 1]},

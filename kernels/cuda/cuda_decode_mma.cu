@@ -223,8 +223,15 @@ DecodePlan PlanMmaDecode(const AttentionArgs& a, int num_sms, const DecodePlan* 
   // (so long contexts balance across waves) and at least one sub-tile per warp.
   const int64_t resident = static_cast<int64_t>(std::max(num_sms, 1)) * BlocksPerSmFor(a, plan);
   const int64_t need = (subs + kMaxPartitionSubs - 1) / kMaxPartitionSubs;
-  const int64_t most = std::clamp<int64_t>(
+  int64_t most = std::clamp<int64_t>(
       std::min(std::max((resident + ctas - 1) / ctas, need), (subs + kWarps - 1) / kWarps), 1, 1024);
+  // A grid of very few (sequence, kv head) pairs (batch 1 of a GQA model: 8) pays each
+  // partition's fixed costs (staging its queries and pages, its share of the merge) more than
+  // it gains from spreading over every multiprocessor: H100 sweeps of the split count put the
+  // best at 8 up to 4k context and at partitions of about 512 tokens beyond (batch 1, 8 kv
+  // heads, 4k: 8 splits 16.1 us against 19.2 at 33, FP8 15.5 against 25.5;
+  // bench/results/decode_attention_splits_h100.txt).
+  if (ctas * 8 < num_sms) most = std::min(most, std::max<int64_t>(8, subs / 32));
   // Rounding a wave up can spill a few CTAs into a second wave that costs as much as the
   // first (batch 1, 32 kv heads, two CTAs per multiprocessor: 9 splits are 288 CTAs for 264
   // slots). Take the split count from half that one up to it with the least waves x
