@@ -88,8 +88,8 @@ template <int D>
 __device__ inline void MergePartitions(const AttentionArgs& a, int seq, int t, int kvh, int G, int splits, int parts,
                                        const float* o_part, const float* ml_part, int tid, int threads) {
   // Partials are read kChunk partitions at a time, all loads issued before their uses, so
-  // the merge costs parts / kChunk L2 round trips instead of one per partition (33
-  // partitions of a batch-1 GQA grid: ~5 us in a dependent chain). Same order of sums.
+  // the merge costs parts / kChunk L2 round trips instead of one per partition (H100, batch
+  // 1 of 8 kv heads at 4k over FP8, 66 partitions: 35.3 -> 32.9 us). Same order of sums.
   constexpr int kChunk = 8;
   for (int u = tid; u < G * D; u += threads) {
     const int r = u / D, d = u % D, h = kvh * G + r;
