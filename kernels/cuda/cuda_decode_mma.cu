@@ -154,9 +154,9 @@ __global__ void __launch_bounds__(kThreads, P::kMinBlocks)
     __syncthreads();
     if (!merge) continue;
     __threadfence();
-    // Every warp is past its ring and the warps' merge area: the ring becomes the merge's.
+    // Every warp is past its ring and the warps' merge area, which precede the queries.
     MergePartitionsBlock<D>(a, seq, t, kvh, G, splits, parts, o_part, ml_part, tid, kThreads,
-                            reinterpret_cast<float*>(base), static_cast<size_t>(kWarps) * kStages * P::kStageBytes);
+                            reinterpret_cast<float*>(base), S::kQOffset);
   }
 }
 
