@@ -79,7 +79,7 @@ enum Fp8Layout { kPlanned = -1, kHeadRows = 0, kTokenRows2 = 1, kTokenRows3 = 2,
 
 double TimeAttention(CudaBackend& be, const AttnShape& s, int batch, int ctx, int qlen, std::mt19937& rng,
                      size_t* kv_bytes_per_layer, double* eager_seconds = nullptr, bool fp8 = false,
-                     int layout_choice = kPlanned, int forced_splits = 0) {
+                     int layout_choice = kPlanned, int forced_splits = 0, bool flip_early = false) {
   const int bs = 16;
   const int blocks_per_seq = (ctx + bs - 1) / bs;
   const int64_t blocks = static_cast<int64_t>(batch) * blocks_per_seq;
@@ -128,7 +128,7 @@ double TimeAttention(CudaBackend& be, const AttnShape& s, int batch, int ctx, in
   // context and that layout.
   cuda::DecodePlan forced;
   DeviceBuffer forced_ws;
-  if (layout_choice != kPlanned || forced_splits > 0) {
+  if (layout_choice != kPlanned || forced_splits > 0 || flip_early) {
     KvLayerView kv{kpool.data(), vpool.data(), fp8 ? DType::kF8E4M3 : DType::kBF16, static_cast<int32_t>(blocks), bs,
                    s.hk, s.d};
     kv.k_scale = static_cast<float*>(kscale.data());
@@ -151,6 +151,7 @@ double TimeAttention(CudaBackend& be, const AttnShape& s, int batch, int ctx, in
       forced.workspace_bytes = cuda::kDecodeCounterBytes +
                                sizeof(float) * static_cast<size_t>(batch) * s.hq * forced_splits * (s.d + 2);
     }
+    if (flip_early) forced.early_stream = !forced.early_stream;
     if (forced.workspace_bytes > 0) {
       forced_ws = Must(be.Allocate(forced.workspace_bytes));
       CHECK_CUDA(cudaMemset(forced_ws.data(), 0, cuda::kDecodeCounterBytes));
@@ -164,7 +165,7 @@ double TimeAttention(CudaBackend& be, const AttnShape& s, int batch, int ctx, in
         kv.k_scale = reinterpret_cast<float*>(static_cast<char*>(kscale.data()) + l * scale_bytes);
         kv.v_scale = reinterpret_cast<float*>(static_cast<char*>(vscale.data()) + l * scale_bytes);
       }
-      if (layout_choice == kPlanned && forced_splits == 0) {
+      if (layout_choice == kPlanned && forced_splits == 0 && !flip_early) {
         be.PagedAttention(qv, db, kv, p, ov);
         continue;
       }
@@ -226,6 +227,12 @@ int main(int argc, char** argv) {
       split_counts.push_back(std::atoi(x.c_str()));
     }
   }
+  // TESSERA_ATTN_FLIP_EARLY=1 also times each planned case with the other choice of
+  // DecodePlan::early_stream (starting the stream before the previous kernel ends).
+  // =2 times the other choice before the planned one as well (so neither is always first).
+  const char* flip_env = std::getenv("TESSERA_ATTN_FLIP_EARLY");
+  const bool flip_early = flip_env != nullptr && (std::string(flip_env) == "1" || std::string(flip_env) == "2");
+  const bool flip_first = flip_early && std::string(flip_env) == "2";
   for (bool fp8 : {false, true}) {
   if (!kv_only.empty() && kv_only != (fp8 ? "fp8" : "bf16")) continue;
   for (const AttnShape& s : shapes) {
@@ -236,6 +243,15 @@ int main(int argc, char** argv) {
         if (!selected(s.hk, ctx, batch)) continue;
         for (int layout : {kPlanned, kHeadRows, kTokenRows2, kTokenRows3, kWarp2, kWarp3}) {
           if (layout != kPlanned && !(fp8 && fp8_layouts)) break;
+          auto time_flipped = [&] {
+            size_t b2 = 0;
+            double e2 = 0;
+            const double t2 = TimeAttention(*be, s, batch, ctx, 1, rng, &b2, &e2, fp8, kPlanned, 0, true);
+            std::printf("%-34s %6d %7d %10.1f %10.0f %7.1f%% %10.1f\n",
+                        (std::string(s.name) + (fp8 ? " fp8" : "") + " [early flipped]").c_str(), batch, ctx,
+                        t2 * 1e6, b2 / t2 / 1e9, 100 * b2 / t2 / 1e9 / copy_bw, e2 * 1e6);
+          };
+          if (layout == kPlanned && flip_first) time_flipped();
           size_t bytes = 0;
           double eager = 0;
           const double t = TimeAttention(*be, s, batch, ctx, 1, rng, &bytes, &eager, fp8, layout);
@@ -246,6 +262,7 @@ int main(int argc, char** argv) {
                                    (layout != kPlanned ? std::string(" [") + layout_name[layout + 1] + "]" : "");
           std::printf("%-34s %6d %7d %10.1f %10.0f %7.1f%% %10.1f\n", name.c_str(), batch, ctx, t * 1e6, bw,
                       100 * bw / copy_bw, eager * 1e6);
+          if (layout == kPlanned && flip_early) time_flipped();
           for (int sc : layout == kPlanned ? split_counts : std::vector<int>{}) {
             size_t b2 = 0;
             double e2 = 0;

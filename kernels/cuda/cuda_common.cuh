@@ -71,11 +71,30 @@ __device__ __forceinline__ void CpAsync16(void* smem_dst, const void* gmem_src, 
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem_src), "r"(src_bytes));
 }
 
+// CpAsync16 issued only where `issue` (a predicated instruction: no branch, so lanes that
+// skip it do not diverge).
+__device__ __forceinline__ void CpAsync16If(void* smem_dst, const void* gmem_src, bool valid, bool issue) {
+  unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
+  int src_bytes = valid ? 16 : 0;
+  asm volatile(
+      "{\n .reg .pred p;\n setp.ne.b32 p, %3, 0;\n @p cp.async.cg.shared.global [%0], [%1], 16, %2;\n}\n" ::"r"(dst),
+      "l"(gmem_src), "r"(src_bytes), "r"(static_cast<int>(issue)));
+}
+
 // 4-byte global->shared copy (through L1); zeros when !valid.
 __device__ __forceinline__ void CpAsync4(void* smem_dst, const void* gmem_src, bool valid) {
   unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
   int src_bytes = valid ? 4 : 0;
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(gmem_src), "r"(src_bytes));
+}
+
+// CpAsync4 issued only where `issue` (predicated, as CpAsync16If).
+__device__ __forceinline__ void CpAsync4If(void* smem_dst, const void* gmem_src, bool valid, bool issue) {
+  unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
+  int src_bytes = valid ? 4 : 0;
+  asm volatile(
+      "{\n .reg .pred p;\n setp.ne.b32 p, %3, 0;\n @p cp.async.ca.shared.global [%0], [%1], 4, %2;\n}\n" ::"r"(dst),
+      "l"(gmem_src), "r"(src_bytes), "r"(static_cast<int>(issue)));
 }
 
 __device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }

@@ -46,7 +46,7 @@ struct Shape {
   static size_t SmemBytes(int pages) { return kPagesOffset + sizeof(int32_t) * static_cast<size_t>(pages); }
 };
 
-template <typename P>
+template <typename P, bool kEarly>
 __global__ void __launch_bounds__(kThreads, P::kMinBlocks)
     DecodeMmaKernel(AttentionArgs a, int splits, int page_cap, int min_subs, unsigned* counters, float* o_part,
                     float* ml_part) {
@@ -57,19 +57,26 @@ __global__ void __launch_bounds__(kThreads, P::kMinBlocks)
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int G = a.num_heads / a.num_kv_heads;
   __shared__ bool merge;
-  PdlStart();
+  // kEarly: the batch's indices and the cache of earlier steps are read before PdlWait (so
+  // the block-table staging and the first sub-tiles' copies overlap the previous kernel); the
+  // queries, the step's own token (`own`, stored by the previous kernel) and the workspace
+  // after it. Otherwise everything after it.
+  PdlLaunchDependents();
+  if constexpr (!kEarly) PdlWait();
   const int t = a.query_start[seq];
   if (a.query_start[seq + 1] - t != 1) return;  // empty, or a prefill (its own kernel)
+  const int own = a.positions[t];
   // A CTA walks partitions blockIdx.z, blockIdx.z + gridDim.z, ...
   for (int split = blockIdx.z; split < splits; split += gridDim.z) {
     if (split != static_cast<int>(blockIdx.z)) __syncthreads();  // the previous merge is done with smem
     int start, end, parts;
-    Partition(a.positions[t] + 1, kSub, split, splits, min_subs, &start, &end, &parts);
+    Partition(own + 1, kSub, split, splits, min_subs, &start, &end, &parts);
     // One non-empty partition writes the output itself; several meet through the workspace.
     const bool direct = splits == 1 || (counters != nullptr && parts == 1);
 
     if (start >= end) {  // nothing of this sequence falls in this partition (nor in later ones)
       if (counters != nullptr) break;  // the merge reads only the non-empty ones
+      if constexpr (kEarly) PdlWait();
       WriteEmptyPartition<D>(a, seq, t, kvh, G, split, splits, o_part, ml_part, tid, kThreads);
       continue;
     }
@@ -79,25 +86,32 @@ __global__ void __launch_bounds__(kThreads, P::kMinBlocks)
     char* qs = base + S::kQOffset;
     int32_t* pages = reinterpret_cast<int32_t*>(base + S::kPagesOffset);
 
-    // The group's query rows, zeros past the group, and the partition's block-table entries.
+    // The group's query rows (zeros past the group: with the pages, or once the previous
+    // kernel is done), the partition's block-table entries, then the head of each warp's
+    // ring: its sub-tiles are warp, warp + 4, ... of the partition, copied straight into it.
     const __nv_bfloat16* q = static_cast<const __nv_bfloat16*>(a.q) + static_cast<int64_t>(t) * a.q_stride +
                              static_cast<int64_t>(kvh) * G * D;
-    P::StageQ(q, G, qs, tid, kThreads);
+    if constexpr (!kEarly) P::StageQ(q, G, qs, tid, kThreads);
     const PartitionPages pp =
         StagePartitionPages(a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq, a.block_size, start,
                             end, page_cap, pages, tid, kThreads);
     __syncthreads();
-
-    typename P::State st;
-    P::Init(st, qs, lane);
-
-    // This warp's sub-tiles: warp, warp + 4, ... of the partition, copied straight into its
-    // ring.
     const int n_sub = (end - start + kSub - 1) / kSub;
     const int my_n = warp < n_sub ? (n_sub - warp + kWarps - 1) / kWarps : 0;
     char* ring = base + static_cast<size_t>(warp) * kStages * P::kStageBytes;
+    const int tok0 = start + warp * kSub, tok_step = kWarps * kSub;
+    const int held_at = IssueRingHead<P>(ring, a, kvh, pp, tok0, tok_step, my_n, end, kEarly ? own : -1, lane);
+    if constexpr (kEarly) {
+      PdlWait();
+      IssueHeldRow<P>(ring, a, kvh, pp, tok0, tok_step, own, held_at, lane);  // asynchronous: first
+      P::StageQ(q, G, qs, tid, kThreads);
+      __syncthreads();
+    }
+
+    typename P::State st;
+    P::Init(st, qs, lane);
     const float qscale = a.scale * kLog2e;  // softmax in base 2
-    StreamSubTiles<P>(st, ring, a, kvh, pp, start + warp * kSub, kWarps * kSub, my_n, end, qscale, lane);
+    StreamSubTiles<P, kEarly>(st, ring, a, kvh, pp, tok0, tok_step, my_n, end, qscale, held_at, lane);
     __syncthreads();  // every warp is done with the ring: it becomes the merge area
 
     // Merge the warps: row weights 2^(m_w - M) / L with M the largest max and L the summed
@@ -162,9 +176,14 @@ __global__ void __launch_bounds__(kThreads, P::kMinBlocks)
 
 template <typename P>
 int BlocksPerSm() {
-  // Typical partitions stage few pages; count occupancy at a 1 KiB page table.
-  static const int blocks = DecodeResidentBlocks(DecodeMmaKernel<P>, kThreads, Shape<P>::SmemBytes(kMaxStagedPages),
-                                                 Shape<P>::SmemBytes(256));
+  // Typical partitions stage few pages; count occupancy at a 1 KiB page table (the same for
+  // both forms, whose limit is set here too).
+  static const int blocks = [] {
+    DecodeResidentBlocks(DecodeMmaKernel<P, false>, kThreads, Shape<P>::SmemBytes(kMaxStagedPages),
+                         Shape<P>::SmemBytes(256));
+    return DecodeResidentBlocks(DecodeMmaKernel<P, true>, kThreads, Shape<P>::SmemBytes(kMaxStagedPages),
+                                Shape<P>::SmemBytes(256));
+  }();
   return blocks;
 }
 
@@ -176,8 +195,9 @@ void Launch(const AttentionArgs& a, const DecodePlan& plan, float* workspace, cu
   const DecodePartials w = DecodePartialsOf(a, plan, D, workspace);
   const dim3 grid(a.num_kv_heads, a.num_seqs, plan.grid_splits);
   const int min_subs = std::max(plan.min_partition_tokens / kSub, 1);
-  LaunchPdl(DecodeMmaKernel<P>, grid, kThreads, Shape<P>::SmemBytes(page_cap), stream, a, plan.splits, page_cap,
-            min_subs, w.counters, w.o_part, w.ml_part);
+  LaunchPdl(plan.early_stream ? DecodeMmaKernel<P, true> : DecodeMmaKernel<P, false>, grid, kThreads,
+            Shape<P>::SmemBytes(page_cap), stream, a, plan.splits, page_cap, min_subs, w.counters, w.o_part,
+            w.ml_part);
   if (plan.splits > 1 && !plan.fused_merge) LaunchDecodeReduce(a, plan.splits, w.o_part, w.ml_part, stream);
 }
 
@@ -265,6 +285,12 @@ DecodePlan PlanMmaDecode(const AttentionArgs& a, int num_sms, const DecodePlan* 
   const int64_t fit = std::max<int64_t>(cap / ctas, 1);  // CTAs per (sequence, kv head) within the cap
   const int64_t per_cta = ctas * splits > cap ? (splits + fit - 1) / fit : 1;
   plan.grid_splits = static_cast<int32_t>((splits + per_cta - 1) / per_cta);
+  // Starting the stream before the previous kernel ends pays where the first wave is much of
+  // the grid (H100, same call: batch 1 of 32 kv heads at 4k 30.3 against 26.6 us, batch 64 at
+  // 256 tokens, 7.8 waves, 100.7 against 95.4) and is level or slower in deep grids of short
+  // partitions (batch 512 at 128 tokens, 31 waves: 426 against 412 us), which start from
+  // PdlWait (bench/results/decode_attention_early_stream_h100.txt).
+  plan.early_stream = ctas * plan.grid_splits <= 8 * resident;
   return plan;
 }
 

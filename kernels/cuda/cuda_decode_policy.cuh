@@ -17,28 +17,76 @@
 namespace tessera::cuda {
 
 // A warp's n sub-tiles of the partition ending at token `end`, sub-tile i starting at token
-// tok0 + i * tok_step, streamed through its ring of P::kStages stages into P::Step; lane
-// l < 16 copies token l of each sub-tile (warp-uniform: every lane takes part in the
-// shuffles). Returns with every copy landed.
+// tok0 + i * tok_step, stream through its ring of P::kStages stages; lane l < 16 copies
+// token l of each sub-tile (warp-uniform: every lane takes part in the shuffles). Three
+// parts, so that a kernel launched as a programmatic dependent can start its stream before
+// PdlWait (cuda_pdl.h):
+//  1. IssueRingHead copies the first kStages - 1 sub-tiles, leaving out token `held` (the
+//     step's own token, which the kernel before this one stores; -1: none). Everything else
+//     it reads was written before the step's first kernel (the block tables and the cache of
+//     earlier steps). Returns which of those sub-tiles holds `held` (-1: none).
+//  2. After PdlWait, IssueHeldRow copies that token's rows into their stage, as one more
+//     commit group (empty when none).
+//  3. StreamSubTiles runs P::Step on every sub-tile in order, refilling the ring; returns
+//     with every copy landed.
 template <typename P>
-__device__ __forceinline__ void StreamSubTiles(typename P::State& st, char* ring, const AttentionArgs& a, int kvh,
-                                               const PartitionPages& pp, int tok0, int tok_step, int n, int end,
-                                               float qscale, int lane) {
-  constexpr int kStages = P::kStages;
-  auto load = [&](int i, int stage) {
-    const int j = tok0 + i * tok_step + lane % decode::kSub;
-    const int slot = j < end ? static_cast<int>(pp.Slot(j)) : -1;
-    P::Copy(ring + stage * P::kStageBytes, a, kvh, slot, lane);
-  };
+__device__ __forceinline__ void CopySubTile(char* stage, const AttentionArgs& a, int kvh, const PartitionPages& pp,
+                                            int first, int end, int held, int lane) {
+  const int j = first + lane % decode::kSub;
+  const int slot = j == held ? decode::kHeldSlot : j < end ? static_cast<int>(pp.Slot(j)) : -1;
+  P::Copy(stage, a, kvh, slot, lane);
+}
+
+template <typename P>
+__device__ __forceinline__ int IssueRingHead(char* ring, const AttentionArgs& a, int kvh, const PartitionPages& pp,
+                                             int tok0, int tok_step, int n, int end, int held, int lane) {
+  int held_at = -1;
 #pragma unroll
-  for (int i = 0; i < kStages - 1; ++i) {
-    if (i < n) load(i, i);
+  for (int i = 0; i < P::kStages - 1; ++i) {
+    if (i < n) {
+      const int first = tok0 + i * tok_step;
+      if (held >= first && held < first + decode::kSub) held_at = i;
+      CopySubTile<P>(ring + i * P::kStageBytes, a, kvh, pp, first, end, held, lane);
+    }
     CpAsyncCommit();
   }
+  return held_at;
+}
+
+template <typename P>
+__device__ __forceinline__ void IssueHeldRow(char* ring, const AttentionArgs& a, int kvh, const PartitionPages& pp,
+                                             int tok0, int tok_step, int held, int held_at, int lane) {
+  if (held_at >= 0) {
+    const int first = tok0 + held_at * tok_step;
+    P::CopyRow(ring + held_at * P::kStageBytes, a, kvh, static_cast<int>(pp.Slot(held)), held - first, lane);
+  }
+  CpAsyncCommit();
+}
+
+// kHeldGroup: IssueHeldRow committed its group after the head (else the head alone).
+template <typename P, bool kHeldGroup>
+__device__ __forceinline__ void StreamSubTiles(typename P::State& st, char* ring, const AttentionArgs& a, int kvh,
+                                               const PartitionPages& pp, int tok0, int tok_step, int n, int end,
+                                               float qscale, int held_at, int lane) {
+  constexpr int kStages = P::kStages;
+  // Groups so far: the kStages - 1 of the head, then the held row's. Sub-tile i < kStages - 1
+  // is group i; a later one is group i + 1. The held row's stage waits for everything: it is
+  // the sequence's last token, so the warp's last sub-tile, and nothing is left to overlap.
   for (int i = 0; i < n; ++i) {
-    if (i + kStages - 1 < n) load(i + kStages - 1, (i + kStages - 1) % kStages);
+    if (i + kStages - 1 < n) {
+      const int k = i + kStages - 1;
+      CopySubTile<P>(ring + (k % kStages) * P::kStageBytes, a, kvh, pp, tok0 + k * tok_step, end, -1, lane);
+    }
     CpAsyncCommit();
-    CpAsyncWait<kStages - 1>();
+    if constexpr (!kHeldGroup) {
+      CpAsyncWait<kStages - 1>();
+    } else if (i == held_at) {
+      CpAsyncWait<0>();
+    } else if (i < kStages - 1) {
+      CpAsyncWait<kStages>();
+    } else {
+      CpAsyncWait<kStages - 1>();
+    }
     __syncwarp();  // every lane's copies of sub-tile i have landed
     P::Step(st, ring + (i % kStages) * P::kStageBytes, tok0 + i * tok_step, end, qscale, lane);
     __syncwarp();  // the stage is refilled by the next iteration

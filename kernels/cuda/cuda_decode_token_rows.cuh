@@ -59,6 +59,9 @@ struct Fp8TokenRows {
   __device__ static void Copy(char* stage, const AttentionArgs& a, int kvh, int slot, int lane) {
     Tile::Copy(stage, a, kvh, slot, lane);
   }
+  __device__ static void CopyRow(char* stage, const AttentionArgs& a, int kvh, int slot, int tok, int lane) {
+    Tile::CopyRow(stage, a, kvh, slot, tok, lane);
+  }
 
   __device__ static void Init(State& st, const char* qs, int lane) {
     const __half* r = reinterpret_cast<const __half*>(qs) + (lane / 4) * Tile::kQRow + (lane % 4) * (D / 4);

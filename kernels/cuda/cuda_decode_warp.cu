@@ -55,10 +55,13 @@ __global__ void __launch_bounds__(kThreads, P::kMinBlocks)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int kvh = blockIdx.x * kWarps + warp, seq = blockIdx.y;
   const int G = a.num_heads / a.num_kv_heads;
-  PdlStart();
+  // Before PdlWait as in DecodeMmaKernel: the batch's indices, the block table and the head
+  // of the ring without the step's own token.
+  PdlLaunchDependents();
   if (kvh >= a.num_kv_heads) return;
   const int t = a.query_start[seq];
   if (a.query_start[seq + 1] - t != 1) return;  // empty, or a prefill (its own kernel)
+  const int own = a.positions[t];
   extern __shared__ uint4 smem_raw[];
   char* area = reinterpret_cast<char*>(smem_raw) + warp * S::WarpBytes(page_cap);
   char* qs = area + S::kAreaBytes;
@@ -69,24 +72,29 @@ __global__ void __launch_bounds__(kThreads, P::kMinBlocks)
 
   for (int split = blockIdx.z; split < splits; split += gridDim.z) {
     int start, end, parts;
-    Partition(a.positions[t] + 1, kSub, split, splits, min_subs, &start, &end, &parts);
+    Partition(own + 1, kSub, split, splits, min_subs, &start, &end, &parts);
     const bool direct = splits == 1 || (counters != nullptr && parts == 1);
     if (start >= end) {  // nothing of this sequence falls in this partition (nor in later ones)
       if (counters != nullptr) break;  // the merge reads only the non-empty ones
+      PdlWait();
       WriteEmptyPartition<D>(a, seq, t, kvh, G, split, splits, o_part, ml_part, lane, 32);
       continue;
     }
     __syncwarp();  // a previous partition's output is read out of the warp's area
-    P::StageQ(q, G, qs, lane, 32);
     const PartitionPages pp =
         StagePartitionPages(a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq, a.block_size, start,
                             end, page_cap, pages, lane, 32);
     __syncwarp();
+    // Every sub-tile of the partition, in order.
+    const int n = (end - start + kSub - 1) / kSub;
+    const int held_at = IssueRingHead<P>(area, a, kvh, pp, start, kSub, n, end, own, lane);
+    PdlWait();
+    IssueHeldRow<P>(area, a, kvh, pp, start, kSub, own, held_at, lane);
+    P::StageQ(q, G, qs, lane, 32);
+    __syncwarp();
     typename P::State st;
     P::Init(st, qs, lane);
-
-    // Every sub-tile of the partition, in order.
-    StreamSubTiles<P>(st, area, a, kvh, pp, start, kSub, (end - start + kSub - 1) / kSub, end, qscale, lane);
+    StreamSubTiles<P, true>(st, area, a, kvh, pp, start, kSub, n, end, qscale, held_at, lane);
     __syncwarp();  // the ring becomes the warp's O rows, the staged queries its (max, sum)
 
     float* mo = reinterpret_cast<float*>(area);  // [row][kMergeRow]

@@ -143,11 +143,18 @@ __global__ void RopeStoreKvKernel(const void* qkv, DType dt, void* q_out, int64_
 // read once and written once, with one block reduction in between.
 __global__ void RmsNormBf16Kernel(const uint4* x, uint4* residual, const float4* w, float eps, int64_t chunks,
                                   uint4* out) {
-  PdlStart();
   __shared__ float scratch[32];
   const int64_t row = blockIdx.x;
   const int64_t c = threadIdx.x;
   const bool active = c < chunks;
+  // The weights (constant) are read before the previous kernel finishes.
+  PdlLaunchDependents();
+  float4 w0 = make_float4(0, 0, 0, 0), w1 = w0;
+  if (active) {
+    w0 = w[2 * c];
+    w1 = w[2 * c + 1];
+  }
+  PdlWait();
   float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   if (active) {
     Bf16x8ToFloat(x[row * chunks + c], v);
@@ -166,7 +173,6 @@ __global__ void RmsNormBf16Kernel(const uint4* x, uint4* residual, const float4*
   for (int e = 0; e < 8; ++e) ss += v[e] * v[e];
   const float inv = rsqrtf(BlockSum(ss, scratch) / static_cast<float>(chunks * 8) + eps);
   if (!active) return;
-  const float4 w0 = w[2 * c], w1 = w[2 * c + 1];
   const float wf[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
   float o[8];
 #pragma unroll

@@ -109,6 +109,10 @@ struct DecodePlan {
   // Tensor-core kernel: one warp per (sequence, kv head, partition) instead of a CTA of four
   // (DecodeWarpKernel), for grids of many short sequences.
   bool warp_items = false;
+  // Tensor-core kernels: the block tables and the first sub-tiles of the cache (all but each
+  // sequence's own token) are read before the previous kernel finishes (cuda_decode_policy.cuh,
+  // IssueRingHead). The four-warp kernel does so for grids of a few waves.
+  bool early_stream = true;
   size_t workspace_bytes = 0;  // partial outputs + (max, sum) per split; 0 when splits == 1
 };
 // `layout`, if given, fixes the tensor-core kernel's token_rows (where the cache and group

@@ -3,7 +3,12 @@
 // reads of constant inputs (weights) overlap the predecessor's tail. Every such kernel calls
 // PdlStart() (cuda_common.cuh) before touching activations, caches or workspaces, which
 // waits for the predecessor to finish and its writes to be visible; the wait is transitive
-// along the stream because every kernel waits before it can finish. Kernels launched the
+// along the stream because every kernel waits before it can finish. Before the wait a kernel
+// may also read what was written before the step's first kernel by ordinary stream order: the
+// batch's indices (uploaded by a copy) and the KV cache of earlier steps (decode attention
+// leaves out each sequence's own token, which this step's rope + store kernel writes). A
+// kernel that wrote other cache slots within the step, straight before decode attention,
+// would break that (none does: one sequence's rows are stored only by its own step). Kernels launched the
 // ordinary way (cuBLASLt's) serialise as usual. Captured graphs keep the programmatic edges.
 #pragma once
 

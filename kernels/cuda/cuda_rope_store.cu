@@ -88,12 +88,16 @@ __device__ __forceinline__ void StoreItem(const VecArgs& a, int t, int64_t slot,
 // Grid y strides over tokens, grid x with the block's threads over the token's
 // units * tph work items (tph = head_dim / 16 threads per head, a power of two <= 16, so a
 // head's threads are aligned lanes of one warp and leave or take a branch together). Each
-// thread's next item is loaded before the current one is stored, the first before the
-// token's angle table is formed.
+// thread's next item is loaded before the current one is stored. The first token's angle
+// table is formed before PdlWait (positions and frequencies are written before the step's
+// first kernel), so its double-precision sincos overlaps the previous kernel; later tokens'
+// tables after their first item's load.
 template <bool kFp8>
 __global__ void RopeStoreKvVecKernel(VecArgs a) {
-  PdlStart();
   __shared__ float cs[kRopeMaxHalf], sn[kRopeMaxHalf];
+  PdlLaunchDependents();
+  if (static_cast<int>(blockIdx.y) < a.n) RopeAngles(a.positions[blockIdx.y], a.inv_freq, a.head_dim / 2, cs, sn);
+  PdlWait();
   const int tph = 1 << a.tph_log2, head_chunks = a.head_dim / 8, half_chunks = a.head_dim / 16;
   const int per_token = (a.hq + 2 * a.hk) << a.tph_log2;
   const int64_t row_chunks = static_cast<int64_t>(a.hq + 2 * a.hk) * head_chunks;
@@ -109,7 +113,7 @@ __global__ void RopeStoreKvVecKernel(VecArgs a) {
     int w = blockIdx.x * blockDim.x + threadIdx.x;
     uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
     if (w < per_token) load(w, &lo, &hi);
-    RopeAngles(a.positions[t], a.inv_freq, a.head_dim / 2, cs, sn);
+    if (t != static_cast<int>(blockIdx.y)) RopeAngles(a.positions[t], a.inv_freq, a.head_dim / 2, cs, sn);
     const int64_t slot = t < a.num_slots ? a.slots[t] : -1;
     while (w < per_token) {
       const int next = w + stride;

@@ -391,6 +391,9 @@ struct AttentionCase {
   int block_size = 16;
   // Both backends read the same E4M3 codes and scales (the difference is kernel error).
   bool fp8 = false;
+  // Fresh K/V rows of every query token are stored (StoreKv) straight before the attention,
+  // as a forward pass's rope + store kernel runs straight before it.
+  bool store_own = false;
 };
 
 // Runs attention on the device (the backend's PagedAttention unless a test launches a
@@ -456,6 +459,13 @@ void RunAttentionCase(Backend& gpu, CpuBackend& cpu, const AttentionCase& c, std
   }
   AttentionParams params{c.hq, c.hk, c.d, 1.0f / std::sqrt(static_cast<float>(c.d))};
   DeviceBatch cb = Must(cpu.UploadBatch(layout)), gb = Must(gpu.UploadBatch(layout));
+  if (c.store_own) {
+    const std::vector<float> nk = RandomBf16(n * kv_width, rng), nv = RandomBf16(n * kv_width, rng);
+    Tensor cnk = Put(cpu, nk, n, kv_width, DType::kF32), gnk = Put(gpu, nk, n, kv_width, DType::kBF16);
+    Tensor cnv = Put(cpu, nv, n, kv_width, DType::kF32), gnv = Put(gpu, nv, n, kv_width, DType::kBF16);
+    cpu.StoreKv(cnk.view, cnv.view, cb, cc);
+    gpu.StoreKv(gnk.view, gnv.view, gb, gc);  // no synchronisation before the attention
+  }
   cpu.PagedAttention(cq.view, cb, cc, params, co.view);
   if (gpu_attention) {
     ASSERT_TRUE(gpu.Synchronize().ok());
@@ -490,6 +500,50 @@ TEST_F(CudaOpsTest, DecodeAttentionMatchesCpuAcrossGqaRatios) {
       std::vector<std::pair<int, int>> seqs = RandomDecodes(batch, 1500, rng_);
       seqs[0] = {0, 1};  // a sequence with only its own token
       RunAttentionCase(*gpu_, cpu_, {h.hq, h.hk, h.d, seqs}, rng_);
+    }
+  }
+}
+
+// Decode attention kernels start copying the cache before the previous kernel finishes
+// (programmatic launch), all but each sequence's own token, which that kernel stores: the
+// output must see the own token's new rows. Small grids (one CTA per partition) and large
+// ones (one warp per (sequence, kv head)), both cache formats, own tokens at every offset of
+// a sub-tile and page.
+TEST_F(CudaOpsTest, DecodeAttentionSeesTheOwnTokenStoredByThePreviousKernel) {
+  struct Grid { int hq, hk, d, batch, max_ctx; };
+  // Batches 1-4: one CTA per partition, streaming before the previous kernel ends; 80 x 32
+  // kv heads: a grid deep enough to start after it; 160 x 32 over FP8: one warp per pair.
+  int sms = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  cuda::AttentionArgs big;
+  big.kv_fp8 = true;
+  big.num_seqs = 160;
+  big.num_heads = big.num_kv_heads = 32;
+  big.head_dim = 128;
+  big.max_query_len = 1;
+  big.max_context_len = 120;
+  ASSERT_TRUE(cuda::PlanDecodeAttention(big, sms).warp_items) << "the large grid should take the warp kernel";
+  cuda::AttentionArgs deep = big, small = big;
+  deep.kv_fp8 = small.kv_fp8 = false;
+  deep.num_seqs = 80;
+  small.num_seqs = 1;
+  small.max_context_len = 3000;
+  ASSERT_FALSE(cuda::PlanDecodeAttention(deep, sms).early_stream) << "80 x 32 kv heads should start after PdlWait";
+  ASSERT_TRUE(cuda::PlanDecodeAttention(small, sms).early_stream) << "batch 1 should stream early";
+  for (bool fp8 : {false, true}) {
+    for (Grid g : {Grid{32, 32, 128, 1, 3000}, Grid{32, 32, 128, 4, 3000}, Grid{32, 8, 128, 1, 3000},
+                   Grid{32, 8, 128, 4, 3000}, Grid{8, 2, 64, 3, 3000}, Grid{32, 32, 128, 80, 120},
+                   Grid{32, 32, 128, 160, 120}}) {
+      for (int bs : {16, 12}) {
+        std::vector<std::pair<int, int>> seqs = RandomDecodes(g.batch, g.max_ctx, rng_);
+        seqs[0] = {0, 1};
+        if (g.batch > 1) seqs[1] = {16 * g.batch + 15, 1};  // the own token ends a sub-tile
+        AttentionCase c{g.hq, g.hk, g.d, seqs, bs, fp8};
+        c.store_own = true;
+        SCOPED_TRACE(testing::Message() << "hq " << g.hq << " hk " << g.hk << " d " << g.d << " batch " << g.batch
+                                        << " block_size " << bs << (fp8 ? " fp8" : ""));
+        RunAttentionCase(*gpu_, cpu_, c, rng_);
+      }
     }
   }
 }
