@@ -104,6 +104,17 @@ __device__ __forceinline__ void CpAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
+// Device-scope acquire-release fetch-and-add: one thread's arrival at a counter after a
+// barrier (bar.sync or __syncwarp) of the threads whose writes it publishes. The release is
+// cumulative over what the barrier ordered, so those writes are visible at device scope
+// before the count; the acquire, passed on by a barrier after it, lets the threads of the
+// last to arrive read the others' writes (no __threadfence in every thread).
+__device__ __forceinline__ unsigned AtomicAddAcqRel(unsigned* p, unsigned v) {
+  unsigned old;
+  asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;\n" : "=r"(old) : "l"(p), "r"(v) : "memory");
+  return old;
+}
+
 // Programmatic dependent launch (sm_90, see cuda_pdl.h). A kernel launched with LaunchPdl
 // calls PdlStart() before it reads or writes anything an earlier kernel of the stream may
 // still touch; weights and other constant inputs may be read before it.

@@ -157,17 +157,16 @@ __global__ void __launch_bounds__(kThreads, P::kMinBlocks)
     if (direct || counters == nullptr) continue;
 
     // The last of the sequence's non-empty partitions to get here merges them all (weights
-    // sum_i * 2^(max_i - max)), then re-arms the counter for the next launch.
-    __threadfence();
+    // sum_i * 2^(max_i - max)), then re-arms the counter for the next launch. One thread
+    // arrives, with release and acquire (AtomicAddAcqRel), between two barriers.
     __syncthreads();
     if (tid == 0) {
       unsigned* counter = counters + static_cast<int64_t>(seq) * a.num_kv_heads + kvh;
-      merge = atomicAdd(counter, 1u) == static_cast<unsigned>(parts - 1);
+      merge = AtomicAddAcqRel(counter, 1u) == static_cast<unsigned>(parts - 1);
       if (merge) *counter = 0;
     }
     __syncthreads();
     if (!merge) continue;
-    __threadfence();
     // Every warp is past its ring and the warps' merge area, which precede the queries.
     MergePartitionsBlock<D>(a, seq, t, kvh, G, splits, parts, o_part, ml_part, tid, kThreads,
                             reinterpret_cast<float*>(base), S::kQOffset);

@@ -120,16 +120,16 @@ __global__ void __launch_bounds__(kThreads, P::kMinBlocks)
 
     // The last of the sequence's non-empty partitions to get here merges them all, then
     // re-arms the counter for the next launch.
-    __threadfence();
+    // Lane 0 arrives with release and acquire (AtomicAddAcqRel) between two warp barriers.
     __syncwarp();
     unsigned last = 0;
     if (lane == 0) {
       unsigned* counter = counters + static_cast<int64_t>(seq) * a.num_kv_heads + kvh;
-      last = atomicAdd(counter, 1u) == static_cast<unsigned>(parts - 1);
+      last = AtomicAddAcqRel(counter, 1u) == static_cast<unsigned>(parts - 1);
       if (last) *counter = 0;
     }
     if (__shfl_sync(0xffffffffu, last, 0) == 0) continue;
-    __threadfence();
+    __syncwarp();
     MergePartitions<D>(a, seq, t, kvh, G, splits, parts, o_part, ml_part, lane, 32);
   }
 }

@@ -63,13 +63,6 @@ __device__ __forceinline__ uint4 LoadStreaming(const uint4* p) {
   return v;
 }
 
-// Device-scope acquire-release fetch-and-add (one thread's arrival at a split-K counter).
-__device__ __forceinline__ unsigned AtomicAddAcqRel(unsigned* p, unsigned v) {
-  unsigned old;
-  asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;\n" : "=r"(old) : "l"(p), "r"(v) : "memory");
-  return old;
-}
-
 // The last block's sum of the splits' partials for its tile, out = sum over sp in split order
 // (as the one-at-a-time loop, so the result is the same bits). Each thread owns up to kOuts
 // outputs and keeps kOuts x kSplits L2 loads in flight: one at a time, the round trips of a
