@@ -168,7 +168,7 @@ __global__ void __launch_bounds__(kThreads, P::kMinBlocks)
     __syncthreads();
     if (!merge) continue;
     // Every warp is past its ring and the warps' merge area, which precede the queries.
-    MergePartitionsBlock<D>(a, seq, t, kvh, G, splits, parts, o_part, ml_part, tid, kThreads,
+    MergePartitionsBlock<D, (P::kMinBlocks < 4)>(a, seq, t, kvh, G, splits, parts, o_part, ml_part, tid, kThreads,
                             reinterpret_cast<float*>(base), S::kQOffset);
   }
 }
