@@ -289,6 +289,14 @@ class Backend {
     return DeviceBuffer();
   }
 
+  // Takes now (before the KV cache is sized from the memory left) whatever workspace
+  // products of these quantized weights with up to `rows` rows will need.
+  virtual absl::Status ReserveQuantizedMatmul(const std::vector<const QuantizedWeight*>& weights, int64_t rows) {
+    (void)weights;
+    (void)rows;
+    return absl::OkStatus();
+  }
+
   // ---- sampling and graph capture ------------------------------------------------
   // Samples one token per row of f32 `logits` [rows, vocab] on the device and returns
   // the ids and each chosen token's log-probability under the raw logits (log-softmax,

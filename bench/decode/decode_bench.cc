@@ -83,6 +83,9 @@ Device MeasureDevice(bool cuda) {
 struct RunResult {
   double decode_tokens_per_s = 0;
   int64_t tokens = 0;
+  // From submitting the batch until every request has its first token: the prompts'
+  // prefill (in chunks of the engine's batched-token budget) and the first sampling.
+  double prefill_seconds = 0;
 };
 
 // Submits `batch` requests of random prompts at once and measures the decode rate from
@@ -94,6 +97,7 @@ absl::StatusOr<RunResult> RunBatch(Engine& engine, int batch, int prompt_len, in
   std::mutex mu;
   std::vector<Clock::time_point> first(batch);
   std::vector<std::vector<Clock::time_point>> stamps(batch);
+  const auto submitted = Clock::now();
   for (int i = 0; i < batch; ++i) {
     GenerationRequest r;
     for (int t = 0; t < prompt_len; ++t) r.prompt_ids.push_back(3 + static_cast<int32_t>(rng() % (vocab - 3)));
@@ -119,6 +123,7 @@ absl::StatusOr<RunResult> RunBatch(Engine& engine, int batch, int prompt_len, in
   for (const auto& s : stamps) r.tokens += std::count_if(s.begin(), s.end(), [&](auto t) { return t > ready; });
   const double secs = std::chrono::duration<double>(end - ready).count();
   r.decode_tokens_per_s = secs > 0 ? r.tokens / secs : 0.0;
+  r.prefill_seconds = std::chrono::duration<double>(ready - submitted).count();
   return r;
 }
 
@@ -327,10 +332,12 @@ int main(int argc, char** argv) {
     const Forward& f = forward[batch];
     const double graph_s = f.graph, eager_s = f.eager;
     std::printf("%-10s batch %4d: %9.1f tok/s decode   roofline %9.1f tok/s   %5.1f%% of roofline   "
-                "(forward alone: %.3f ms graph, %.3f ms eager, %.1f%% of roofline)\n",
+                "(forward alone: %.3f ms graph, %.3f ms eager, %.1f%% of roofline); prefill of %d x %d tokens "
+                "%.1f ms (%.0f tok/s)\n",
                 shape.c_str(), batch, run->decode_tokens_per_s, roofline,
                 roofline > 0 ? 100.0 * run->decode_tokens_per_s / roofline : 0.0, graph_s * 1e3, eager_s * 1e3,
-                roofline > 0 ? 100.0 * batch / graph_s / roofline : 0.0);
+                roofline > 0 ? 100.0 * batch / graph_s / roofline : 0.0, batch, prompt_len,
+                run->prefill_seconds * 1e3, batch * prompt_len / std::max(run->prefill_seconds, 1e-9));
     std::fflush(stdout);
     nlohmann::json row = {{"device", dev.name},
                           {"shape", shape},
@@ -339,6 +346,8 @@ int main(int argc, char** argv) {
                           {"prompt_len", prompt_len},
                           {"new_tokens", new_tokens},
                           {"tokens_per_s", run->decode_tokens_per_s},
+                          {"prefill_seconds", run->prefill_seconds},
+                          {"prefill_tokens_per_s", batch * prompt_len / std::max(run->prefill_seconds, 1e-9)},
                           {"roofline_tokens_per_s", roofline},
                           {"fraction_of_roofline", roofline > 0 ? run->decode_tokens_per_s / roofline : 0.0},
                           {"copy_bandwidth_gbs", dev.copy_gbs},

@@ -258,13 +258,16 @@ int main(int argc, char** argv) {
     return only.Selected(std::to_string(m) + "x" + std::to_string(k) + ":" + std::to_string(n));
   };
   struct Shape { int64_t m, k; };
+  // Decode batches, then prefill-sized ones (where the int4 tile kernel and the dequantise +
+  // dense GEMM path are timed side by side).
+  static constexpr int64_t kBatches[] = {1, 2, 4, 8, 16, 32, 64, 128, 512, 2048};
   for (Shape s : {Shape{4096, 4096}, Shape{11008, 4096}, Shape{4096, 11008}}) {
     bool any = false;
-    for (int64_t n : {1, 2, 4, 8, 16, 32, 64, 128}) any = any || selected(s.m, s.k, n);
+    for (int64_t n : kBatches) any = any || selected(s.m, s.k, n);
     if (!any) continue;
     Int4Weights q = MakeInt4(*be, s.k, s.m, rng);
     DenseWeights d = MakeDense(*be, s.k, s.m, rng);
-    for (int64_t n : {1, 2, 4, 8, 16, 32, 64, 128}) {
+    for (int64_t n : kBatches) {
       if (!selected(s.m, s.k, n)) continue;
       const std::vector<uint16_t> xh = RandomBf16(static_cast<size_t>(n) * s.k, rng, 1.0f);
       DeviceBuffer x = Upload(*be, xh);
@@ -278,7 +281,30 @@ int main(int argc, char** argv) {
         };
       };
       const double tq = GraphSeconds(*be, int4_call(q.packed));
-      const double tq_eager = MedianSeconds(*be, int4_call(q.packed));
+      const double tq_eager = n <= 128 ? MedianSeconds(*be, int4_call(q.packed)) : 0.0;
+      // Above the decode kernel's rows: the tile kernel and the dequantise + cuBLASLt path
+      // directly (the backend takes one of them by TESSERA_INT4_DENSE_ROWS).
+      double t_tile = 0.0, t_dense = 0.0;
+      if (n > cuda::kInt4DecodeMaxRows) {
+        const cuda::Int4Args a0 = cuda::Int4ArgsOf(q.packed[0]);
+        const cuda::Int4Plan tp = cuda::PlanInt4Matmul(a0, n, true, be->num_sms());
+        DeviceBuffer tws = Must(be->Allocate(std::max<size_t>(tp.workspace_bytes, 256)));
+        MustOk(be->CopyToDevice(tws.data(), std::vector<char>(tws.bytes(), 0).data(), tws.bytes()));
+        size_t nt = 0;
+        t_tile = GraphSeconds(*be, [&] {
+          cuda::LaunchInt4Matmul(cuda::Int4ArgsOf(q.packed[nt++ % q.packed.size()]), tp, xv.data, n, yv.data,
+                                 DType::kBF16, tws.data(), be->stream());
+        });
+        DeviceBuffer deq = Must(be->Allocate(static_cast<size_t>(s.m) * s.k * 2));
+        size_t nd = 0;
+        t_dense = GraphSeconds(*be, [&] {
+          cuda::LaunchInt4Dequantize(cuda::Int4ArgsOf(q.packed[nd++ % q.packed.size()]), deq.data(), be->stream());
+          MustOk(lt->Run(x.data(), deq.data(), y.data(), DType::kBF16, n, s.k, s.m, be->stream()));
+        });
+        std::printf("  %-12s %5ld int4 tile kernel %8.2f us, dequantise + cuBLASLt %8.2f us (%.2fx)\n",
+                    (std::to_string(s.m) + "x" + std::to_string(s.k)).c_str(), static_cast<long>(n), t_tile * 1e6,
+                    t_dense * 1e6, t_tile / t_dense);
+      }
       // The AutoGPTQ-layout kernels (2/8-bit and unpackable shapes) at the decode and GEMM batches.
       const double tg = n == 1 || n == 16 ? GraphSeconds(*be, int4_call(q.generic)) : 0.0;
       auto dense = [&](int c) { return static_cast<char*>(d.buf.data()) + (c % d.copies) * d.bytes_each; };
@@ -304,7 +330,13 @@ int main(int argc, char** argv) {
                             {"tflops", tflops}, {"timing", "cuda graph"},
                             {"int4_kernel", cuda::PlanInt4Matmul(cuda::Int4ArgsOf(q.packed[0]), n, true,
                                                                  be->num_sms()).decode ? "decode" : "tile"}};
+      if (tq_eager == 0.0) row.erase("eager_us");
       if (tg > 0) row["generic_autogptq_us"] = tg * 1e6;
+      if (t_tile > 0) {
+        row["tile_kernel_us"] = t_tile * 1e6;
+        row["dequantize_cublaslt_us"] = t_dense * 1e6;
+        row["int4_kernel"] = be->Int4TakesDenseGemm(q.packed[0], n) ? "dequantize + cublaslt" : "tile";
+      }
       rows.push_back(row);
       if (sweep && n <= cuda::kInt4DecodeMaxRows) SweepDecode(*be, q.packed, xv, yv, shape, tq, device, rows);
     }

@@ -2,8 +2,10 @@
 // to the kernels in the .cu files and to cuBLASLt.
 #include "kernels/cuda/cuda_backend.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -69,6 +71,10 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const CudaBacke
   // For same-process comparisons (benches): TESSERA_FUSE_SILU_DOWN=0 runs SiluMul then Matmul.
   if (const char* v = std::getenv("TESSERA_FUSE_SILU_DOWN"); v != nullptr && std::string(v) == "0") {
     b->options_.fuse_silu_down = false;
+  }
+  if (const char* v = std::getenv("TESSERA_INT4_DENSE_ROWS"); v != nullptr && *v != '\0') {
+    const int64_t rows = std::atoll(v);
+    b->options_.int4_dense_min_rows = rows > 0 ? rows : std::numeric_limits<int64_t>::max();
   }
   CUDA_RETURN_IF_ERROR("set device", cudaSetDevice(options.device_index));
   CUDA_RETURN_IF_ERROR("stream", cudaStreamCreateWithFlags(&b->stream_, cudaStreamNonBlocking));
@@ -196,7 +202,7 @@ size_t CudaBackend::FreeMemoryBytes() const {
   return free_bytes;
 }
 
-absl::Status CudaBackend::EnsureDevice(DeviceBuffer& buf, size_t bytes) {
+absl::Status CudaBackend::EnsureDevice(DeviceBuffer& buf, size_t bytes, bool exact) {
   if (buf.data() != nullptr && buf.bytes() >= bytes) return absl::OkStatus();
   if (capturing_) {
     return absl::FailedPreconditionError("cuda: a workspace must grow during graph capture (warm up at this shape first)");
@@ -204,7 +210,7 @@ absl::Status CudaBackend::EnsureDevice(DeviceBuffer& buf, size_t bytes) {
   // Work already queued may still read the old buffer.
   CUDA_RETURN_IF_ERROR("synchronize", cudaStreamSynchronize(stream_));
   if (buf.data() != nullptr) retired_.push_back(std::move(buf));
-  ASSIGN_OR_RETURN(buf, Allocate(bytes + bytes / 2));
+  ASSIGN_OR_RETURN(buf, Allocate(exact ? bytes : bytes + bytes / 2));
   return absl::OkStatus();
 }
 

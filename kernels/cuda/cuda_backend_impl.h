@@ -29,6 +29,13 @@ struct CudaBackendOptions {
   // SiluMulMatmul forms the activations inside the int4 decode kernel where it applies
   // (else SiluMul then Matmul). Create turns it off when TESSERA_FUSE_SILU_DOWN=0.
   bool fuse_silu_down = true;
+  // Products of a packed int4 weight with at least this many rows dequantise it to bf16 and
+  // run the dense GEMM (cuBLASLt); fewer take the int4 kernels. The dequantisation costs
+  // about one pass over the bf16 matrix (4096x4096: 12 us, 11008x4096: 46 us on an H100);
+  // at 128 rows the pair beats the int4 tile kernel on the 7B shapes by 1.1-1.8x, at 512 by
+  // 2.9-3.6x, at 64 it loses on the MLP shapes (cuda_quant_bench). Create takes
+  // TESSERA_INT4_DENSE_ROWS for same-process comparisons (0: never).
+  int64_t int4_dense_min_rows = 128;
   absl::Status Validate() const;
 };
 
@@ -54,6 +61,10 @@ class CudaBackend final : public Backend {
   absl::StatusOr<DeviceBatch> UploadBatch(const BatchLayout& layout) override;
   // 4-bit GPTQ weights get the int4 tensor-core layout (cuda_quant_ops.cc).
   absl::StatusOr<DeviceBuffer> PackQuantizedWeight(const QuantizedWeight& host, QuantizedWeight* dev) override;
+  // Whether a product of packed q with `rows` rows dequantises q and runs the dense GEMM.
+  bool Int4TakesDenseGemm(const QuantizedWeight& q, int64_t rows) const;
+  // The dequantised-weight buffer of the dense int4 path, for the largest weight that takes it.
+  absl::Status ReserveQuantizedMatmul(const std::vector<const QuantizedWeight*>& weights, int64_t rows) override;
 
   absl::Status SampleTokens(const TensorView& logits, const std::vector<SamplingRow>& rows,
                             std::vector<int32_t>* ids, std::vector<float>* logprobs,
@@ -93,8 +104,9 @@ class CudaBackend final : public Backend {
   void Fail(absl::Status status);
   bool Check(bool ok, const char* op, const char* what);
   void CheckLaunch(const char* op);
-  // Grows a device buffer that only ever grows; synchronises when it must reallocate.
-  absl::Status EnsureDevice(DeviceBuffer& buf, size_t bytes);
+  // Grows a device buffer that only ever grows (by half again, unless `exact`);
+  // synchronises when it must reallocate.
+  absl::Status EnsureDevice(DeviceBuffer& buf, size_t bytes, bool exact = false);
   // GPTQ matmul (cuda_quant_ops.cc).
   void QuantizedMatmul(const TensorView& x, const QuantizedWeight& q, TensorView out);
   void PackedInt4Matmul(const TensorView& x, const QuantizedWeight& q, TensorView out);
@@ -121,6 +133,7 @@ class CudaBackend final : public Backend {
   std::shared_ptr<PinnedPool> pinned_pool_;
   size_t staging_bytes_[2] = {0, 0};
   cudaEvent_t staging_done_[2] = {nullptr, nullptr};
+  DeviceBuffer int4_dense_;  // a packed int4 weight dequantised for the dense GEMM
   int staging_next_ = 0;
   DeviceBuffer batch_buffer_;
   DeviceBuffer attention_workspace_;

@@ -63,6 +63,11 @@ struct Int4Plan {
   int64_t gather_ld = 0;
   size_t partial_offset = 0, gather_offset = 0, workspace_bytes = 0;
 };
+// The repacked weight as a dense bf16 [out_features, in_features] matrix in the original
+// input order (an act-order permutation undone), each element (q - zero) * scale rounded to
+// bf16: for products of many rows, a dense GEMM over it (cuda_int4_dequant.cu).
+void LaunchInt4Dequantize(const Int4Args& w, void* out, cudaStream_t stream);
+
 // x_direct: x needs no gathering (no perm, in_features % 8 == 0, 16-byte aligned rows).
 Int4Plan PlanInt4Matmul(const Int4Args& w, int64_t rows, bool x_direct, int num_sms);
 // The decode kernel's plan with its knobs set (rows <= kInt4DecodeMaxRows; nb 2 or 4;

@@ -4,6 +4,7 @@
 // are in cuda_int4.cu, cuda_gptq.cu and cuda_lora.cu.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -50,8 +51,33 @@ absl::Status CudaBackend::EnsureGptqWorkspace(size_t bytes) {
   return absl::OkStatus();
 }
 
+absl::Status CudaBackend::ReserveQuantizedMatmul(const std::vector<const QuantizedWeight*>& weights, int64_t rows) {
+  size_t need = 0;
+  for (const QuantizedWeight* q : weights) {
+    if (q != nullptr && Int4TakesDenseGemm(*q, rows)) {
+      need = std::max(need, static_cast<size_t>(q->out_features * q->in_features) * 2);
+    }
+  }
+  return need > 0 ? EnsureDevice(int4_dense_, need, /*exact=*/true) : absl::OkStatus();
+}
+
+bool CudaBackend::Int4TakesDenseGemm(const QuantizedWeight& q, int64_t rows) const {
+  return rows >= options_.int4_dense_min_rows && q.packed != nullptr;
+}
+
 void CudaBackend::PackedInt4Matmul(const TensorView& x, const QuantizedWeight& q, TensorView out) {
   const cuda::Int4Args w = cuda::Int4ArgsOf(q);
+  if (Int4TakesDenseGemm(q, x.rows)) {
+    // Many rows: the tensor cores at full rate over the dequantised weight, for the price of
+    // one pass over it (int4 read, bf16 written), beat the int4 tile kernel.
+    absl::Status st = EnsureDevice(int4_dense_, static_cast<size_t>(q.out_features * q.in_features) * 2);
+    if (!st.ok()) return Fail(std::move(st));
+    cuda::LaunchInt4Dequantize(w, int4_dense_.data(), stream());
+    CheckLaunch("int4 dequantize");
+    st = gemm_->Run(x.data, int4_dense_.data(), out.data, out.dtype, x.rows, q.in_features, q.out_features, stream());
+    if (!st.ok()) Fail(std::move(st));
+    return;
+  }
   const bool x_direct = q.perm == nullptr && q.in_features % 8 == 0 && reinterpret_cast<uintptr_t>(x.data) % 16 == 0;
   const cuda::Int4Plan plan = cuda::PlanInt4Matmul(w, x.rows, x_direct, num_sms());
   if (plan.workspace_bytes > 0) {

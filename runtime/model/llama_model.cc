@@ -282,6 +282,11 @@ absl::StatusOr<std::vector<float>> LlamaModel::Forward(const BatchLayout& layout
 absl::Status LlamaModel::Reserve(int64_t tokens, int64_t logits, int64_t max_context_len) {
   const ModelConfig& c = config_;
   RETURN_IF_ERROR(EnsureWorkspace(tokens, logits));
+  if (!quantized_.empty()) {
+    std::vector<const QuantizedWeight*> weights;
+    for (const auto& w : quantized_) weights.push_back(&w->weight());
+    RETURN_IF_ERROR(backend_->ReserveQuantizedMatmul(weights, tokens));
+  }
   // Rotary frequencies: fixed unless dynamic scaling depends on the batch's length.
   const int64_t rope_len = rope_depends_on_batch() ? max_context_len : 0;
   if (inv_freq_len_ != rope_len || inv_freq_.data() == nullptr) {
