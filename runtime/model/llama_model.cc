@@ -185,6 +185,7 @@ absl::Status LlamaModel::LoadWeights(const WeightStore& store, bool stack_qkv) {
 LinearWeight LlamaModel::AddQuantized(std::unique_ptr<GptqDeviceWeight> w) {
   LinearWeight lw;
   lw.quant = &w->weight();
+  quantized_views_.push_back(lw.quant);
   weight_bytes_ += w->bytes();
   quantized_.push_back(std::move(w));
   return lw;
@@ -282,11 +283,7 @@ absl::StatusOr<std::vector<float>> LlamaModel::Forward(const BatchLayout& layout
 absl::Status LlamaModel::Reserve(int64_t tokens, int64_t logits, int64_t max_context_len) {
   const ModelConfig& c = config_;
   RETURN_IF_ERROR(EnsureWorkspace(tokens, logits));
-  if (!quantized_.empty()) {
-    std::vector<const QuantizedWeight*> weights;
-    for (const auto& w : quantized_) weights.push_back(&w->weight());
-    RETURN_IF_ERROR(backend_->ReserveQuantizedMatmul(weights, tokens));
-  }
+  if (!quantized_views_.empty()) RETURN_IF_ERROR(backend_->ReserveQuantizedMatmul(quantized_views_, tokens));
   // Rotary frequencies: fixed unless dynamic scaling depends on the batch's length.
   const int64_t rope_len = rope_depends_on_batch() ? max_context_len : 0;
   if (inv_freq_len_ != rope_len || inv_freq_.data() == nullptr) {

@@ -111,6 +111,7 @@ class LlamaModel {
   std::vector<DeviceBuffer> owned_;
   std::optional<GptqConfig> gptq_;  // set when the directory holds a GPTQ checkpoint
   std::vector<std::unique_ptr<GptqDeviceWeight>> quantized_;
+  std::vector<const QuantizedWeight*> quantized_views_;  // quantized_'s weights, for Reserve
   std::unique_ptr<WeightStore> store_;  // kept alive: CPU weights may point into its mmap
   TensorView embed_, final_norm_, lm_head_;
   std::vector<Layer> layers_;
