@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -296,6 +297,14 @@ class Backend {
     (void)rows;
     return absl::OkStatus();
   }
+
+  // ---- step timing -----------------------------------------------------------------
+  // Devices that queue work time an engine step on the device: MarkStepStart before the
+  // step's first command, DeviceStepSeconds after its last (it waits for that command) gives
+  // the device time between the two, gaps in the queue included. Backends that run each op
+  // before returning answer nullopt.
+  virtual void MarkStepStart() {}
+  virtual std::optional<double> DeviceStepSeconds() { return std::nullopt; }
 
   // ---- sampling and graph capture ------------------------------------------------
   // Samples one token per row of f32 `logits` [rows, vocab] on the device and returns

@@ -6,7 +6,8 @@
 //       [--new-tokens 256] [--out FILE] [engine flags, e.g. --device cuda --enforce-eager]
 //       [--lora-dir DIR --num-adapters N [--max-lora-rank R]] [--profile-batches 1,256]
 // --profile-batches runs one eager forward per batch between cudaProfilerStart/Stop (for
-// ncu --profile-from-start off) and exits.
+// ncu --profile-from-start off) and exits; with --mixed-prefills P that forward also
+// prefills P prompts of --prompt-len tokens (a serving step), and its wall time is printed.
 // With --lora-dir (adapters DIR/a0 .. DIR/a{N-1}, e.g. from tessera-make-random-adapter
 // --count N) each batch also runs with sequence i on adapter i mod N, in the same engine,
 // and the bench prints the LoRA rate over the base rate.
@@ -133,13 +134,17 @@ absl::StatusOr<RunResult> RunBatch(Engine& engine, int batch, int prompt_len, in
 // Sequence s uses adapter slot lora_slots[s % size] when `lora_slots` is not empty. With
 // `profile`, the one step after the warm-up runs between cudaProfilerStart/Stop (for
 // `ncu --profile-from-start off`) and its wall time is returned.
+// With `prefills` > 0 the step is a serving-style mixed one (eager only): those sequences
+// follow the decodes, each a first prompt chunk of `prefill_len` tokens.
 absl::StatusOr<double> ForwardSeconds(LlamaModel& model, DType kv_dtype, int batch, int ctx, int max_model_len,
-                                      bool graphs, const std::vector<int32_t>& lora_slots = {}, bool profile = false) {
-  const int bs = 16, per_seq = (ctx + bs) / bs;
-  ASSIGN_OR_RETURN(auto kv, PagedKvStorage::Create(model.backend(), model.config(), batch * per_seq, bs, kv_dtype));
+                                      bool graphs, const std::vector<int32_t>& lora_slots = {}, bool profile = false,
+                                      int prefills = 0, int prefill_len = 0) {
+  const int bs = 16, per_seq = (ctx + bs) / bs, per_prefill = (prefill_len + bs - 1) / bs;
+  ASSIGN_OR_RETURN(auto kv, PagedKvStorage::Create(model.backend(), model.config(),
+                                                   batch * per_seq + prefills * per_prefill, bs, kv_dtype));
   BatchLayout l;
   l.block_size = bs;
-  l.max_blocks_per_seq = per_seq;
+  l.max_blocks_per_seq = std::max(per_seq, per_prefill);
   l.query_start.push_back(0);
   for (int s = 0; s < batch; ++s) {
     l.token_ids.push_back(5 + s);
@@ -147,10 +152,24 @@ absl::StatusOr<double> ForwardSeconds(LlamaModel& model, DType kv_dtype, int bat
     l.slot_mapping.push_back(s * per_seq * bs + ctx);
     l.query_start.push_back(s + 1);
     l.context_lens.push_back(ctx + 1);
-    for (int b = 0; b < per_seq; ++b) l.block_tables.push_back(s * per_seq + b);
+    for (int b = 0; b < l.max_blocks_per_seq; ++b) l.block_tables.push_back(b < per_seq ? s * per_seq + b : 0);
     l.logits_rows.push_back(s);
     if (!lora_slots.empty()) l.lora_slots.push_back(lora_slots[s % lora_slots.size()]);
   }
+  for (int p = 0; p < prefills; ++p) {
+    const int first_block = batch * per_seq + p * per_prefill;
+    for (int t = 0; t < prefill_len; ++t) {
+      l.token_ids.push_back(7 + (p * 31 + t) % 400);
+      l.positions.push_back(t);
+      l.slot_mapping.push_back((first_block + t / bs) * bs + t % bs);
+      if (!lora_slots.empty()) l.lora_slots.push_back(lora_slots[(batch + p) % lora_slots.size()]);
+    }
+    l.query_start.push_back(l.query_start.back() + prefill_len);
+    l.context_lens.push_back(prefill_len);
+    for (int b = 0; b < l.max_blocks_per_seq; ++b) l.block_tables.push_back(b < per_prefill ? first_block + b : 0);
+    l.logits_rows.push_back(l.query_start.back() - 1);
+  }
+  if (prefills > 0) graphs = false;
   std::unique_ptr<DecodeGraphRunner> runner;
   if (graphs) {
     DecodeGraphOptions o;
@@ -184,14 +203,14 @@ absl::StatusOr<double> ForwardSeconds(LlamaModel& model, DType kv_dtype, int bat
 int main(int argc, char** argv) {
   std::set<std::string> values = {"shape",    "batches",      "prompt-len",   "new-tokens",
                                   "out",      "lora-dir",     "num-adapters", "max-lora-rank",
-                                  "profile-batches"};
+                                  "profile-batches", "mixed-prefills"};
   std::set<std::string> switches;
   cli::AddEngineFlags(&values, &switches);
   auto args = cli::Args::Parse(std::vector<std::string>(argv + 1, argv + argc), values, switches);
   if (!args.ok() || !args->Has("model")) {
     std::fprintf(stderr, "usage: tessera-bench-decode --model DIR --shape NAME [--batches 1,8] [--prompt-len 128] "
                          "[--new-tokens 256] [--out FILE] [--lora-dir DIR --num-adapters N] "
-                         "[--profile-batches 1,256] [engine flags]\n");
+                         "[--profile-batches 1,256 [--mixed-prefills P]] [engine flags]\n");
     return 2;
   }
   auto opts = cli::ParseEngineOptions(*args);
@@ -265,13 +284,25 @@ int main(int argc, char** argv) {
     for (auto part : absl::StrSplit(*args->Get("profile-batches"), ',')) {
       int batch;
       if (!absl::SimpleAtoi(part, &batch) || batch <= 0) continue;
+      const int prefills = static_cast<int>(*args->GetInt("mixed-prefills", 0));
+      if (prefills > 0) {  // the mixed step's wall time over 20 runs first, outside the profile
+        auto t = ForwardSeconds(**model, kv_dtype, batch, mid_ctx, eo.max_model_len, false, adapter_slots, false,
+                                prefills, prompt_len);
+        if (!t.ok()) {
+          std::fprintf(stderr, "%s\n", std::string(t.status().message()).c_str());
+          return 1;
+        }
+        std::fprintf(stderr, "eager mixed step, %d decodes at context %d + %d prefills of %d tokens: %.3f ms\n", batch,
+                     mid_ctx, prefills, prompt_len, *t * 1e3);
+      }
       auto s = ForwardSeconds(**model, kv_dtype, batch, mid_ctx, eo.max_model_len, /*graphs=*/false, adapter_slots,
-                              /*profile=*/true);
+                              /*profile=*/true, prefills, prompt_len);
       if (!s.ok()) {
         std::fprintf(stderr, "%s\n", std::string(s.status().message()).c_str());
         return 1;
       }
-      std::fprintf(stderr, "profiled one eager step at batch %d, context %d: %.3f ms\n", batch, mid_ctx, *s * 1e3);
+      std::fprintf(stderr, "profiled one eager step at batch %d, context %d (+%d prefills of %d): %.3f ms\n", batch,
+                   mid_ctx, prefills, prompt_len, *s * 1e3);
     }
     return 0;
   }

@@ -44,7 +44,7 @@ d.update(device=os.environ.get("DEVICE_NAME", ""), shape="llama2-7b (random weig
          tokens_per_s=d.get("output_throughput"), command=cmd + f" (max-num-seqs {c})")
 steps = {}
 for line in open(metrics) if os.path.exists(metrics) else []:
-    m = re.match(r'tessera_engine_(steps|step_seconds|forward_seconds|step_tokens)_total\{kind="(\w+)".* (\S+)$', line)
+    m = re.match(r'tessera_engine_(steps|step_seconds|forward_seconds|device_seconds|step_tokens)_total\{kind="(\w+)".* (\S+)$', line)
     if m:
         steps.setdefault(m.group(2), {})[m.group(1)] = float(m.group(3))
     m = re.match(r'tessera_engine_host_seconds_total\{kind="(\w+)".*phase="(\w+)".* (\S+)$', line)
@@ -55,11 +55,12 @@ for kind, v in steps.items():
     v["mean_step_ms"] = 1e3 * v.get("step_seconds", 0) / n
     v["mean_host_ms"] = 1e3 * (v.get("step_seconds", 0) - v.get("forward_seconds", 0)) / n
     v["mean_tokens"] = v.get("step_tokens", 0) / n
-    for phase in ("schedule", "update", "outputs"):
+    for phase in ("schedule", "update", "outputs", "launch", "device"):
         v[f"mean_{phase}_ms"] = 1e3 * v.get(f"{phase}_seconds", 0) / n
     print(f"  {kind} steps: {int(v.get('steps', 0))}, mean {v['mean_step_ms']:.2f} ms "
           f"(host outside forwards {v['mean_host_ms']:.2f} ms; schedule {v['mean_schedule_ms']:.2f}, update "
-          f"{v['mean_update_ms']:.2f}, outputs {v['mean_outputs_ms']:.2f}), {v['mean_tokens']:.0f} tokens/step")
+          f"{v['mean_update_ms']:.2f}, outputs {v['mean_outputs_ms']:.2f}), {v['mean_tokens']:.0f} tokens/step; "
+          f"launch {v['mean_launch_ms']:.2f} ms, device {v['mean_device_ms']:.2f} ms")
 d["engine_steps"] = steps
 json.dump(d, open(path, "w"), indent=1, sort_keys=True)
 PY

@@ -72,6 +72,9 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const CudaBacke
   if (const char* v = std::getenv("TESSERA_FUSE_SILU_DOWN"); v != nullptr && std::string(v) == "0") {
     b->options_.fuse_silu_down = false;
   }
+  if (const char* v = std::getenv("TESSERA_OVERLAP_PREFILL_ATTENTION"); v != nullptr && std::string(v) == "0") {
+    b->options_.overlap_prefill_attention = false;
+  }
   if (const char* v = std::getenv("TESSERA_INT4_DENSE_ROWS"); v != nullptr && *v != '\0') {
     const int64_t rows = std::atoll(v);
     b->options_.int4_dense_min_rows = rows > 0 ? rows : std::numeric_limits<int64_t>::max();
@@ -83,6 +86,13 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const CudaBacke
   for (cudaEvent_t& e : b->staging_done_) {
     CUDA_RETURN_IF_ERROR("event", cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
   }
+  if (b->options_.overlap_prefill_attention) {
+    CUDA_RETURN_IF_ERROR("stream", cudaStreamCreateWithFlags(&b->side_stream_, cudaStreamNonBlocking));
+    CUDA_RETURN_IF_ERROR("event", cudaEventCreateWithFlags(&b->attention_fork_, cudaEventDisableTiming));
+    CUDA_RETURN_IF_ERROR("event", cudaEventCreateWithFlags(&b->attention_join_, cudaEventDisableTiming));
+  }
+  CUDA_RETURN_IF_ERROR("event", cudaEventCreate(&b->step_start_));
+  CUDA_RETURN_IF_ERROR("event", cudaEventCreate(&b->step_end_));
   const int device = options.device_index;
   b->pinned_pool_ = PinnedPool::Create(
       [device](size_t bytes) -> absl::StatusOr<char*> {
@@ -110,11 +120,31 @@ CudaBackend::~CudaBackend() {
     if (staging_[i]) cudaFreeHost(staging_[i]);
     if (staging_done_[i]) cudaEventDestroy(staging_done_[i]);
   }
+  if (side_stream_) cudaStreamSynchronize(side_stream_);
+  if (attention_fork_) cudaEventDestroy(attention_fork_);
+  if (attention_join_) cudaEventDestroy(attention_join_);
+  if (side_stream_) cudaStreamDestroy(side_stream_);
+  if (step_start_) cudaEventDestroy(step_start_);
+  if (step_end_) cudaEventDestroy(step_end_);
   pinned_pool_.reset();
   attention_workspace_.Reset();
   batch_buffer_.Reset();
   gemm_workspace_.Reset();
   if (stream_) cudaStreamDestroy(stream_);
+}
+
+void CudaBackend::MarkStepStart() { step_marked_ = cudaEventRecord(step_start_, stream_) == cudaSuccess; }
+
+std::optional<double> CudaBackend::DeviceStepSeconds() {
+  if (!step_marked_) return std::nullopt;
+  step_marked_ = false;
+  float ms = 0.0f;
+  if (cudaEventRecord(step_end_, stream_) != cudaSuccess || cudaEventSynchronize(step_end_) != cudaSuccess ||
+      cudaEventElapsedTime(&ms, step_start_, step_end_) != cudaSuccess) {
+    cudaGetLastError();
+    return std::nullopt;
+  }
+  return ms * 1e-3;
 }
 
 void CudaBackend::Fail(absl::Status status) {
@@ -435,8 +465,21 @@ void CudaBackend::PagedAttention(const TensorView& q, const DeviceBatch& batch, 
   }
   if (batch.num_tokens == 0) return;
   cuda::AttentionArgs a = cuda::AttentionArgsOf(q, batch, cache, p, out);
+  const bool decodes = batch.max_query_len <= 1 || batch.num_single_token_seqs > 0;
+  const bool prefills = batch.max_query_len > 1;
+  // A mixed step's prefill chunks go first, on the side stream (both kernels wait for what
+  // the main stream enqueued before; the main stream waits for both before going on).
+  const bool fork = decodes && prefills && side_stream_ != nullptr;
+  if (fork) {
+    cudaError_t e = cudaEventRecord(attention_fork_, stream_);
+    if (e == cudaSuccess) e = cudaStreamWaitEvent(side_stream_, attention_fork_, 0);
+    if (e != cudaSuccess) return Fail(CudaError("attention fork", e));
+    LaunchPrefillPart(a, batch, side_stream_);
+    e = cudaEventRecord(attention_join_, side_stream_);
+    if (e != cudaSuccess) return Fail(CudaError("attention fork", e));
+  }
   // Decodes take the split-K decode kernel, also beside prefill chunks in a mixed batch.
-  if (batch.max_query_len <= 1 || batch.num_single_token_seqs > 0) {
+  if (decodes) {
     const PlanKey key{a.num_seqs, a.max_context_len, a.num_heads, a.num_kv_heads, a.head_dim, a.kv_fp8};
     if (!(key == plan_key_)) {
       plan_ = cuda::PlanDecodeAttention(a, num_sms_);
@@ -455,15 +498,22 @@ void CudaBackend::PagedAttention(const TensorView& q, const DeviceBatch& batch, 
     }
     cuda::LaunchDecodeAttention(a, plan, static_cast<float*>(attention_workspace_.data()), stream_);
   }
-  if (batch.max_query_len > 1) {
-    a.single_token_seqs_elsewhere = batch.num_single_token_seqs > 0;
-    if (a.single_token_seqs_elsewhere && batch.prefill_seqs != nullptr) {
-      a.prefill_seqs = batch.prefill_seqs;  // its grid covers the prefill chunks alone
-      a.num_prefill_seqs = batch.num_prefill_seqs;
-    }
-    cuda::LaunchPrefillAttention(a, stream_);
+  if (fork) {
+    const cudaError_t e = cudaStreamWaitEvent(stream_, attention_join_, 0);
+    if (e != cudaSuccess) return Fail(CudaError("attention join", e));
+  } else if (prefills) {
+    LaunchPrefillPart(a, batch, stream_);
   }
   CheckLaunch("attention");
+}
+
+void CudaBackend::LaunchPrefillPart(cuda::AttentionArgs a, const DeviceBatch& batch, cudaStream_t stream) {
+  a.single_token_seqs_elsewhere = batch.num_single_token_seqs > 0;
+  if (a.single_token_seqs_elsewhere && batch.prefill_seqs != nullptr) {
+    a.prefill_seqs = batch.prefill_seqs;  // its grid covers the prefill chunks alone
+    a.num_prefill_seqs = batch.num_prefill_seqs;
+  }
+  cuda::LaunchPrefillAttention(a, stream);
 }
 
 void CudaBackend::GatherRows(const TensorView& x, const int32_t* rows, int32_t count, TensorView out) {

@@ -36,6 +36,11 @@ struct CudaBackendOptions {
   // 2.9-3.6x, at 64 it loses on the MLP shapes (cuda_quant_bench). Create takes
   // TESSERA_INT4_DENSE_ROWS for same-process comparisons (0: never).
   int64_t int4_dense_min_rows = 128;
+  // In a mixed step (decodes beside prefill chunks) the prefill attention kernel runs on a
+  // second stream beside the decode attention kernel, which reads different sequences; the
+  // two meet before the output projection. Create turns it off when
+  // TESSERA_OVERLAP_PREFILL_ATTENTION=0.
+  bool overlap_prefill_attention = true;
   absl::Status Validate() const;
 };
 
@@ -69,6 +74,8 @@ class CudaBackend final : public Backend {
   absl::Status SampleTokens(const TensorView& logits, const std::vector<SamplingRow>& rows,
                             std::vector<int32_t>* ids, std::vector<float>* logprobs,
                             std::vector<RowStats>* stats = nullptr) override;
+  void MarkStepStart() override;
+  std::optional<double> DeviceStepSeconds() override;
   bool SupportsGraphs() const override { return true; }
   absl::Status BeginCapture() override;
   absl::StatusOr<int> EndCapture() override;
@@ -107,6 +114,8 @@ class CudaBackend final : public Backend {
   // Grows a device buffer that only ever grows (by half again, unless `exact`);
   // synchronises when it must reallocate.
   absl::Status EnsureDevice(DeviceBuffer& buf, size_t bytes, bool exact = false);
+  // The prefill chunks' part of PagedAttention, on `stream`.
+  void LaunchPrefillPart(cuda::AttentionArgs a, const DeviceBatch& batch, cudaStream_t stream);
   // GPTQ matmul (cuda_quant_ops.cc).
   void QuantizedMatmul(const TensorView& x, const QuantizedWeight& q, TensorView out);
   void PackedInt4Matmul(const TensorView& x, const QuantizedWeight& q, TensorView out);
@@ -133,6 +142,11 @@ class CudaBackend final : public Backend {
   std::shared_ptr<PinnedPool> pinned_pool_;
   size_t staging_bytes_[2] = {0, 0};
   cudaEvent_t staging_done_[2] = {nullptr, nullptr};
+  cudaEvent_t step_start_ = nullptr, step_end_ = nullptr;  // MarkStepStart / DeviceStepSeconds
+  // Mixed-step attention: the prefill kernel's stream, and the fork and join events.
+  cudaStream_t side_stream_ = nullptr;
+  cudaEvent_t attention_fork_ = nullptr, attention_join_ = nullptr;
+  bool step_marked_ = false;
   DeviceBuffer int4_dense_;  // a packed int4 weight dequantised for the dense GEMM
   int staging_next_ = 0;
   DeviceBuffer batch_buffer_;

@@ -351,6 +351,8 @@ void Engine::Loop() {
 void Engine::Step() {
   const auto t0 = std::chrono::steady_clock::now();
   owed_seconds_ = 0.0;
+  launch_seconds_ = 0.0;
+  step_timed_ = false;
   SchedulerOutput out = scheduler_->Schedule();
   if (out.empty()) {
     scheduler_->UpdateFromOutput({}).IgnoreError();  // every Schedule is answered
@@ -383,6 +385,8 @@ void Engine::Step() {
     sampled_results->insert(sampled_results->end(), part->begin(), part->end());
   }
   EmitOwedOutputs();  // where no forward was launched
+  std::optional<double> device_secs;
+  if (step_timed_) device_secs = model_->backend().DeviceStepSeconds();
   if (!sampled_results.ok()) {
     // A failed step fails the requests in it; the engine keeps serving the rest.
     for (const ScheduledSequence& s : out.sequences) {
@@ -421,6 +425,8 @@ void Engine::Step() {
     info.schedule_seconds = schedule_secs;
     info.update_seconds = std::chrono::duration<double>(update_end - forward_end).count();
     info.outputs_seconds = overlap_outputs_ ? overlapped_secs : owed_seconds_;
+    info.launch_seconds = launch_seconds_;
+    info.device_seconds = device_secs.value_or(-1.0);
     info.batched_tokens = out.num_batched_tokens;
     info.num_seqs = static_cast<int>(out.sequences.size());
     info.graph = all_graphs;
@@ -534,6 +540,7 @@ absl::StatusOr<std::vector<SampleResult>> Engine::RunGroup(const SchedulerOutput
     if (seq_adapter.back() != 0 && std::find(adapters.begin(), adapters.end(), seq_adapter.back()) == adapters.end())
       adapters.push_back(seq_adapter.back());
   }
+  const auto launch_start = std::chrono::steady_clock::now();
   std::vector<int32_t> slots;
   if (!adapters.empty()) {
     ASSIGN_OR_RETURN(slots, lora_->AcquireSlots(adapters));
@@ -569,8 +576,13 @@ absl::StatusOr<std::vector<SampleResult>> Engine::RunGroup(const SchedulerOutput
   }
   // Decode-only steps (with or without adapters) replay a captured graph; the rest run eagerly.
   group_replayed_graph_ = graphs_ && graphs_->Accepts(layout);
+  if (!step_timed_) {
+    model_->backend().MarkStepStart();
+    step_timed_ = true;
+  }
   auto logits = group_replayed_graph_ ? graphs_->Run(layout) : model_->ForwardLogits(layout, *kv_);
   if (!adapters.empty()) lora_->ReleaseSlots(adapters);  // later uploads queue behind this forward
+  launch_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - launch_start).count();
   if (!logits.ok()) return logits.status();
   if (after_launch) after_launch();
   // Sample before the next group's forward reuses the logits buffer.

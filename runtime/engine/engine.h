@@ -68,6 +68,12 @@ struct StepInfo {
   double schedule_seconds = 0.0;
   double update_seconds = 0.0;
   double outputs_seconds = 0.0;
+  // Inside forward_seconds: building the batches and enqueueing their forwards (host), and
+  // the device time from the first forward's first command to sampling's end (negative
+  // where the backend does not time steps). A launch time near the device time, or a device
+  // time well below forward_seconds, says the device waits for the host.
+  double launch_seconds = 0.0;
+  double device_seconds = -1.0;
   int batched_tokens = 0;
   int num_seqs = 0;
   bool graph = false;  // every forward of the step replayed a captured decode graph
@@ -160,6 +166,8 @@ class Engine {
   std::unique_ptr<DecodeGraphRunner> graphs_;  // null: every step eager
   std::function<void(const StepInfo&)> step_observer_;
   bool group_replayed_graph_ = false;  // set by RunGroup
+  bool step_timed_ = false;            // the device's step timer runs (the step's first forward began)
+  double launch_seconds_ = 0.0;        // the current step's batch building and forward enqueueing
   LoraRegistry* lora_ = nullptr;
 
   // A step's sampled tokens whose outputs are not made yet, with the sequences that step

@@ -25,7 +25,8 @@ ServingMetrics::ServingMetrics(std::string model_name)
       steps_(prometheus::BuildCounter().Name("tessera_engine_steps_total").Help("Engine steps by kind (graph: replayed decode graphs; eager)").Register(*registry_)),
       step_seconds_(prometheus::BuildCounter().Name("tessera_engine_step_seconds_total").Help("Seconds in engine steps by kind").Register(*registry_)),
       forward_seconds_(prometheus::BuildCounter().Name("tessera_engine_forward_seconds_total").Help("Seconds of engine steps spent in forwards and sampling (launching and waiting for the device); the rest is host work: scheduling, batch building, outputs").Register(*registry_)),
-      host_seconds_(prometheus::BuildCounter().Name("tessera_engine_host_seconds_total").Help("Seconds of host work by kind of step and phase (schedule; update: recording the sampled tokens; outputs: detokenizing, stop strings, hand-over, which runs during the next forward when outputs overlap)").Register(*registry_)),
+      host_seconds_(prometheus::BuildCounter().Name("tessera_engine_host_seconds_total").Help("Seconds of host work by kind of step and phase (schedule; update: recording the sampled tokens; outputs: detokenizing, stop strings, hand-over, which runs during the next forward when outputs overlap; launch: building batches and enqueueing forwards, inside the forward seconds)").Register(*registry_)),
+      device_seconds_(prometheus::BuildCounter().Name("tessera_engine_device_seconds_total").Help("Device time of engine steps, from a step's first forward command to its sampling's end, gaps in the queue included (backends that queue work: CUDA)").Register(*registry_)),
       step_tokens_(prometheus::BuildCounter().Name("tessera_engine_step_tokens_total").Help("Tokens fed to the model by kind of step").Register(*registry_)),
       waiting_(prometheus::BuildGauge().Name("tessera_num_requests_waiting").Help("Requests queued").Register(*registry_).Add({{"model", model_}})),
       running_(prometheus::BuildGauge().Name("tessera_num_requests_running").Help("Sequences running").Register(*registry_).Add({{"model", model_}})),
@@ -58,6 +59,8 @@ void ServingMetrics::RecordStep(const StepInfo& step) {
   host_seconds_.Add({{"model", model_}, {"kind", kind}, {"phase", "schedule"}}).Increment(step.schedule_seconds);
   host_seconds_.Add({{"model", model_}, {"kind", kind}, {"phase", "update"}}).Increment(step.update_seconds);
   host_seconds_.Add({{"model", model_}, {"kind", kind}, {"phase", "outputs"}}).Increment(step.outputs_seconds);
+  host_seconds_.Add({{"model", model_}, {"kind", kind}, {"phase", "launch"}}).Increment(step.launch_seconds);
+  if (step.device_seconds >= 0) device_seconds_.Add(labels).Increment(step.device_seconds);
 }
 
 void ServingMetrics::Refresh(const EngineStats& stats) {

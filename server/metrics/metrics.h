@@ -52,6 +52,7 @@ class ServingMetrics {
   prometheus::Family<prometheus::Counter>& step_seconds_;
   prometheus::Family<prometheus::Counter>& forward_seconds_;
   prometheus::Family<prometheus::Counter>& host_seconds_;
+  prometheus::Family<prometheus::Counter>& device_seconds_;
   prometheus::Family<prometheus::Counter>& step_tokens_;
   prometheus::Gauge& waiting_;
   prometheus::Gauge& running_;

@@ -309,6 +309,12 @@ TEST_F(ServeE2ETest, MetricsParseAsPrometheusTextAndCountersMove) {
   // Host phases: the outputs of those 7 tokens were made (detokenized) in some step.
   EXPECT_GT(moved("tessera_engine_host_seconds_total{kind=\"eager\",model=\"stories260k\",phase=\"outputs\""), 0);
   EXPECT_GT(moved("tessera_engine_host_seconds_total{kind=\"eager\",model=\"stories260k\",phase=\"schedule\""), 0);
+  // Launching is part of the forwards; the CPU backend runs each op as it is called, so it
+  // reports no separate device time.
+  const double launch_s = MetricValue(r.body, "tessera_engine_host_seconds_total{kind=\"eager\",model=\"stories260k\",phase=\"launch\"");
+  EXPECT_GT(moved("tessera_engine_host_seconds_total{kind=\"eager\",model=\"stories260k\",phase=\"launch\""), 0);
+  EXPECT_LE(launch_s, forward_s);
+  EXPECT_EQ(MetricValue(r.body, "tessera_engine_device_seconds_total{"), 0);
 }
 
 TEST_F(ServeE2ETest, HealthReadyModelsAndRequestIds) {

@@ -173,6 +173,37 @@ TEST_F(CudaEngineTest, EagerAndGraphDecodingAgreeOutsideNearTies) {
   }
 }
 
+// Every step on the device reports its device time (the stream's time from the first
+// forward command to sampling's end), which lies inside the step's forward seconds, as
+// does the host time spent building and enqueueing the forwards.
+TEST_F(CudaEngineTest, StepsReportDeviceTimeInsideTheirForwards) {
+  auto tokenizer = LoadTokenizer(testing::DefaultModelDir());
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  EngineOptions o;
+  o.num_kv_blocks = 256;
+  o.max_num_seqs = 8;
+  auto engine = Engine::Create(gpu_model_.get(), tokenizer->get(), o);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  std::vector<StepInfo> steps;
+  (*engine)->SetStepObserver([&steps](const StepInfo& s) { steps.push_back(s); });
+  for (const GoldenCase& c : LoadCases()) {
+    GenerationRequest r;
+    r.prompt_ids = c.prompt_ids;
+    r.max_tokens = 6;
+    r.sampling.temperature = 0.0f;
+    ASSERT_TRUE((*engine)->Submit(r, [](RequestOutput) {}).ok());
+  }
+  (*engine)->Drain();
+  ASSERT_FALSE(steps.empty());
+  for (const StepInfo& s : steps) {
+    if (s.num_seqs == 0) continue;
+    EXPECT_GT(s.device_seconds, 0.0);
+    EXPECT_LE(s.device_seconds, s.forward_seconds);
+    EXPECT_GT(s.launch_seconds, 0.0);
+    EXPECT_LE(s.launch_seconds, s.forward_seconds);
+  }
+}
+
 // On the device outputs overlap the next forward (auto): a request's tokens, text, finish
 // reason and usage equal those made between steps (off), through graphs, for greedy, seeded
 // and host-sampled (logprobs) rows, and a stop string (found a step late with overlap) ends

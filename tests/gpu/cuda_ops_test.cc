@@ -18,6 +18,7 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_attention_args.h"
+#include "kernels/cuda/cuda_backend_impl.h"
 #include "kernels/cuda/cuda_launch.h"
 #include "tests/gpu/gpu_test_util.h"
 
@@ -613,6 +614,30 @@ TEST_F(CudaOpsTest, PrefillAttentionMatchesCpuWithMixedDecodes) {
                   Heads{6, 3, 32}, Heads{4, 2, 256}, Heads{16, 1, 64}, Heads{10, 2, 128}}) {
     RunAttentionCase(*gpu_, cpu_, {h.hq, h.hk, h.d, {{0, 17}, {5, 64}, {37, 1}, {100, 130}, {0, 1}, {15, 2}}},
                      rng_);
+  }
+}
+
+// A mixed step runs its prefill chunks on a second stream beside the decode kernel: both
+// see the K/V rows stored straight before (no synchronisation), with the fork (default) and
+// without it, over bf16 and FP8 caches and the one-warp-per-head decode layout.
+TEST_F(CudaOpsTest, MixedStepAttentionOnTwoStreamsSeesRowsStoredJustBefore) {
+  CudaBackendOptions one_stream;
+  one_stream.overlap_prefill_attention = false;
+  std::unique_ptr<CudaBackend> serial = Must(CudaBackend::Create(one_stream));
+  for (Backend* gpu : {static_cast<Backend*>(gpu_.get()), static_cast<Backend*>(serial.get())}) {
+    for (bool fp8 : {false, true}) {
+      AttentionCase mixed{8, 4, 128, {{0, 17}, {5, 64}, {37, 1}, {100, 130}, {0, 1}, {15, 2}}};
+      mixed.fp8 = fp8;
+      mixed.store_own = true;
+      RunAttentionCase(*gpu, cpu_, mixed, rng_);
+      std::vector<std::pair<int, int>> seqs = RandomDecodes(80, 160, rng_);
+      seqs.push_back({0, 128});
+      seqs.push_back({64, 96});
+      AttentionCase serving{32, 32, 128, seqs};
+      serving.fp8 = fp8;
+      serving.store_own = true;
+      RunAttentionCase(*gpu, cpu_, serving, rng_);
+    }
   }
 }
 
