@@ -49,6 +49,7 @@ void ServingMetrics::RecordCompletion(const std::string& adapter, int prompt_tok
 }
 
 void ServingMetrics::RecordStep(const StepInfo& step) {
+  std::lock_guard<std::mutex> lock(step_mu_);
   step_.Observe(step.seconds);
   const prometheus::Labels labels = {{"model", model_}, {"kind", step.graph ? "graph" : "eager"}};
   steps_.Add(labels).Increment();
@@ -77,7 +78,12 @@ void ServingMetrics::Refresh(const EngineStats& stats) {
 
 std::string ServingMetrics::Serialize() {
   for (const auto& c : collectors_) c();
-  return prometheus::TextSerializer().Serialize(registry_->Collect());
+  std::vector<prometheus::MetricFamily> families;
+  {
+    std::lock_guard<std::mutex> lock(step_mu_);
+    families = registry_->Collect();
+  }
+  return prometheus::TextSerializer().Serialize(families);
 }
 
 }  // namespace tessera

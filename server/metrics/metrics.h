@@ -60,6 +60,9 @@ class ServingMetrics {
   prometheus::Gauge& prefix_hit_;
   prometheus::Counter& preemptions_;
   std::mutex mu_;
+  // Held while a step's counters move and while a scrape reads them, so one scrape sees
+  // whole steps (its launch seconds never run ahead of its forward seconds).
+  std::mutex step_mu_;
   int64_t preemptions_seen_ = 0;
   std::vector<std::function<void()>> collectors_;
 };
