@@ -8,6 +8,10 @@
 // --profile-batches runs one eager forward per batch between cudaProfilerStart/Stop (for
 // ncu --profile-from-start off) and exits; with --mixed-prefills P that forward also
 // prefills P prompts of --prompt-len tokens (a serving step), and its wall time is printed.
+// --trace-batches 1,4 (CUDA) records 20 decode forwards per batch, eager then graph
+// replays, with CUPTI and prints where their device time goes: per kernel, the time by which
+// its calls moved the end of finished work forward (kernels that start early under a
+// programmatic launch are charged only for what they add), and the time no kernel ran.
 // With --lora-dir (adapters DIR/a0 .. DIR/a{N-1}, e.g. from tessera-make-random-adapter
 // --count N) each batch also runs with sequence i on adapter i mod N, in the same engine,
 // and the bench prints the LoRA rate over the base rate.
@@ -32,6 +36,8 @@
 #ifdef TESSERA_BENCH_CUDA
 #include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
+
+#include "bench/decode/kernel_trace.h"
 #endif
 
 namespace {
@@ -132,12 +138,14 @@ absl::StatusOr<RunResult> RunBatch(Engine& engine, int batch, int prompt_len, in
 // Seconds per decode forward of `batch` sequences at context `ctx` straight through the
 // model (graph replay, or eager), no engine: the step's device time plus the index upload.
 // Sequence s uses adapter slot lora_slots[s % size] when `lora_slots` is not empty. With
-// `profile`, the one step after the warm-up runs between cudaProfilerStart/Stop (for
-// `ncu --profile-from-start off`) and its wall time is returned.
+// `probe` kProfile, the one step after the warm-up runs between cudaProfilerStart/Stop (for
+// `ncu --profile-from-start off`) and its wall time is returned; with kTrace the timed steps
+// are recorded by CUPTI and their kernel account printed.
 // With `prefills` > 0 the step is a serving-style mixed one (eager only): those sequences
 // follow the decodes, each a first prompt chunk of `prefill_len` tokens.
+enum class Probe { kNone, kProfile, kTrace };
 absl::StatusOr<double> ForwardSeconds(LlamaModel& model, DType kv_dtype, int batch, int ctx, int max_model_len,
-                                      bool graphs, const std::vector<int32_t>& lora_slots = {}, bool profile = false,
+                                      bool graphs, const std::vector<int32_t>& lora_slots = {}, Probe probe = Probe::kNone,
                                       int prefills = 0, int prefill_len = 0) {
   const int bs = 16, per_seq = (ctx + bs) / bs, per_prefill = (prefill_len + bs - 1) / bs;
   ASSIGN_OR_RETURN(auto kv, PagedKvStorage::Create(model.backend(), model.config(),
@@ -186,16 +194,32 @@ absl::StatusOr<double> ForwardSeconds(LlamaModel& model, DType kv_dtype, int bat
     return model.backend().Synchronize();
   };
   for (int i = 0; i < 3; ++i) RETURN_IF_ERROR(step());
-  const int reps = profile ? 1 : 20;
+  const int reps = probe == Probe::kProfile ? 1 : 20;
 #ifdef TESSERA_BENCH_CUDA
-  if (profile) cudaProfilerStart();
+  if (probe == Probe::kProfile) cudaProfilerStart();
+  if (probe == Probe::kTrace) RETURN_IF_ERROR(bench::StartKernelTrace());
 #endif
+  std::vector<uint64_t> step_starts;
   const auto t0 = Clock::now();
-  for (int i = 0; i < reps; ++i) RETURN_IF_ERROR(step());
+  for (int i = 0; i < reps; ++i) {
 #ifdef TESSERA_BENCH_CUDA
-  if (profile) cudaProfilerStop();
+    if (probe == Probe::kTrace) step_starts.push_back(bench::KernelTraceTimestamp());
 #endif
-  return std::chrono::duration<double>(Clock::now() - t0).count() / reps;
+    RETURN_IF_ERROR(step());
+  }
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count() / reps;
+#ifdef TESSERA_BENCH_CUDA
+  if (probe == Probe::kProfile) cudaProfilerStop();
+  if (probe == Probe::kTrace) {
+    ASSIGN_OR_RETURN(std::vector<bench::KernelSpan> spans, bench::StopKernelTrace());
+    const size_t kernels = spans.size();
+    std::printf("== kernel account: %s decode forward, batch %d, context %d, %d steps (%zu kernels); wall %.1f us "
+                "per step (host time between steps left out below)\n%s",
+                graphs ? "graph" : "eager", batch, ctx, reps, kernels, seconds * 1e6,
+                bench::FormatKernelTimeline(bench::AccountKernelSteps(std::move(spans), step_starts), reps).c_str());
+  }
+#endif
+  return seconds;
 }
 
 }  // namespace
@@ -203,14 +227,14 @@ absl::StatusOr<double> ForwardSeconds(LlamaModel& model, DType kv_dtype, int bat
 int main(int argc, char** argv) {
   std::set<std::string> values = {"shape",    "batches",      "prompt-len",   "new-tokens",
                                   "out",      "lora-dir",     "num-adapters", "max-lora-rank",
-                                  "profile-batches", "mixed-prefills"};
+                                  "profile-batches", "mixed-prefills", "trace-batches"};
   std::set<std::string> switches;
   cli::AddEngineFlags(&values, &switches);
   auto args = cli::Args::Parse(std::vector<std::string>(argv + 1, argv + argc), values, switches);
   if (!args.ok() || !args->Has("model")) {
     std::fprintf(stderr, "usage: tessera-bench-decode --model DIR --shape NAME [--batches 1,8] [--prompt-len 128] "
                          "[--new-tokens 256] [--out FILE] [--lora-dir DIR --num-adapters N] "
-                         "[--profile-batches 1,256 [--mixed-prefills P]] [engine flags]\n");
+                         "[--profile-batches 1,256 [--mixed-prefills P]] [--trace-batches 1,4] [engine flags]\n");
     return 2;
   }
   auto opts = cli::ParseEngineOptions(*args);
@@ -286,7 +310,7 @@ int main(int argc, char** argv) {
       if (!absl::SimpleAtoi(part, &batch) || batch <= 0) continue;
       const int prefills = static_cast<int>(*args->GetInt("mixed-prefills", 0));
       if (prefills > 0) {  // the mixed step's wall time over 20 runs first, outside the profile
-        auto t = ForwardSeconds(**model, kv_dtype, batch, mid_ctx, eo.max_model_len, false, adapter_slots, false,
+        auto t = ForwardSeconds(**model, kv_dtype, batch, mid_ctx, eo.max_model_len, false, adapter_slots, Probe::kNone,
                                 prefills, prompt_len);
         if (!t.ok()) {
           std::fprintf(stderr, "%s\n", std::string(t.status().message()).c_str());
@@ -296,7 +320,7 @@ int main(int argc, char** argv) {
                      mid_ctx, prefills, prompt_len, *t * 1e3);
       }
       auto s = ForwardSeconds(**model, kv_dtype, batch, mid_ctx, eo.max_model_len, /*graphs=*/false, adapter_slots,
-                              /*profile=*/true, prefills, prompt_len);
+                              Probe::kProfile, prefills, prompt_len);
       if (!s.ok()) {
         std::fprintf(stderr, "%s\n", std::string(s.status().message()).c_str());
         return 1;
@@ -305,6 +329,34 @@ int main(int argc, char** argv) {
                    mid_ctx, prefills, prompt_len, *s * 1e3);
     }
     return 0;
+  }
+  if (args->Has("trace-batches")) {
+#ifdef TESSERA_BENCH_CUDA
+    if ((*backend)->kind() != DeviceKind::kCuda) {
+      std::fprintf(stderr, "--trace-batches records CUDA kernels: run it with --device cuda\n");
+      return 2;
+    }
+    for (auto part : absl::StrSplit(*args->Get("trace-batches"), ',')) {
+      int batch;
+      if (!absl::SimpleAtoi(part, &batch) || batch <= 0) {
+        std::fprintf(stderr, "--trace-batches takes positive batch sizes, not '%s'\n", std::string(part).c_str());
+        return 2;
+      }
+      for (bool graphs : {false, true}) {
+        if (graphs && !(*backend)->SupportsGraphs()) continue;
+        auto s = ForwardSeconds(**model, kv_dtype, batch, mid_ctx, eo.max_model_len, graphs, adapter_slots,
+                                Probe::kTrace);
+        if (!s.ok()) {
+          std::fprintf(stderr, "%s\n", std::string(s.status().message()).c_str());
+          return 1;
+        }
+      }
+    }
+    return 0;
+#else
+    std::fprintf(stderr, "--trace-batches needs a build with the CUDA backend\n");
+    return 2;
+#endif
   }
   // Forward-only rates first (their KV cache is freed before the engine takes its pool).
   struct Forward {
