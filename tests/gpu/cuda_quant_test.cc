@@ -278,6 +278,36 @@ TEST_F(CudaQuantTest, PackedInt4DecodeWithSliceStagingMatchesCpuUnderEveryWorkSp
       rng_);
 }
 
+// The decode planner takes the fewest waves of resident blocks any of its work splits gives
+// (only the first wave streams weights before the previous kernel ends): at one row the 7B
+// projections, the fused q/k/v and gate_up weights included, run in one wave.
+TEST_F(CudaQuantTest, PackedInt4DecodePlansTakeTheFewestWavesOfResidentBlocks) {
+  const int sms = 132;
+  for (auto [out, in] : {std::pair<int64_t, int64_t>{12288, 4096}, {22016, 4096}, {4096, 4096}, {4096, 11008},
+                         {11008, 4096}, {2048, 1024}}) {
+    cuda::Int4Args w;
+    w.in_features = in;
+    w.out_features = out;
+    w.n_blocks = out / 16;
+    w.k_chunks = in / 64;
+    w.group_size = 128;
+    w.groups = in / 128;
+    for (int64_t rows : {1, 2, 4, 8, 9, 16}) {
+      const cuda::Int4Plan p = cuda::PlanInt4Matmul(w, rows, true, sms);
+      ASSERT_TRUE(p.decode) << out << "x" << in << " rows " << rows;
+      const auto waves = [&](const cuda::Int4Plan& d) {
+        const int64_t resident = cuda::Int4DecodeResidentBlocks(d, sms);
+        return (static_cast<int64_t>(d.col_tiles) * d.splits + resident - 1) / resident;
+      };
+      for (int warps_n : {1, 2, 4, 8}) {
+        const cuda::Int4Plan d = cuda::PlanInt4Decode(w, rows, true, sms, 2, warps_n, 0, 2, 2, true);
+        if (d.decode) EXPECT_LE(waves(p), waves(d)) << out << "x" << in << " rows " << rows << " warps_n " << warps_n;
+      }
+      if (rows == 1) EXPECT_EQ(waves(p), 1) << out << "x" << in;
+    }
+  }
+}
+
 // Two decode matmuls in a captured graph, the second reading the first's output: launched as
 // programmatic dependents, each streams its weights early but must read its input only after
 // the kernel before it is done. Both outputs start as NaN before every replay.
