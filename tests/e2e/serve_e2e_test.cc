@@ -11,6 +11,7 @@
 #include "tessera/v1/inference.grpc.pb.h"
 #include "tests/e2e/server_process.h"
 #include "tests/http/test_client.h"
+#include "tests/testing/prometheus_text.h"
 
 namespace tessera {
 namespace {
@@ -20,6 +21,7 @@ using http::testing::BuildRequest;
 using http::testing::ParseSseEvents;
 using http::testing::TestClient;
 using json = nlohmann::json;
+using testing::MetricValue;
 
 struct Golden {
   std::string prompt;
@@ -64,15 +66,6 @@ std::string StreamText(const std::string& body, bool* done) {
     }
   }
   return text;
-}
-
-double MetricValue(const std::string& metrics, const std::string& name_and_labels_prefix) {
-  double total = 0;
-  std::istringstream in(metrics);
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind(name_and_labels_prefix, 0) == 0) total += std::stod(line.substr(line.rfind(' ') + 1));
-  }
-  return total;
 }
 
 class ServeE2ETest : public ::testing::Test {
